@@ -1,0 +1,104 @@
+// The CUDA runtime layer: one stream per device (the "current stream" every kernel is queued on),
+// a stream-ordered memory pool, and checked calls. See runtime.h.
+#include "tensor/kernels/cuda/runtime.h"
+#include "tensor/kernels/cuda/cuda_utils.cuh"
+
+#include <atomic>
+#include <cstdint>
+#include <mutex>
+#include <vector>
+
+namespace mlr::cuda {
+
+namespace {
+
+constexpr int kMaxDevices = 64;
+
+struct DeviceState {
+  std::once_flag init;
+  cudaStream_t stream = nullptr;
+  std::atomic<size_t> current{0};
+  std::atomic<size_t> peak{0};
+};
+
+DeviceState& state(int device) {
+  static DeviceState states[kMaxDevices];
+  MLR_CHECK(device >= 0 && device < kMaxDevices, "cuda: device index {} out of range", device);
+  DeviceState& s = states[device];
+  std::call_once(s.init, [&] {
+    MLR_CUDA_CHECK(cudaSetDevice(device));
+    MLR_CUDA_CHECK(cudaStreamCreateWithFlags(&s.stream, cudaStreamNonBlocking));
+    // Keep freed memory in the pool instead of returning it to the driver at each sync.
+    cudaMemPool_t pool;
+    MLR_CUDA_CHECK(cudaDeviceGetDefaultMemPool(&pool, device));
+    uint64_t threshold = UINT64_MAX;
+    MLR_CUDA_CHECK(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &threshold));
+  });
+  return s;
+}
+
+}  // namespace
+
+int device_count() {
+  int n = 0;
+  if (cudaGetDeviceCount(&n) != cudaSuccess) {
+    cudaGetLastError();  // clear the sticky "no device / no driver" error
+    return 0;
+  }
+  return n;
+}
+
+cudaStream_t current_stream(int device) { return state(device).stream; }
+
+void* allocate(size_t nbytes, int device) {
+  DeviceState& s = state(device);
+  MLR_CUDA_CHECK(cudaSetDevice(device));
+  void* ptr = nullptr;
+  cudaError_t err = cudaMallocAsync(&ptr, nbytes == 0 ? 1 : nbytes, s.stream);
+  if (err == cudaErrorMemoryAllocation) {
+    cudaGetLastError();
+    size_t free_bytes = 0, total_bytes = 0;
+    cudaMemGetInfo(&free_bytes, &total_bytes);
+    throw Error(fmt::format(
+        "cuda:{}: out of memory allocating {} bytes ({:.2f} GiB); tensors hold {:.2f} GiB, device has "
+        "{:.2f} GiB free of {:.2f} GiB",
+        device, nbytes, nbytes / 1073741824.0, s.current.load() / 1073741824.0, free_bytes / 1073741824.0,
+        total_bytes / 1073741824.0));
+  }
+  MLR_CUDA_CHECK(err);
+  size_t now = s.current.fetch_add(nbytes) + nbytes;
+  size_t peak = s.peak.load();
+  while (now > peak && !s.peak.compare_exchange_weak(peak, now)) {
+  }
+  return ptr;
+}
+
+void deallocate(void* ptr, size_t nbytes, int device) {
+  DeviceState& s = state(device);
+  cudaSetDevice(device);
+  cudaFreeAsync(ptr, s.stream);  // no throw from a destructor path
+  s.current.fetch_sub(nbytes);
+}
+
+void copy_bytes(void* dst, Device dst_device, const void* src, Device src_device, size_t nbytes) {
+  if (nbytes == 0) return;
+  int device = dst_device.is_cuda() ? dst_device.index : src_device.index;
+  cudaStream_t stream = state(device).stream;
+  MLR_CUDA_CHECK(cudaSetDevice(device));
+  MLR_CUDA_CHECK(cudaMemcpyAsync(dst, src, nbytes, cudaMemcpyDefault, stream));
+  if (dst_device.is_cpu() || src_device.is_cpu()) MLR_CUDA_CHECK(cudaStreamSynchronize(stream));
+}
+
+void synchronize(int device) { MLR_CUDA_CHECK(cudaStreamSynchronize(state(device).stream)); }
+
+MemoryStats memory_stats(int device) {
+  DeviceState& s = state(device);
+  return {s.current.load(), s.peak.load()};
+}
+
+void reset_peak_memory(int device) {
+  DeviceState& s = state(device);
+  s.peak.store(s.current.load());
+}
+
+}  // namespace mlr::cuda

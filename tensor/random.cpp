@@ -1,0 +1,62 @@
+// Random tensors from the Philox generator (tensor/philox.h). Element i of a draw depends only on
+// (seed, offset, i), so a seed gives the same numbers on the CPU and on CUDA.
+#include <cmath>
+
+#include "tensor/dispatch.h"
+#include "tensor/tensor.h"
+
+namespace mlr {
+
+Generator& default_generator() {
+  static Generator gen(0);
+  return gen;
+}
+
+void manual_seed(uint64_t seed) { default_generator().set_state(seed, 0); }
+
+Tensor& uniform_(Tensor& t, double low, double high, Generator& gen) {
+  MLR_CHECK(t.is_floating_point(), "uniform_: dtype {} is not floating", dtype_name(t.dtype()));
+  MLR_CHECK(low <= high, "uniform_: low {} > high {}", low, high);
+  uint64_t n = static_cast<uint64_t>(t.numel());
+  uint64_t offset = gen.reserve((n + 3) / 4);
+  if (n == 0) return t;
+  Tensor dst = t.is_contiguous() ? t : empty(t.shape(), t.options());
+  MLR_DISPATCH(t.device(), random_uniform, dst, gen.seed(), offset, low, high);
+  if (!dst.shares_storage(t)) t.copy_(dst);
+  return t;
+}
+
+Tensor& normal_(Tensor& t, double mean, double std, Generator& gen) {
+  MLR_CHECK(t.is_floating_point(), "normal_: dtype {} is not floating", dtype_name(t.dtype()));
+  MLR_CHECK(std >= 0, "normal_: std {} is negative", std);
+  uint64_t n = static_cast<uint64_t>(t.numel());
+  uint64_t offset = gen.reserve((n + 1) / 2);
+  if (n == 0) return t;
+  Tensor dst = t.is_contiguous() ? t : empty(t.shape(), t.options());
+  MLR_DISPATCH(t.device(), random_normal, dst, gen.seed(), offset, mean, std);
+  if (!dst.shares_storage(t)) t.copy_(dst);
+  return t;
+}
+
+Tensor rand(const Shape& shape, Generator& gen, TensorOptions o) {
+  Tensor t = empty(shape, o);
+  return uniform_(t, 0.0, 1.0, gen);
+}
+
+Tensor randn(const Shape& shape, Generator& gen, TensorOptions o) {
+  Tensor t = empty(shape, o);
+  return normal_(t, 0.0, 1.0, gen);
+}
+
+Tensor& kaiming_uniform_(Tensor& t, double a, Generator& gen) {
+  MLR_CHECK(t.dim() >= 2, "kaiming_uniform_: needs at least 2 dimensions to compute fan_in, got shape {}",
+            shape_str(t.shape()));
+  int64_t fan_in = t.size(1);
+  for (int64_t d = 2; d < t.dim(); ++d) fan_in *= t.size(d);
+  MLR_CHECK(fan_in > 0, "kaiming_uniform_: fan_in is 0 for shape {}", shape_str(t.shape()));
+  double gain = std::sqrt(2.0 / (1.0 + a * a));
+  double bound = gain * std::sqrt(3.0 / static_cast<double>(fan_in));
+  return uniform_(t, -bound, bound, gen);
+}
+
+}  // namespace mlr
