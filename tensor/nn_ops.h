@@ -1,6 +1,8 @@
 // The LLaMA hot-path operations, forward and backward, as plain functions over tensors. The CPU
 // versions (tensor/kernels/cpu/<op>.cpp) are the readable references; CUDA versions are fused
 // kernels tested against them. nn/ wraps each pair in an autograd Function.
+// Saved statistics (rstd, lse) and per-row losses are f32 as stated below, except for f64 inputs,
+// where they are f64 so the f64 reference path (finite-difference checks) keeps its precision.
 #pragma once
 
 #include "tensor/tensor.h"

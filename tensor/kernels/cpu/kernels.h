@@ -57,6 +57,7 @@ void index_select(const Tensor& out, const Tensor& a, int64_t dim, const Tensor&
 void index_add(const Tensor& out, int64_t dim, const Tensor& index, const Tensor& source);  // out += ...
 
 // ---- LLaMA hot path (rmsnorm.*, rope.*, swiglu.*, attention.*, cross_entropy.*): math in nn_ops.h ----
+// These take contiguous tensors (the front-end in tensor/nn_ops.cpp makes them so).
 void rmsnorm_forward(const Tensor& x, const Tensor& weight, double eps, const Tensor& y, const Tensor& rstd);
 void rmsnorm_backward(const Tensor& dy, const Tensor& x, const Tensor& weight, const Tensor& rstd,
                       const Tensor& dx, const Tensor* dweight);

@@ -1,0 +1,446 @@
+#include "data/cache.h"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <zstd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstring>
+#include <exception>
+#include <fstream>
+#include <mutex>
+#include <random>
+#include <thread>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include "data/reader_detail.h"
+#include "data/text.h"
+#include "tensor/error.h"
+
+namespace mlr::data {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace {
+
+constexpr int kCacheVersion = 1;
+constexpr char kShardMagic[8] = {'M', 'L', 'R', 'D', 'S', 'H', '0', '1'};
+constexpr size_t kHeaderBytes = 8 + 8 + 8;
+
+int thread_count(int requested) {
+  if (requested > 0) return requested;
+  return std::max(1u, std::thread::hardware_concurrency());
+}
+
+std::string sanitize(const std::string& name) {
+  std::string out = name;
+  for (char& c : out) {
+    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '-' && c != '_' && c != '.') c = '_';
+  }
+  return out.empty() ? "dataset" : out;
+}
+
+// A read-only memory mapping of a whole file.
+class MappedFile {
+ public:
+  explicit MappedFile(const fs::path& path) {
+    fd_ = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    MLR_CHECK(fd_ >= 0, "data: cache: cannot open {}: {}", path.string(), std::strerror(errno));
+    struct stat st {};
+    if (::fstat(fd_, &st) != 0) {
+      ::close(fd_);
+      throw Error(fmt::format("data: cache: cannot stat {}", path.string()));
+    }
+    size_ = static_cast<size_t>(st.st_size);
+    if (size_ > 0) {
+      void* p = ::mmap(nullptr, size_, PROT_READ, MAP_PRIVATE, fd_, 0);
+      if (p == MAP_FAILED) {
+        ::close(fd_);
+        throw Error(fmt::format("data: cache: cannot map {}: {}", path.string(), std::strerror(errno)));
+      }
+      data_ = static_cast<const char*>(p);
+    }
+  }
+  ~MappedFile() {
+    if (data_) ::munmap(const_cast<char*>(data_), size_);
+    if (fd_ >= 0) ::close(fd_);
+  }
+  MappedFile(const MappedFile&) = delete;
+  MappedFile& operator=(const MappedFile&) = delete;
+  const char* data() const { return data_; }
+  size_t size() const { return size_; }
+
+ private:
+  int fd_ = -1;
+  const char* data_ = nullptr;
+  size_t size_ = 0;
+};
+
+// The tokenised examples of one shard, in the order of the shard file's arrays.
+struct ShardData {
+  std::vector<uint32_t> length, file, line;
+  std::vector<int32_t> ids;
+  std::vector<uint8_t> mask;
+  int64_t n_bad = 0;
+  std::vector<std::string> bad_messages;
+};
+
+size_t payload_bytes(uint64_t n_examples, uint64_t n_tokens) {
+  return kHeaderBytes + n_examples * 3 * sizeof(uint32_t) + n_tokens * (sizeof(int32_t) + sizeof(uint8_t));
+}
+
+template <typename T>
+void put(std::string& out, const std::vector<T>& v) {
+  out.append(reinterpret_cast<const char*>(v.data()), v.size() * sizeof(T));
+}
+
+std::string serialize(const ShardData& s) {
+  std::string out;
+  const uint64_t n = s.length.size(), t = s.ids.size();
+  out.reserve(payload_bytes(n, t));
+  out.append(kShardMagic, 8);
+  out.append(reinterpret_cast<const char*>(&n), 8);
+  out.append(reinterpret_cast<const char*>(&t), 8);
+  put(out, s.length);
+  put(out, s.file);
+  put(out, s.line);
+  put(out, s.ids);
+  put(out, s.mask);
+  return out;
+}
+
+void write_file_synced(const fs::path& path, const void* data, size_t size) {
+  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  MLR_CHECK(fd >= 0, "data: cache: cannot create {}: {}", path.string(), std::strerror(errno));
+  const char* p = static_cast<const char*>(data);
+  size_t left = size;
+  while (left > 0) {
+    const ssize_t w = ::write(fd, p, left);
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) {
+      const int err = errno;
+      ::close(fd);
+      throw Error(fmt::format("data: cache: cannot write {}: {}", path.string(), std::strerror(err)));
+    }
+    p += w;
+    left -= static_cast<size_t>(w);
+  }
+  ::fsync(fd);
+  ::close(fd);
+}
+
+// Runs job(i) for i in [0, n) on up to `threads` threads. If jobs throw, the error of the lowest
+// index is rethrown after all threads stop, and jobs above a failed index are not started: the
+// error reported is the first in source order, whatever the scheduling.
+template <typename Job>
+void parallel_for(int64_t n, int threads, Job job) {
+  std::atomic<int64_t> next{0};
+  std::atomic<int64_t> first_failed{n};
+  std::mutex mutex;
+  std::exception_ptr error;
+  int64_t error_index = n;
+  const auto worker = [&] {
+    while (true) {
+      const int64_t i = next.fetch_add(1);
+      if (i >= n || i > first_failed.load()) return;
+      try {
+        job(i);
+      } catch (...) {
+        std::lock_guard lock(mutex);
+        if (i < error_index) {
+          error_index = i;
+          error = std::current_exception();
+        }
+        int64_t f = first_failed.load();
+        while (i < f && !first_failed.compare_exchange_weak(f, i)) {
+        }
+      }
+    }
+  };
+  const int t = static_cast<int>(std::min<int64_t>(threads, n));
+  if (t <= 1) {
+    worker();
+  } else {
+    std::vector<std::thread> pool;
+    for (int k = 0; k < t; ++k) pool.emplace_back(worker);
+    for (auto& th : pool) th.join();
+  }
+  if (error) std::rethrow_exception(error);
+}
+
+}  // namespace
+
+std::string cache_key(const DatasetSpec& spec, const Tokenizer& tokenizer, std::string* key_text) {
+  const ResolvedSpecials specials = resolve_specials(tokenizer, spec.tokenize);
+  std::string text = fmt::format("mlr-data cache {}\nformat {}\ntemplate {}\ntokenizer {}\nbos {} eos {}\nskip_bad {}\n",
+                                 kCacheVersion, format_name(spec.format), spec.tmpl.canonical(), tokenizer.fingerprint(),
+                                 specials.bos, specials.eos, spec.skip_bad);
+  for (const fs::path& file : source_files(spec.format, spec.path)) {
+    const std::string contents = detail::read_file(file);
+    text += fmt::format("source {} {} {:016x}\n", file.filename().string(), contents.size(), fnv1a64(contents));
+  }
+  if (key_text) *key_text = text;
+  return fmt::format("{:016x}", fnv1a64(text));
+}
+
+std::string TokenizedDataset::location(int64_t i) const {
+  const uint32_t f = file_[static_cast<size_t>(i)];
+  return fmt::format("{}:{}", f < files_.size() ? files_[f] : "?", line_[static_cast<size_t>(i)]);
+}
+
+// Fills a TokenizedDataset from shards (built or loaded).
+class DatasetBuilder {
+ public:
+  static std::shared_ptr<TokenizedDataset> assemble(const DatasetSpec& spec, std::vector<ShardData>& shards) {
+    auto ds = std::make_shared<TokenizedDataset>();
+    ds->spec_ = spec;
+    int64_t n = 0, t = 0;
+    for (const auto& s : shards) {
+      n += static_cast<int64_t>(s.length.size());
+      t += static_cast<int64_t>(s.ids.size());
+    }
+    ds->offsets_.reserve(static_cast<size_t>(n) + 1);
+    ds->ids_.reserve(static_cast<size_t>(t));
+    ds->mask_.reserve(static_cast<size_t>(t));
+    for (auto& s : shards) {
+      for (uint32_t len : s.length) ds->offsets_.push_back(ds->offsets_.back() + len);
+      ds->ids_.insert(ds->ids_.end(), s.ids.begin(), s.ids.end());
+      ds->mask_.insert(ds->mask_.end(), s.mask.begin(), s.mask.end());
+      ds->file_.insert(ds->file_.end(), s.file.begin(), s.file.end());
+      ds->line_.insert(ds->line_.end(), s.line.begin(), s.line.end());
+      ds->n_bad_ += s.n_bad;
+      for (auto& m : s.bad_messages) {
+        if (ds->bad_messages_.size() < 5) ds->bad_messages_.push_back(std::move(m));
+      }
+      s = ShardData{};  // release as we go
+    }
+    ds->first_target_.resize(static_cast<size_t>(n));
+    for (int64_t i = 0; i < n; ++i) {
+      const auto m = ds->mask(i);
+      const auto it = std::find(m.begin(), m.end(), uint8_t{1});
+      ds->first_target_[static_cast<size_t>(i)] = static_cast<int32_t>(it - m.begin());
+      ds->num_target_tokens_ += std::count(m.begin(), m.end(), uint8_t{1});
+    }
+    return ds;
+  }
+  // Bad rows found by the reader come before those found while rendering, in source order.
+  static void prepend_bad(TokenizedDataset& ds, int64_t n_bad, std::vector<std::string> messages) {
+    ds.n_bad_ += n_bad;
+    messages.insert(messages.end(), ds.bad_messages_.begin(), ds.bad_messages_.end());
+    if (messages.size() > 5) messages.resize(5);
+    ds.bad_messages_ = std::move(messages);
+  }
+  static void set_bad(TokenizedDataset& ds, int64_t n_bad, std::vector<std::string> messages) {
+    ds.n_bad_ = n_bad;
+    ds.bad_messages_ = std::move(messages);
+  }
+  static void set_source(TokenizedDataset& ds, std::vector<std::string> files, PrepareInfo info) {
+    ds.files_ = std::move(files);
+    ds.info_ = std::move(info);
+  }
+};
+
+namespace {
+
+// Loads one shard: maps the file, checks the frame against the sizes the index promises,
+// decompresses and splits it into arrays. Any mismatch throws (the caller rebuilds).
+ShardData load_shard(const fs::path& path, uint64_t n_examples, uint64_t n_tokens, int64_t n_files) {
+  MappedFile file(path);
+  const size_t expected = payload_bytes(n_examples, n_tokens);
+  const unsigned long long frame = ZSTD_getFrameContentSize(file.data(), file.size());
+  MLR_CHECK(frame == expected, "data: cache: {}: frame holds {} bytes, the index promises {}", path.string(),
+            frame, expected);
+  std::string payload(expected, '\0');
+  const size_t got = ZSTD_decompress(payload.data(), payload.size(), file.data(), file.size());
+  MLR_CHECK(!ZSTD_isError(got) && got == expected, "data: cache: {}: corrupt zstd frame ({})", path.string(),
+            ZSTD_isError(got) ? ZSTD_getErrorName(got) : "short");
+  MLR_CHECK(std::memcmp(payload.data(), kShardMagic, 8) == 0, "data: cache: {}: not a shard file", path.string());
+  uint64_t n = 0, t = 0;
+  std::memcpy(&n, payload.data() + 8, 8);
+  std::memcpy(&t, payload.data() + 16, 8);
+  MLR_CHECK(n == n_examples && t == n_tokens, "data: cache: {}: header counts differ from the index", path.string());
+  ShardData s;
+  const char* p = payload.data() + kHeaderBytes;
+  const auto take = [&](auto& v, size_t count) {
+    using T = typename std::decay_t<decltype(v)>::value_type;
+    v.resize(count);
+    std::memcpy(v.data(), p, count * sizeof(T));
+    p += count * sizeof(T);
+  };
+  take(s.length, n);
+  take(s.file, n);
+  take(s.line, n);
+  take(s.ids, t);
+  take(s.mask, t);
+  uint64_t sum = 0;
+  for (uint32_t len : s.length) sum += len;
+  MLR_CHECK(sum == t, "data: cache: {}: example lengths sum to {}, not {}", path.string(), sum, t);
+  for (uint32_t f : s.file) MLR_CHECK(static_cast<int64_t>(f) < n_files, "data: cache: {}: bad file index", path.string());
+  return s;
+}
+
+std::shared_ptr<TokenizedDataset> load_cache(const DatasetSpec& spec, const fs::path& dir, const std::string& key,
+                                             const std::vector<std::string>& files, int threads) {
+  const auto start = std::chrono::steady_clock::now();
+  json index;
+  try {
+    index = json::parse(detail::read_file(dir / "index.json"));
+  } catch (const json::exception& e) {
+    throw Error(fmt::format("data: cache: {}: unreadable index ({})", (dir / "index.json").string(), e.what()));
+  }
+  MLR_CHECK(index.value("version", 0) == kCacheVersion && index.value("key", "") == key,
+            "data: cache: {}: index version or key does not match", dir.string());
+  const json& shard_list = index.at("shards");
+  std::vector<ShardData> shards(shard_list.size());
+  parallel_for(static_cast<int64_t>(shards.size()), threads, [&](int64_t i) {
+    const json& s = shard_list[static_cast<size_t>(i)];
+    shards[static_cast<size_t>(i)] = load_shard(dir / s.at("file").get<std::string>(), s.at("n_examples").get<uint64_t>(),
+                                                s.at("n_tokens").get<uint64_t>(), static_cast<int64_t>(files.size()));
+  });
+  auto ds = DatasetBuilder::assemble(spec, shards);
+  MLR_CHECK(ds->size() == index.at("n_examples").get<int64_t>() && ds->num_tokens() == index.at("n_tokens").get<int64_t>(),
+            "data: cache: {}: totals differ from the index", dir.string());
+  PrepareInfo info;
+  info.from_cache = true;
+  info.shards_mapped = static_cast<int64_t>(shard_list.size());
+  info.cache_dir = dir;
+  info.key = key;
+  info.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  DatasetBuilder::set_bad(*ds, index.value("n_bad", int64_t{0}), index.value("bad_messages", std::vector<std::string>{}));
+  DatasetBuilder::set_source(*ds, files, info);
+  return ds;
+}
+
+std::shared_ptr<TokenizedDataset> build_cache(const DatasetSpec& spec, const Tokenizer& tokenizer, const fs::path& dir,
+                                              const std::string& key, const std::string& key_text,
+                                              const std::vector<std::string>& files, const CacheOptions& options) {
+  const auto start = std::chrono::steady_clock::now();
+  const int threads = thread_count(options.threads);
+  const CompiledTemplate tmpl(spec.tmpl, spec.format, spec.name);
+  const ResolvedSpecials specials = resolve_specials(tokenizer, spec.tokenize);
+  ReadResult read = read_records(spec.format, spec.path, ReadOptions{spec.skip_bad});
+  MLR_CHECK(!read.records.empty(), "data: dataset '{}': no examples in {}{}", spec.name, spec.path.string(),
+            read.n_bad > 0 ? fmt::format(" (all {} rows were malformed and skipped; first: {})", read.n_bad,
+                                         read.bad_messages.empty() ? "" : read.bad_messages[0])
+                           : "");
+
+  // Shards small enough that every thread gets several, large enough to compress well.
+  const auto n = static_cast<int64_t>(read.records.size());
+  const int64_t per_shard = std::clamp<int64_t>((n + 4 * threads - 1) / (4 * threads), 256, 16384);
+  const int64_t n_shards = (n + per_shard - 1) / per_shard;
+
+  // Build in a private directory, then rename it into place.
+  std::random_device rd;
+  const fs::path tmp = dir.parent_path() / fmt::format(".{}.tmp-{}-{:08x}", dir.filename().string(), ::getpid(), rd());
+  fs::create_directories(tmp);
+  std::vector<ShardData> shards(static_cast<size_t>(n_shards));
+  std::vector<json> shard_index(static_cast<size_t>(n_shards));
+  try {
+    parallel_for(n_shards, threads, [&](int64_t s) {
+      ShardData& shard = shards[static_cast<size_t>(s)];
+      const int64_t begin = s * per_shard, end = std::min(n, begin + per_shard);
+      for (int64_t i = begin; i < end; ++i) {
+        const Record& r = read.records[static_cast<size_t>(i)];
+        const std::string where = fmt::format("{}:{}", read.files[static_cast<size_t>(r.file)], r.line);
+        TokenizedExample tok;
+        try {
+          tok = tokenize_example(tokenizer, tmpl.render(r, where), specials);
+        } catch (const Error& e) {
+          if (!spec.skip_bad) throw;
+          ++shard.n_bad;
+          std::string message = e.what();
+          if (message.rfind("mlr: ", 0) == 0) message = message.substr(5);
+          if (shard.bad_messages.size() < 5) shard.bad_messages.push_back(std::move(message));
+          continue;
+        }
+        shard.length.push_back(static_cast<uint32_t>(tok.ids.size()));
+        shard.file.push_back(static_cast<uint32_t>(r.file));
+        shard.line.push_back(static_cast<uint32_t>(r.line));
+        shard.ids.insert(shard.ids.end(), tok.ids.begin(), tok.ids.end());
+        shard.mask.insert(shard.mask.end(), tok.mask.begin(), tok.mask.end());
+      }
+      const std::string payload = serialize(shard);
+      std::string compressed(ZSTD_compressBound(payload.size()), '\0');
+      const size_t size = ZSTD_compress(compressed.data(), compressed.size(), payload.data(), payload.size(), options.zstd_level);
+      MLR_CHECK(!ZSTD_isError(size), "data: cache: zstd compression failed: {}", ZSTD_getErrorName(size));
+      const std::string name = fmt::format("shard-{:05d}.zst", s);
+      write_file_synced(tmp / name, compressed.data(), size);
+      shard_index[static_cast<size_t>(s)] = {{"file", name}, {"n_examples", shard.length.size()}, {"n_tokens", shard.ids.size()}};
+    });
+  } catch (...) {
+    std::error_code ec;
+    fs::remove_all(tmp, ec);
+    throw;
+  }
+
+  auto ds = DatasetBuilder::assemble(spec, shards);
+  DatasetBuilder::prepend_bad(*ds, read.n_bad, read.bad_messages);
+  MLR_CHECK(ds->size() > 0, "data: dataset '{}': no examples in {} (all {} rows were malformed and skipped; first: {})",
+            spec.name, spec.path.string(), ds->num_bad(), ds->bad_messages().empty() ? "" : ds->bad_messages()[0]);
+
+  const json index = {{"version", kCacheVersion},
+                      {"key", key},
+                      {"key_text", key_text},
+                      {"dataset", spec.name},
+                      {"format", format_name(spec.format)},
+                      {"files", files},
+                      {"n_examples", ds->size()},
+                      {"n_tokens", ds->num_tokens()},
+                      {"n_bad", ds->num_bad()},
+                      {"bad_messages", ds->bad_messages()},
+                      {"shards", shard_index}};
+  const std::string index_text = index.dump(1);
+  write_file_synced(tmp / "index.json", index_text.data(), index_text.size());
+  std::error_code ec;
+  fs::rename(tmp, dir, ec);
+  if (ec) {
+    // Another process (a second rank) finished the same build first: keep its copy.
+    fs::remove_all(tmp, ec);
+  }
+  PrepareInfo info;
+  info.tokenized = ds->size();
+  info.cache_dir = dir;
+  info.key = key;
+  info.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  DatasetBuilder::set_source(*ds, files, info);
+  return ds;
+}
+
+}  // namespace
+
+std::shared_ptr<const TokenizedDataset> prepare_dataset(const DatasetSpec& spec, const Tokenizer& tokenizer,
+                                                        const CacheOptions& options) {
+  std::string key_text;
+  const std::string key = cache_key(spec, tokenizer, &key_text);
+  std::vector<std::string> files;
+  for (const auto& f : source_files(spec.format, spec.path)) files.push_back(f.string());
+  fs::create_directories(options.dir);
+  const fs::path dir = options.dir / fmt::format("{}-{}", sanitize(spec.name), key);
+  std::string note;
+  if (fs::exists(dir / "index.json")) {
+    try {
+      return load_cache(spec, dir, key, files, thread_count(options.threads));
+    } catch (const Error& e) {
+      note = fmt::format("rebuilt the cache: {}", e.what());
+      std::error_code ec;
+      fs::remove_all(dir, ec);
+    }
+  } else if (fs::exists(dir)) {
+    std::error_code ec;
+    fs::remove_all(dir, ec);  // a directory without an index is an interrupted copy
+  }
+  auto ds = build_cache(spec, tokenizer, dir, key, key_text, files, options);
+  PrepareInfo info = ds->info();
+  info.note = note;
+  DatasetBuilder::set_source(*ds, files, info);
+  return ds;
+}
+
+}  // namespace mlr::data

@@ -1,0 +1,48 @@
+// Tokenisation of an Example into ids and a loss mask.
+//
+// The text is encoded once as a whole (prompt + target, or every turn of a conversation), and the
+// prompt/target boundary is placed at the token count of the prompt encoded alone, with its
+// trailing whitespace moved to the target: lm-evaluation-harness's _encode_pair rule, so that the
+// target tokens seen in training are the continuation tokens scored in evaluation.
+// mask[t] = 1 marks a target token (trained on); prompt tokens and BOS have mask 0; EOS, when
+// added, belongs to the target. Labels are derived later (packing), so training on the prompt is
+// a loader option, not a cache key.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "data/template.h"
+#include "llama/tokenizer.h"
+
+namespace mlr::data {
+
+// Whether to add a special token: as the tokenizer's configuration says (add_bos_token,
+// add_eos_token), or always, or never.
+enum class Special { as_tokenizer, always, never };
+Special parse_special(std::string_view text);  // "auto" | "true" | "false"
+std::string_view special_name(Special s);
+
+struct TokenizeOptions {
+  Special bos = Special::as_tokenizer;
+  Special eos = Special::as_tokenizer;
+};
+
+// The options resolved against a tokenizer: whether BOS / EOS are added. Throws when a token is
+// asked for that the tokenizer does not have.
+struct ResolvedSpecials {
+  bool bos = false, eos = false;
+  int32_t bos_id = -1, eos_id = -1;
+};
+ResolvedSpecials resolve_specials(const Tokenizer& tokenizer, const TokenizeOptions& options);
+
+struct TokenizedExample {
+  std::vector<int32_t> ids;
+  std::vector<uint8_t> mask;  // 1 = target token
+};
+
+TokenizedExample tokenize_example(const Tokenizer& tokenizer, const Example& example, const ResolvedSpecials& specials);
+
+}  // namespace mlr::data
