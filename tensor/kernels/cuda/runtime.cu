@@ -5,6 +5,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <cstdlib>
 #include <mutex>
 #include <vector>
 
@@ -37,7 +38,17 @@ DeviceState& state(int device) {
   return s;
 }
 
+std::atomic<bool>& poison_flag() {
+  static std::atomic<bool> flag{[] {
+    const char* v = std::getenv("MLR_CUDA_POISON");
+    return v != nullptr && v[0] == '1';
+  }()};
+  return flag;
+}
+
 }  // namespace
+
+void set_poison_allocations(bool on) { poison_flag().store(on); }
 
 int device_count() {
   int n = 0;
@@ -66,6 +77,7 @@ void* allocate(size_t nbytes, int device) {
         total_bytes / 1073741824.0));
   }
   MLR_CUDA_CHECK(err);
+  if (poison_flag().load(std::memory_order_relaxed)) MLR_CUDA_CHECK(cudaMemsetAsync(ptr, 0xFF, nbytes, s.stream));
   size_t now = s.current.fetch_add(nbytes) + nbytes;
   size_t peak = s.peak.load();
   while (now > peak && !s.peak.compare_exchange_weak(peak, now)) {

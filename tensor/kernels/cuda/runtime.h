@@ -18,5 +18,9 @@ void copy_bytes(void* dst, Device dst_device, const void* src, Device src_device
 void synchronize(int device);
 MemoryStats memory_stats(int device);
 void reset_peak_memory(int device);
+// Test aid: when on, every new allocation is filled with 0xFF bytes (NaN in every floating dtype,
+// -1 in the integer ones) before it is handed out, so a kernel that leaves part of its output
+// unwritten fails the CUDA-vs-CPU comparison. Also switched on by MLR_CUDA_POISON=1.
+void set_poison_allocations(bool on);
 
 }  // namespace mlr::cuda
