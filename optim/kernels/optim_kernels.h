@@ -1,0 +1,66 @@
+// Elementwise kernels of the optimizer, one function per pass over a parameter's memory.
+// The CPU versions (kernels/cpu/optim_kernels.cpp) are plain loops: the readable reference that a
+// fused multi-tensor CUDA kernel is to be tested against. Until that kernel exists, tensors on
+// other devices go through the *_ops versions (kernels/optim_ops.cpp): the same math composed
+// of tensor ops, correct wherever those ops run, but one pass (and temporaries) per op.
+// The unsuffixed functions at the end dispatch on the device.
+#pragma once
+
+#include <cstdint>
+
+#include "tensor/tensor.h"
+
+namespace mlr::optim_kernels {
+
+// Hyperparameters of one AdamW update (the scalars of torch.optim.AdamW, amsgrad off).
+struct AdamWScalars {
+  double lr = 0;
+  double beta1 = 0.9;
+  double beta2 = 0.999;
+  double eps = 1e-8;
+  double weight_decay = 0;
+  int64_t step = 1;  // 1-based count of updates of this parameter, including this one
+};
+
+// One AdamW update, in place, of the master weights `master` and the moments m = exp_avg,
+// v = exp_avg_sq, given the gradient g (any floating dtype; read in the master's precision).
+// The arithmetic follows torch.optim.AdamW's single-tensor path, op by op, in the master's dtype
+// (f32, or f64), with the scalars formed in double as Python does and then rounded to that dtype:
+//   p  = p * (1 - lr * wd)                        (skipped when wd == 0)
+//   m  = lerp(m, g, w),  w = 1 - beta1            (fma(w, g - m, m), or fma(w - 1, g - m, g) for w >= 0.5)
+//   v  = fma((1 - beta2) * g, g, v * beta2)
+//   bc1 = 1 - beta1^step,  bc2 = 1 - beta2^step
+//   p  = p + ((-lr / bc1) * m) / (sqrt(v) / sqrt(bc2) + eps)
+// The fused multiply-adds are where torch's vectorised CPU kernels (lerp, addcmul) round once;
+// with them the f32 trajectories of tests/fixtures/optim match torch bit for bit except where
+// torch's vectorised sqrt is off by an ulp (ours is correctly rounded).
+// master, exp_avg and exp_avg_sq are contiguous, of one dtype (f32 or f64) and of g's numel.
+void adamw_update_cpu(Tensor& master, Tensor& exp_avg, Tensor& exp_avg_sq, const Tensor& grad,
+                      const AdamWScalars& scalars);
+
+// Sum of squares of the elements of `t` (any floating dtype, any strides), accumulated in double.
+double sum_of_squares_cpu(const Tensor& t);
+
+// Whether every element of `t` (any floating dtype, any strides) is finite.
+bool all_finite_cpu(const Tensor& t);
+
+// t *= factor in place (any floating dtype, contiguous), computing in t's compute precision.
+// Returns whether every element of t was finite before scaling (the check GradScaler makes).
+bool scale_and_check_finite_cpu(Tensor& t, double factor);
+
+// ---- the same through tensor ops (any device), rounding after each op (no fused multiply-add):
+// adamw_update_ops agrees with adamw_update_cpu within a few ulps, the others exactly up to the
+// order of summation.
+void adamw_update_ops(Tensor& master, Tensor& exp_avg, Tensor& exp_avg_sq, const Tensor& grad,
+                      const AdamWScalars& scalars);
+double sum_of_squares_ops(const Tensor& t);  // in f32 per tensor off the CPU (no f64 there), f64 on it
+bool all_finite_ops(const Tensor& t);
+bool scale_and_check_finite_ops(Tensor& t, double factor);
+
+// ---- dispatch: the CPU loops for CPU tensors, the tensor-op versions elsewhere ----
+void adamw_update(Tensor& master, Tensor& exp_avg, Tensor& exp_avg_sq, const Tensor& grad, const AdamWScalars& scalars);
+double sum_of_squares(const Tensor& t);
+bool all_finite(const Tensor& t);
+bool scale_and_check_finite(Tensor& t, double factor);
+
+}  // namespace mlr::optim_kernels

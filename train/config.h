@@ -1,0 +1,113 @@
+// The configuration of a training run (mlr-train): one YAML file with `key=value` overrides from the
+// command line (dotted keys: `optim.lr=1e-4`, `adapter.type=multilora`). Every section and key is
+// documented in configs/README.md; an unknown key, a wrong type or an out-of-range value is an
+// error naming the file, line and key. The resolved configuration (after overrides and defaults)
+// is printed at start and saved next to the outputs as config.resolved.yaml.
+//
+//   model:   {path: <HF checkpoint dir>, dtype: bf16, device: cuda}
+//   adapter: {type: multilora, r: 32, alpha: 64, n_modules: 4, target_modules: [q_proj, v_proj]}
+//   data:    {...}            # the data section of data/config.h, passed through
+//   train:   {steps: 1000, grad_accum: 4, precision: bf16, activation_checkpointing: true}
+//   optim:   {lr: 2e-4, schedule: cosine, warmup_steps: 100, min_lr_ratio: 0.1, clip_grad_norm: 1.0}
+//   eval:    {interval: 200, heldout_batches: 8, tasks: [boolq], limit: 200}
+//   save:    {interval: 500, keep_last: 3}
+//   log:     {interval: 1, tensorboard: true}
+//   output_dir: runs/multilora
+//   seed: 1234
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+namespace mlr {
+
+struct ModelSection {
+  std::string path;           // Hugging Face checkpoint directory (config.json + safetensors)
+  std::string dtype = "f32";  // weights: f32 | bf16 | f16
+  std::string device = "auto";  // auto (cuda when present) | cpu | cuda | cuda:N
+};
+
+struct AdapterSection {
+  std::string type = "lora";  // lora | multilora | smora | full
+  int64_t r = 8;              // total rank (MultiLoRA: split over n_modules unless ranks are given)
+  double alpha = 16;
+  double dropout = 0.0;
+  bool rslora = false;  // scale alpha / sqrt(r) instead of alpha / r
+  std::vector<std::string> target_modules = {"q_proj", "v_proj"};
+  std::vector<int64_t> layers;  // empty: every layer
+  // MultiLoRA
+  int64_t n_modules = 4;
+  std::vector<int64_t> ranks;        // per module; empty: r / n_modules each
+  std::string scale = "scalar";      // scalar | per_channel
+  bool fixed_scale = false;          // keep the scales at their initial value
+  double scale_init = 0.0;
+  std::string init = "kaiming";      // kaiming | gaussian
+  // SMoRA
+  int64_t top_k = 4;
+  std::string router = "sigmoid";    // sigmoid | softmax
+  double balance_rate = 1e-5;        // u of the bias update
+};
+
+struct TrainSection {
+  int64_t steps = 100;  // optimizer steps
+  int64_t grad_accum = 1;
+  std::string precision = "f32";  // f32 | bf16 | fp16 (compute dtype; master weights and moments f32)
+  bool activation_checkpointing = false;
+};
+
+struct OptimSection {
+  double lr = 2e-4;
+  double weight_decay = 0.0;
+  double beta1 = 0.9, beta2 = 0.999, eps = 1e-8;
+  double clip_grad_norm = 1.0;  // 0: off
+  std::string schedule = "cosine";  // constant | linear | cosine
+  int64_t warmup_steps = 0;
+  double min_lr_ratio = 0.0;  // floor of the schedule as a fraction of lr
+  bool decay_norms_biases_scales = false;
+  double loss_scale_init = 65536.0;  // fp16 only
+  int64_t loss_scale_growth_interval = 2000;
+};
+
+struct EvalSection {
+  int64_t interval = 0;  // steps between evaluations; 0: off
+  int64_t heldout_batches = 0;  // held-out loss on this many batches of the mixture
+  std::vector<std::string> tasks;  // benchmark tasks (eval/), e.g. boolq, mmlu
+  std::string data_dir;            // where the task files are
+  int64_t limit = 0;               // examples per task; 0: all
+};
+
+struct SaveSection {
+  int64_t interval = 0;  // steps between checkpoints; 0: only at the end
+  int keep_last = 3;
+};
+
+struct LogSection {
+  int64_t interval = 1;
+  bool tensorboard = true;
+};
+
+struct TrainConfig {
+  ModelSection model;
+  AdapterSection adapter;
+  std::string data_yaml;  // the data section as YAML (parsed by data/config.h)
+  TrainSection train;
+  OptimSection optim;
+  EvalSection eval;
+  SaveSection save;
+  LogSection log;
+  std::string output_dir = "runs/default";
+  int64_t seed = 1234;
+  std::filesystem::path base_dir;  // relative paths of the file resolve against this
+};
+
+// Parses YAML text (`name` in errors) after applying `overrides` ("a.b=value", value parsed as YAML).
+TrainConfig parse_train_config(const std::string& yaml_text, const std::string& name,
+                               const std::vector<std::string>& overrides, const std::filesystem::path& base_dir);
+TrainConfig load_train_config(const std::filesystem::path& yaml_file, const std::vector<std::string>& overrides);
+
+// The resolved configuration as YAML (every key, defaults included).
+std::string to_yaml(const TrainConfig& config);
+
+}  // namespace mlr
