@@ -173,12 +173,10 @@ TrainConfig parse_train_config(const std::string& yaml_text, const std::string& 
   top.integer("seed", c.seed);
 
   const Section model(root["model"], name, "model", overridden);
-  model.only({"path", "dtype", "device"});
+  model.only({"path", "device"});
   model.str("path", c.model.path);
-  model.str("dtype", c.model.dtype);
   model.str("device", c.model.device);
   model.require(!c.model.path.empty(), "path", "is required (a Hugging Face checkpoint directory)");
-  model.one_of("dtype", c.model.dtype, {"f32", "bf16", "f16"});
   c.model.path = resolve(base_dir, c.model.path).string();
 
   const Section adapter(root["adapter"], name, "adapter", overridden);
@@ -277,7 +275,14 @@ TrainConfig parse_train_config(const std::string& yaml_text, const std::string& 
   optim.require(o.loss_scale_growth_interval > 0, "loss_scale_growth_interval", "must be positive");
 
   const Section eval(root["eval"], name, "eval", overridden);
-  eval.only({"interval", "heldout_batches", "tasks", "data_dir", "limit"});
+  eval.only({"interval", "heldout_batches", "data", "tasks", "data_dir", "limit"});
+  if (root["eval"] && root["eval"]["data"]) {
+    const YAML::Node data = root["eval"]["data"];
+    if (!data.IsMap()) eval.fail(data, "'eval.data' must be a mapping (a data section, see data/README.md)");
+    YAML::Emitter out;
+    out << data;
+    c.eval.data_yaml = out.c_str();
+  }
   eval.integer("interval", c.eval.interval);
   eval.integer("heldout_batches", c.eval.heldout_batches);
   eval.list("tasks", c.eval.tasks, "a task name");
@@ -286,6 +291,8 @@ TrainConfig parse_train_config(const std::string& yaml_text, const std::string& 
   eval.require(c.eval.interval >= 0, "interval", "must be >= 0 (0: off)");
   eval.require(c.eval.heldout_batches >= 0, "heldout_batches", "must be >= 0");
   eval.require(c.eval.limit >= 0, "limit", "must be >= 0 (0: all)");
+  eval.require(c.eval.heldout_batches == 0 || !c.eval.data_yaml.empty(), "heldout_batches",
+               "needs eval.data (the held-out datasets)");
   c.eval.data_dir = resolve(base_dir, c.eval.data_dir).string();
 
   const Section save(root["save"], name, "save", overridden);
@@ -315,7 +322,7 @@ std::string to_yaml(const TrainConfig& c) {
   YAML::Emitter out;
   out << YAML::BeginMap;
   out << YAML::Key << "model" << YAML::Value << YAML::BeginMap << YAML::Key << "path" << YAML::Value << c.model.path
-      << YAML::Key << "dtype" << YAML::Value << c.model.dtype << YAML::Key << "device" << YAML::Value << c.model.device
+      << YAML::Key << "device" << YAML::Value << c.model.device
       << YAML::EndMap;
   const AdapterSection& a = c.adapter;
   out << YAML::Key << "adapter" << YAML::Value << YAML::BeginMap;
@@ -343,7 +350,9 @@ std::string to_yaml(const TrainConfig& c) {
       << YAML::Key << "loss_scale_init" << YAML::Value << o.loss_scale_init << YAML::Key
       << "loss_scale_growth_interval" << YAML::Value << o.loss_scale_growth_interval << YAML::EndMap;
   out << YAML::Key << "eval" << YAML::Value << YAML::BeginMap << YAML::Key << "interval" << YAML::Value
-      << c.eval.interval << YAML::Key << "heldout_batches" << YAML::Value << c.eval.heldout_batches << YAML::Key
+      << c.eval.interval << YAML::Key << "heldout_batches" << YAML::Value << c.eval.heldout_batches;
+  if (!c.eval.data_yaml.empty()) out << YAML::Key << "data" << YAML::Value << YAML::Load(c.eval.data_yaml);
+  out << YAML::Key
       << "tasks" << YAML::Value << YAML::Flow << c.eval.tasks << YAML::Key << "data_dir" << YAML::Value
       << c.eval.data_dir << YAML::Key << "limit" << YAML::Value << c.eval.limit << YAML::EndMap;
   out << YAML::Key << "save" << YAML::Value << YAML::BeginMap << YAML::Key << "interval" << YAML::Value

@@ -4,7 +4,7 @@
 // error naming the file, line and key. The resolved configuration (after overrides and defaults)
 // is printed at start and saved next to the outputs as config.resolved.yaml.
 //
-//   model:   {path: <HF checkpoint dir>, dtype: bf16, device: cuda}
+//   model:   {path: <HF checkpoint dir>, device: cuda}    # weights load in train.precision's dtype
 //   adapter: {type: multilora, r: 32, alpha: 64, n_modules: 4, target_modules: [q_proj, v_proj]}
 //   data:    {...}            # the data section of data/config.h, passed through
 //   train:   {steps: 1000, grad_accum: 4, precision: bf16, activation_checkpointing: true}
@@ -25,7 +25,6 @@ namespace mlr {
 
 struct ModelSection {
   std::string path;           // Hugging Face checkpoint directory (config.json + safetensors)
-  std::string dtype = "f32";  // weights: f32 | bf16 | f16
   std::string device = "auto";  // auto (cuda when present) | cpu | cuda | cuda:N
 };
 
@@ -53,7 +52,9 @@ struct AdapterSection {
 struct TrainSection {
   int64_t steps = 100;  // optimizer steps
   int64_t grad_accum = 1;
-  std::string precision = "f32";  // f32 | bf16 | fp16 (compute dtype; master weights and moments f32)
+  // f32 | bf16 | fp16: the dtype the model's weights are loaded in and computed with; trainable
+  // parameters keep f32 master weights and moments in the optimizer, and fp16 scales the loss.
+  std::string precision = "f32";
   bool activation_checkpointing = false;
 };
 
@@ -72,7 +73,10 @@ struct OptimSection {
 
 struct EvalSection {
   int64_t interval = 0;  // steps between evaluations; 0: off
-  int64_t heldout_batches = 0;  // held-out loss on this many batches of the mixture
+  // Held-out loss on this many batches of eval.data (a data section like `data`, over validation
+  // files; required when heldout_batches > 0).
+  int64_t heldout_batches = 0;
+  std::string data_yaml;
   std::vector<std::string> tasks;  // benchmark tasks (eval/), e.g. boolq, mmlu
   std::string data_dir;            // where the task files are
   int64_t limit = 0;               // examples per task; 0: all

@@ -9,7 +9,7 @@ using namespace mlr;
 namespace {
 const char* kYaml = R"(model:
   path: ckpt
-  dtype: bf16
+  device: cpu
 adapter:
   type: multilora
   r: 32
@@ -32,7 +32,7 @@ output_dir: runs/x
 TEST_CASE("train config: values, defaults and relative paths") {
   const TrainConfig c = parse_train_config(kYaml, "run.yaml", {}, "/configs");
   CHECK(c.model.path == "/configs/ckpt");
-  CHECK(c.model.dtype == "bf16");
+  CHECK(c.model.device == "cpu");
   CHECK(c.adapter.type == "multilora");
   CHECK(c.adapter.r == 32);
   CHECK(c.adapter.n_modules == 4);

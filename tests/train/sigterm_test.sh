@@ -1,0 +1,33 @@
+#!/bin/sh
+# SIGTERM during training: mlr-train saves a checkpoint after the current step and exits with 130;
+# --resume then continues from that checkpoint.
+# Usage: sigterm_test.sh <mlr-train> <scratch dir>   (run from the repository root)
+set -eu
+train=$1
+dir=$2
+rm -rf "$dir"
+"$train" configs/demo.yaml output_dir="$dir" train.steps=100000 save.interval=0 --no-progress-bar > "$dir.log" 2>&1 &
+pid=$!
+# Wait for the first logged step, then ask it to stop.
+for i in $(seq 1 200); do
+  grep -q "^step " "$dir.log" 2>/dev/null && break
+  sleep 0.2
+done
+kill -TERM $pid
+rc=0
+wait $pid || rc=$?
+if [ $rc -ne 130 ]; then echo "exit code $rc, expected 130"; cat "$dir.log"; exit 1; fi
+grep -q "stop requested: saving a checkpoint" "$dir.log"
+ls "$dir"/checkpoints/step-*/trainer_state.json > /dev/null
+"$train" configs/demo.yaml output_dir="$dir" train.steps=100000 save.interval=0 --no-progress-bar --resume > "$dir.resume.log" 2>&1 &
+pid=$!
+for i in $(seq 1 200); do
+  grep -q "^step " "$dir.resume.log" 2>/dev/null && break
+  sleep 0.2
+done
+kill -INT $pid
+rc=0
+wait $pid || rc=$?
+grep -q "resumed from" "$dir.resume.log"
+[ $rc -eq 130 ] || { echo "resume run: exit code $rc"; exit 1; }
+echo "SIGTERM and SIGINT saved checkpoints; resume picked them up"
