@@ -2,6 +2,7 @@
 // the file, line and key.
 #include <doctest/doctest.h>
 
+#include "data/config.h"
 #include "train/config.h"
 
 using namespace mlr;
@@ -81,4 +82,16 @@ TEST_CASE("train config: errors name the file, line and key") {
   fails_with("train: {steps: 3}\n", {}, "'model.path' is required");
   fails_with(kYaml, {"optim.lr"}, "expected key=value");
   fails_with("model: [1, 2\n", {}, "run.yaml:");
+}
+
+TEST_CASE("the example configurations in configs/ parse, data sections included") {
+  for (const char* name : {"demo", "lora", "multilora", "smora", "full"}) {
+    CAPTURE(name);
+    const std::string path = std::string(MLR_SOURCE_DIR) + "/configs/" + name + ".yaml";
+    const TrainConfig c = load_train_config(path, {});
+    CHECK(!c.data_yaml.empty());
+    const data::DataConfig d = data::parse_data_config(c.data_yaml, path, c.base_dir);
+    CHECK(!d.datasets.empty());
+    if (!c.eval.data_yaml.empty()) CHECK(!data::parse_data_config(c.eval.data_yaml, path, c.base_dir).datasets.empty());
+  }
 }
