@@ -12,6 +12,7 @@
 #include <cstring>
 #include <exception>
 #include <fstream>
+#include <memory>
 #include <mutex>
 #include <random>
 #include <thread>
@@ -245,6 +246,7 @@ class DatasetBuilder {
     ds.files_ = std::move(files);
     ds.info_ = std::move(info);
   }
+  static void set_bos(TokenizedDataset& ds, int32_t bos_id) { ds.bos_id_ = bos_id; }
 };
 
 namespace {
@@ -367,8 +369,14 @@ std::shared_ptr<TokenizedDataset> build_cache(const DatasetSpec& spec, const Tok
         shard.mask.insert(shard.mask.end(), tok.mask.begin(), tok.mask.end());
       }
       const std::string payload = serialize(shard);
+      // The frame carries a checksum of its content, so a flipped bit in a shard is detected on
+      // load rather than read as wrong token ids.
       std::string compressed(ZSTD_compressBound(payload.size()), '\0');
-      const size_t size = ZSTD_compress(compressed.data(), compressed.size(), payload.data(), payload.size(), options.zstd_level);
+      const std::unique_ptr<ZSTD_CCtx, size_t (*)(ZSTD_CCtx*)> cctx(ZSTD_createCCtx(), ZSTD_freeCCtx);
+      MLR_CHECK(cctx != nullptr, "data: cache: cannot create a zstd context");
+      ZSTD_CCtx_setParameter(cctx.get(), ZSTD_c_compressionLevel, options.zstd_level);
+      ZSTD_CCtx_setParameter(cctx.get(), ZSTD_c_checksumFlag, 1);
+      const size_t size = ZSTD_compress2(cctx.get(), compressed.data(), compressed.size(), payload.data(), payload.size());
       MLR_CHECK(!ZSTD_isError(size), "data: cache: zstd compression failed: {}", ZSTD_getErrorName(size));
       const std::string name = fmt::format("shard-{:05d}.zst", s);
       write_file_synced(tmp / name, compressed.data(), size);
@@ -424,22 +432,33 @@ std::shared_ptr<const TokenizedDataset> prepare_dataset(const DatasetSpec& spec,
   fs::create_directories(options.dir);
   const fs::path dir = options.dir / fmt::format("{}-{}", sanitize(spec.name), key);
   std::string note;
-  if (fs::exists(dir / "index.json")) {
+  const ResolvedSpecials specials = resolve_specials(tokenizer, spec.tokenize);
+  const int32_t bos_id = specials.bos ? specials.bos_id : -1;
+  if (fs::exists(dir / "index.json") && !options.rebuild) {
+    // A damaged cache is an error, not a silent rebuild: it means a disk or copy problem the user
+    // should know about. The message says how to rebuild.
     try {
-      return load_cache(spec, dir, key, files, thread_count(options.threads));
+      auto ds = load_cache(spec, dir, key, files, thread_count(options.threads));
+      DatasetBuilder::set_bos(*ds, bos_id);
+      return ds;
     } catch (const Error& e) {
-      note = fmt::format("rebuilt the cache: {}", e.what());
-      std::error_code ec;
-      fs::remove_all(dir, ec);
+      std::string what = e.what();
+      if (what.rfind("mlr: ", 0) == 0) what = what.substr(5);
+      throw Error(fmt::format("{} (dataset '{}'; delete {} or prepare with --rebuild to rebuild it)", what, spec.name,
+                              dir.string()));
     }
-  } else if (fs::exists(dir)) {
+  }
+  if (fs::exists(dir)) {
+    // A directory without an index is an interrupted copy; with --rebuild, any old copy goes.
+    if (options.rebuild) note = "rebuilt on request";
     std::error_code ec;
-    fs::remove_all(dir, ec);  // a directory without an index is an interrupted copy
+    fs::remove_all(dir, ec);
   }
   auto ds = build_cache(spec, tokenizer, dir, key, key_text, files, options);
   PrepareInfo info = ds->info();
   info.note = note;
   DatasetBuilder::set_source(*ds, files, info);
+  DatasetBuilder::set_bos(*ds, bos_id);
   return ds;
 }
 

@@ -12,7 +12,8 @@
 //
 // A build tokenises shards in parallel (threads), writes them into a temporary directory and
 // renames it into place, so a reader never sees a half-written cache and concurrent builders (two
-// ranks) agree. A cache that fails validation is rebuilt.
+// ranks) agree. A cache that fails validation (a truncated or corrupt shard, an index that does
+// not match) is an error naming the file; CacheOptions::rebuild rebuilds it.
 #pragma once
 
 #include <cstdint>
@@ -41,6 +42,7 @@ struct CacheOptions {
   std::filesystem::path dir = ".cache/mlr-data";
   int threads = 0;      // 0: all hardware threads
   int zstd_level = 3;
+  bool rebuild = false;  // tokenise again even when a valid cache exists
 };
 
 // How a dataset was obtained, for reports and tests.
@@ -74,6 +76,8 @@ class TokenizedDataset {
   const std::vector<std::string>& bad_messages() const { return bad_messages_; }
   const std::vector<std::string>& files() const { return files_; }
   const PrepareInfo& info() const { return info_; }
+  // The BOS id every example starts with, or -1 when BOS is not added.
+  int32_t bos_id() const { return bos_id_; }
 
  private:
   friend class DatasetBuilder;
@@ -88,6 +92,7 @@ class TokenizedDataset {
   std::vector<std::string> bad_messages_;
   std::vector<std::string> files_;
   PrepareInfo info_;
+  int32_t bos_id_ = -1;
 };
 
 // Loads the dataset from its cache, or reads, renders, tokenises and caches it.

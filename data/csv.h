@@ -1,7 +1,8 @@
 // An RFC 4180 CSV parser: fields separated by ',', records by CRLF, LF or CR; a field that starts
-// with '"' is quoted and may contain commas, line breaks and doubled quotes ("" -> "). Strict
-// where the RFC is: a quote inside an unquoted field, text after a closing quote, or a quoted
-// field left open at the end of the file is an error naming the file, line and column. The last
+// with '"' is quoted and may contain commas, line breaks and doubled quotes ("" -> "). Text after
+// a closing quote, or a quoted field left open at the end of the file, is an error naming the
+// file, line and column. A quote inside an unquoted field is data (as Python's csv module reads
+// it; the released MMLU files rely on that). The last
 // record may or may not end with a line break; blank lines hold no record. Fields are bytes: the
 // caller checks their encoding (so that a bad row can be skipped).
 #pragma once

@@ -94,4 +94,40 @@ TokenizedExample tokenize_example(const Tokenizer& tokenizer, const Example& exa
   return out;
 }
 
+Truncation parse_truncation(std::string_view text) {
+  if (text == "right") return Truncation::right;
+  if (text == "left") return Truncation::left;
+  throw Error(fmt::format("data: '{}' is not a truncation side (expected right or left)", text));
+}
+
+std::string_view truncation_name(Truncation t) { return t == Truncation::right ? "right" : "left"; }
+
+Fit fit_example(std::span<const int32_t> ids, std::span<const uint8_t> mask, int64_t max_tokens, Truncation truncation,
+                int32_t bos_id, std::vector<int32_t>& out_ids, std::vector<uint8_t>& out_mask) {
+  MLR_CHECK(max_tokens > 0, "data: fit_example: max_tokens is {}, expected > 0", max_tokens);
+  const auto n = static_cast<int64_t>(ids.size());
+  const auto append = [&](int64_t begin, int64_t end) {
+    out_ids.insert(out_ids.end(), ids.begin() + begin, ids.begin() + end);
+    out_mask.insert(out_mask.end(), mask.begin() + begin, mask.begin() + end);
+  };
+  const auto has_target = [&](int64_t begin, int64_t end) {
+    return std::find(mask.begin() + begin, mask.begin() + end, uint8_t{1}) != mask.begin() + end;
+  };
+  if (n <= max_tokens) {
+    append(0, n);
+    return Fit::whole;
+  }
+  if (truncation == Truncation::right) {
+    if (!has_target(0, max_tokens)) return Fit::no_target;
+    append(0, max_tokens);
+    return Fit::truncated;
+  }
+  const int64_t keep_bos = (bos_id >= 0 && n > 0 && ids[0] == bos_id && max_tokens > 1) ? 1 : 0;
+  const int64_t begin = n - (max_tokens - keep_bos);
+  if (!has_target(begin, n)) return Fit::no_target;
+  if (keep_bos) append(0, 1);
+  append(begin, n);
+  return Fit::truncated;
+}
+
 }  // namespace mlr::data

@@ -10,6 +10,7 @@
 #pragma once
 
 #include <cstdint>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -44,5 +45,23 @@ struct TokenizedExample {
 };
 
 TokenizedExample tokenize_example(const Tokenizer& tokenizer, const Example& example, const ResolvedSpecials& specials);
+
+// Fitting an example into max_tokens (the packed row length). An example that fits is copied as
+// it is. A longer one is truncated, and the caller counts it:
+//   right  keeps the first max_tokens tokens: the end of the target (and EOS) is lost;
+//   left   keeps the leading BOS (when the example starts with one) and the last tokens: the start
+//          of the prompt is lost, the target survives (what lm-evaluation-harness does to contexts).
+// Either way an example with no target token left cannot be trained on: fit_example reports
+// no_target and the caller raises an error naming the example (or drops and counts it).
+enum class Truncation { right, left };
+Truncation parse_truncation(std::string_view text);  // "right" | "left"
+std::string_view truncation_name(Truncation t);
+
+enum class Fit { whole, truncated, no_target };
+
+// Appends the kept tokens of (ids, mask) to out_ids / out_mask; appends nothing for no_target.
+// bos_id >= 0 names the BOS token kept by left truncation; -1 when the example has none.
+Fit fit_example(std::span<const int32_t> ids, std::span<const uint8_t> mask, int64_t max_tokens, Truncation truncation,
+                int32_t bos_id, std::vector<int32_t>& out_ids, std::vector<uint8_t>& out_mask);
 
 }  // namespace mlr::data

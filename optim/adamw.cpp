@@ -118,6 +118,11 @@ Tensor AdamW::master_weights(size_t group, size_t index) const {
 }
 
 void AdamW::step() {
+  // CUDA parameters are collected and updated by one fused launch after the loop; their tensors
+  // (gradients made contiguous included) are kept alive here until then.
+  std::vector<optim_kernels::AdamWWork> cuda_work;
+  std::vector<Tensor> cuda_keep;
+  cuda_keep.reserve(4 * num_parameters_with_grad());
   for (size_t g = 0; g < groups_.size(); ++g) {
     const AdamWOptions& o = groups_[g].options;
     const double lr = group_lr(g);
@@ -143,10 +148,35 @@ void AdamW::step() {
       slot.step += 1;
       Tensor master = slot.master.defined() ? slot.master : data;
       const optim_kernels::AdamWScalars scalars{lr, o.beta1, o.beta2, o.eps, o.weight_decay, slot.step};
+#if defined(MLR_CUDA) && defined(MLR_CUDA_KERNELS)
+      if (data.device().is_cuda() && master.dtype() == DType::f32) {
+        cuda_keep.push_back(master);
+        Tensor* master_ref = &cuda_keep.back();
+        cuda_keep.push_back(grad);
+        const Tensor* grad_ref = &cuda_keep.back();
+        Tensor* out_ref = nullptr;
+        if (slot.master.defined()) {
+          cuda_keep.push_back(data);
+          out_ref = &cuda_keep.back();
+        }
+        cuda_work.push_back({master_ref, &slot.exp_avg, &slot.exp_avg_sq, grad_ref, out_ref, scalars});
+        continue;
+      }
+#endif
       optim_kernels::adamw_update(master, slot.exp_avg, slot.exp_avg_sq, grad, scalars);
       if (slot.master.defined()) data.copy_(slot.master);
     }
   }
+#if defined(MLR_CUDA) && defined(MLR_CUDA_KERNELS)
+  optim_kernels::adamw_update_multi_cuda(cuda_work);
+#endif
+}
+
+size_t AdamW::num_parameters_with_grad() const {
+  size_t n = 0;
+  for (const ParamGroup& group : groups_)
+    for (const Variable& p : group.params) n += p.grad().defined() ? 1 : 0;
+  return n;
 }
 
 TrainingState AdamW::state_dict() const {

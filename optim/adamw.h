@@ -113,6 +113,7 @@ class AdamW {
   std::vector<ParamGroup> groups_;
   std::vector<std::vector<Slot>> slots_;
   double lr_factor_ = 1.0;
+  size_t num_parameters_with_grad() const;
 };
 
 }  // namespace mlr

@@ -6,6 +6,8 @@
 // The unsuffixed functions at the end dispatch on the device.
 #pragma once
 
+#include <vector>
+
 #include <cstdint>
 
 #include "tensor/tensor.h"
@@ -56,6 +58,19 @@ void adamw_update_ops(Tensor& master, Tensor& exp_avg, Tensor& exp_avg_sq, const
 double sum_of_squares_ops(const Tensor& t);  // in f32 per tensor off the CPU (no f64 there), f64 on it
 bool all_finite_ops(const Tensor& t);
 bool scale_and_check_finite_ops(Tensor& t, double factor);
+
+// ---- the fused multi-tensor CUDA update (kernels/cuda/adamw_multi.cu; CUDA builds only) ----
+// One launch for every parameter of a step. master, exp_avg, exp_avg_sq f32 and contiguous; grad
+// f32/bf16/f16; param_out (optional) the bf16/f16 parameter that receives the rounded master.
+struct AdamWWork {
+  Tensor* master;
+  Tensor* exp_avg;
+  Tensor* exp_avg_sq;
+  const Tensor* grad;
+  Tensor* param_out;  // null when the master is the parameter itself
+  AdamWScalars scalars;
+};
+void adamw_update_multi_cuda(const std::vector<AdamWWork>& work);
 
 // ---- dispatch: the CPU loops for CPU tensors, the tensor-op versions elsewhere ----
 void adamw_update(Tensor& master, Tensor& exp_avg, Tensor& exp_avg_sq, const Tensor& grad, const AdamWScalars& scalars);

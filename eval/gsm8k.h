@@ -1,0 +1,33 @@
+// GSM8K as lm-evaluation-harness's gsm8k.yaml defines it (../shared/EVAL_FORMATS.md, gsm8k):
+// generate_until, test split, 5 shots drawn from train with Random(1234) (no n + 1 rule: the
+// few-shot split "train" is not the test split), shots "Question: q\nAnswer: <full solution>\n\n",
+// stop strings "Question:", "</s>", "<|im_end|>" (+ the model's EOS), max_gen_toks 256.
+// Two filters, each a separate result key, then exact_match:
+//   strict-match      the first match of  #### (\-?[0-9\.\,]+)  (its group), stripped
+//   flexible-extract  the last match of   (-?[$0-9.,]{2,})|(-?[0-9]+)  (its first non-empty group), stripped
+//   no match -> "[invalid]"
+//   exact_match: on prediction and reference, remove every ",", every "$", everything through the
+//   last "#### ", and a final "." (Python "\.$": at the end or before a final newline); lowercase;
+//   compare.
+#pragma once
+
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "eval/task.h"
+
+namespace mlr::eval {
+
+std::string gsm8k_strict_match(std::string_view response);
+std::string gsm8k_flexible_extract(std::string_view response);
+// The harness's exact_match normalisation for gsm8k (regexes_to_ignore + ignore_case).
+std::string gsm8k_normalize(std::string_view text);
+bool gsm8k_exact_match(std::string_view prediction, std::string_view reference);
+
+// JSONL rows {question, answer} (the openai/gsm8k layout), read with data/'s gsm8k reader.
+Task load_gsm8k(const std::filesystem::path& test_file,
+                const std::optional<std::filesystem::path>& train_file = std::nullopt);
+
+}  // namespace mlr::eval

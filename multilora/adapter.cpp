@@ -1,0 +1,83 @@
+#include "multilora/adapter.h"
+
+#include "autograd/functions.h"
+#include "autograd/grad_mode.h"
+#include "tensor/error.h"
+#include "tensor/ops.h"
+
+namespace mlr {
+
+const char* adapter_kind_name(AdapterKind kind) {
+  switch (kind) {
+    case AdapterKind::lora: return "LORA";
+    case AdapterKind::multilora: return "MULTILORA";
+    case AdapterKind::smora: return "SMORA";
+  }
+  return "?";
+}
+
+DType default_adapter_dtype(DType base_dtype) { return base_dtype == DType::f64 ? DType::f64 : DType::f32; }
+
+Variable adapter_dropout(const Variable& x, double p, Generator& gen) {
+  MLR_CHECK(p >= 0.0 && p < 1.0, "adapter dropout: probability {} is outside [0, 1)", p);
+  if (p == 0.0) return x;
+  Tensor keep = ge(rand(x.shape(), gen, TensorOptions(x.dtype(), x.device())), p);
+  Tensor mask = mul(cast(keep, x.dtype()), 1.0 / (1.0 - p));
+  return mul(x, Variable(mask));
+}
+
+AdaptedLinear::AdaptedLinear(Variable weight, Variable bias)
+    : weight_(std::move(weight)), bias_(std::move(bias)), adapter_dtype_(DType::f32) {
+  MLR_CHECK(weight_.defined() && weight_.dim() == 2 && weight_.data().is_floating_point(),
+            "adapter: the base weight must be a floating-point [out, in] matrix, got {}",
+            weight_.defined() ? shape_str(weight_.shape()) + " " + dtype_name(weight_.dtype()) : "undefined");
+  if (!bias_.defined()) bias_ = Variable();
+  MLR_CHECK(!bias_.defined() || (bias_.dim() == 1 && bias_.size(0) == weight_.size(0)),
+            "adapter: bias shape {} does not match the weight's {} outputs", shape_str(bias_.shape()),
+            weight_.size(0));
+  adapter_dtype_ = default_adapter_dtype(weight_.dtype());
+}
+
+std::vector<Variable> AdaptedLinear::parameters() const {
+  std::vector<Variable> out;
+  for (auto& [name, v] : named_tensors())
+    if (v.requires_grad()) out.push_back(v);
+  return out;
+}
+
+Variable AdaptedLinear::base_forward(const Variable& x) const {
+  MLR_CHECK(x.dim() >= 1 && x.size(-1) == in_features(), "adapter: input shape {} does not end in {} features",
+            shape_str(x.shape()), in_features());
+  return linear(x, weight_.detach(), bias_.defined() ? bias_.detach() : Variable());
+}
+
+const Tensor& AdaptedLinear::base_bias() const {
+  static const Tensor undefined;
+  return bias_.defined() ? bias_.data() : undefined;
+}
+
+Variable AdaptedLinear::to_dtype(const Variable& x, DType dtype) { return x.dtype() == dtype ? x : cast(x, dtype); }
+
+Variable AdaptedLinear::add_update(const Variable& base, const Variable& update) const {
+  return add(base, update.dtype() == base.dtype() ? update : cast(update, base.dtype()));
+}
+
+void AdaptedLinear::merge() {
+  MLR_CHECK(!merged_, "adapter merge: this {} adapter is already merged", adapter_kind_name(kind()));
+  Tensor delta = delta_weight();  // f32 (f64 for an f64 base)
+  Tensor w = weight_.data();
+  Tensor merged = add(cast(w, delta.dtype()), delta);
+  w.copy_(merged);  // one cast into W0's dtype, in W0's own storage
+  merged_ = true;
+}
+
+void AdaptedLinear::unmerge() {
+  MLR_CHECK(merged_, "adapter unmerge: this {} adapter is not merged", adapter_kind_name(kind()));
+  Tensor delta = delta_weight();
+  Tensor w = weight_.data();
+  Tensor restored = sub(cast(w, delta.dtype()), delta);
+  w.copy_(restored);
+  merged_ = false;
+}
+
+}  // namespace mlr

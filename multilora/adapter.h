@@ -1,0 +1,98 @@
+// AdaptedLinear: a frozen linear layer y = W0 x (+ bias) plus a trainable low-rank update.
+// The three adapters of this folder (LoRA, MultiLoRA, SMoRA) derive from it; see README.md for the
+// math of each and for the adapter-file layout.
+//
+// The base weight W0 [out, in] and bias are held as Variables shared with whoever handed them over
+// (a model's Linear: when the model moves or reloads them, the adapter sees it), but used as
+// constants: the base product goes through autograd's linear with a detached weight, which
+// saves no copy of x for it and never gives W0 a gradient. The adapter's own parameters are
+// leaf Variables, named as in PEFT's files relative to the module ("lora_A.weight", ...).
+// merge() and unmerge() write into W0's storage.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "autograd/variable.h"
+#include "tensor/tensor.h"
+
+namespace mlr {
+
+enum class AdapterKind { lora, multilora, smora };
+const char* adapter_kind_name(AdapterKind kind);  // "LORA", "MULTILORA", "SMORA" (PEFT's peft_type)
+
+// The dtype adapter parameters default to: f64 for an f64 base weight (gradchecks), else f32
+// (bf16/f16 bases keep f32 adapters; inputs are cast to it and the update cast back).
+DType default_adapter_dtype(DType base_dtype);
+
+// Inverted dropout on the adapter input, as torch.nn.Dropout in train mode: each element kept
+// with probability 1 - p and scaled by 1 / (1 - p). The mask comes from `gen` (Philox), so runs
+// are reproducible from the seed; it does not reproduce torch's random stream.
+Variable adapter_dropout(const Variable& x, double p, Generator& gen);
+
+class AdaptedLinear {
+ public:
+  // weight [out, in] floating point; bias [out] or undefined. A Tensor converts to a Variable.
+  AdaptedLinear(Variable weight, Variable bias);
+  virtual ~AdaptedLinear() = default;
+  AdaptedLinear(const AdaptedLinear&) = delete;
+  AdaptedLinear& operator=(const AdaptedLinear&) = delete;
+
+  virtual AdapterKind kind() const = 0;
+  // y = W0 x + bias + update(x); x [..., in] -> [..., out]. When merged, just the base product.
+  virtual Variable forward(const Variable& x) = 0;
+  // The adapter's tensors as stored in adapter files, by name relative to the module path
+  // ("lora_A.weight", ...). Trainable ones require grad; state such as SMoRA's selection bias
+  // does not.
+  virtual std::vector<std::pair<std::string, Variable>> named_tensors() const = 0;
+  // Makes the non-trainable tensor `name` of named_tensors() use `handle` (a module buffer
+  // created from its values) from now on; false when the adapter has no such state.
+  virtual bool rebind_state(const std::string& name, const Variable& handle) { return false; }
+  // Whether `name` is such state (a module buffer) rather than a parameter.
+  virtual bool is_state(const std::string& name) const { return false; }
+  // The trainable subset of named_tensors().
+  std::vector<Variable> parameters() const;
+  // The hyperparameters that go into adapter_config.json (shared by every module of a file).
+  virtual nlohmann::json config_json() const = 0;
+  // The dense update dW [out, in] in f32 (f64 for an f64 base). SMoRA throws: its update
+  // depends on the input.
+  virtual Tensor delta_weight() const = 0;
+
+  // W0 += dW (accumulated in f32, cast once into W0's dtype); forward then skips the adapter.
+  void merge();
+  // W0 -= dW: restores W0 up to the rounding of W0's dtype.
+  void unmerge();
+  bool merged() const { return merged_; }
+
+  // Train mode enables dropout (and SMoRA's load counting); eval mode disables them.
+  void train(bool on = true) { training_ = on; }
+  bool training() const { return training_; }
+
+  const Tensor& base_weight() const { return weight_.data(); }
+  const Tensor& base_bias() const;  // undefined without bias
+  const Variable& base_weight_variable() const { return weight_; }
+  const Variable& base_bias_variable() const { return bias_; }
+  int64_t in_features() const { return weight_.size(1); }
+  int64_t out_features() const { return weight_.size(0); }
+  DType adapter_dtype() const { return named_tensors().front().second.dtype(); }
+
+ protected:
+  // W0 x + bias with W0 constant (no saved input for W0).
+  Variable base_forward(const Variable& x) const;
+  // base + update, the update cast back to the base's dtype.
+  Variable add_update(const Variable& base, const Variable& update) const;
+  // x in the dtype of the adapter's parameters.
+  static Variable to_dtype(const Variable& x, DType dtype);
+
+  Variable weight_;
+  Variable bias_;
+  DType adapter_dtype_;  // the dtype parameters are created in
+  bool merged_ = false;
+  bool training_ = true;
+};
+
+}  // namespace mlr

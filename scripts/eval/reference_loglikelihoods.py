@@ -1,0 +1,94 @@
+#!/usr/bin/env python3
+"""Per-request log-likelihoods from lm-evaluation-harness's own Hugging Face backend (HFLM, f32, CPU)
+for a fixture model on a fixed slice of the shared data, for tests/eval/reference_test.cpp.
+
+    pip install lm-eval torch transformers      # lm-eval 0.4.13, transformers 5.24, torch 2.15 were used
+    python3 scripts/eval/reference_loglikelihoods.py configs/demo/model ../shared/data \
+        tests/fixtures/eval/demo_loglikelihoods.json
+
+The tasks are the harness's YAMLs over the shared files (loaded as in render_with_harness.py), so
+prompts, few-shot draws, the context/continuation split, BOS handling (the tokenizer's default),
+left truncation to the model's max_length and the metrics are all the harness's. The slice:
+  boolq      first 12 validation rows, 0-shot
+  copa       first 10 validation rows, 0-shot (continuations with two spaces)
+  cb         first 6 validation rows, 2-shot with the validation file as the pool (random sampler)
+  mmlu_abstract_algebra, mmlu_high_school_european_history
+             first 4 test rows each, 5-shot (the second subject's contexts exceed 512 tokens, so
+             left truncation is exercised)
+"""
+import json
+import logging
+import os
+import sys
+import tempfile
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import render_with_harness as R  # noqa: E402
+import lm_eval  # noqa: E402
+from lm_eval.models.huggingface import HFLM  # noqa: E402
+
+logging.disable(logging.WARNING)
+
+def fnv1a64(text):
+    """FNV-1a 64 of the UTF-8 bytes (mlr::data::fnv1a64), to keep long contexts out of the fixture."""
+    h = 0xcbf29ce484222325
+    for b in text.encode("utf-8"):
+        h = ((h ^ b) * 0x100000001b3) & 0xFFFFFFFFFFFFFFFF
+    return f"{h:016x}"
+
+
+SLICE = [("boolq", 12, 0), ("copa", 10, 0), ("cb", 6, 2),
+         ("mmlu_abstract_algebra", 4, 5), ("mmlu_high_school_european_history", 4, 5)]
+
+
+def main():
+    model_dir, data, output = sys.argv[1], sys.argv[2], sys.argv[3]
+    tasks_dir = os.path.join(os.path.dirname(lm_eval.__file__), "tasks")
+    tmp = tempfile.mkdtemp()
+    lm = HFLM(pretrained=model_dir, device="cpu", dtype="float32", batch_size=8)
+    out = {"model": model_dir, "lm_eval_version": lm_eval.__version__, "max_length": lm.max_length, "tasks": []}
+    for name, limit, shots in SLICE:
+        if name.startswith("mmlu_"):
+            import csv
+            subject = name[len("mmlu_"):]
+            files = {}
+            for split in ("test", "dev"):
+                path = os.path.join(data, "mmlu", split, f"{subject}_{split}.csv")
+                rows = [dict(question=r[0], subject=subject, choices=r[1:5], answer="ABCD".index(r[5]))
+                        for r in csv.reader(open(path, newline="", encoding="utf-8"))]
+                files[split] = os.path.join(tmp, f"{name}_{split}.jsonl")
+                R.write_jsonl(files[split], rows)
+            task = R.make_task(os.path.join(tasks_dir, "mmlu", "default", name + ".yaml"), files)
+            docs = list(task.test_docs())[:limit]
+        else:
+            folder, yaml_folder = R.SUPERGLUE[name]
+            path = os.path.join(tmp, name + ".jsonl")
+            R.write_jsonl(path, R.hf_rows(name, os.path.join(data, folder, "val.jsonl")))
+            task = R.make_task(os.path.join(tasks_dir, "super_glue", yaml_folder, "default.yaml"),
+                               {"validation": path, "train": path})
+            docs = list(task.validation_docs())[:limit]
+        instances = []
+        for i, doc in enumerate(docs):
+            ctx = task.fewshot_context(doc, shots)
+            instances.append(task.construct_requests(doc=doc, ctx=ctx, metadata=(name, i, 1)))
+        flat = [inst for doc_instances in instances for inst in doc_instances]
+        results = lm.loglikelihood(flat)
+        k = 0
+        entries, accs = [], []
+        for i, doc in enumerate(docs):
+            doc_results = results[k:k + len(instances[i])]
+            k += len(instances[i])
+            accs.append(task.process_results(doc, list(doc_results))["acc"])
+            for c, (inst, (ll, greedy)) in enumerate(zip(instances[i], doc_results)):
+                entries.append({"doc": i, "choice": c, "context_fnv1a64": fnv1a64(inst.arguments[0]),
+                                "context_chars": len(inst.arguments[0]), "continuation": inst.arguments[1],
+                                "ll": ll, "is_greedy": bool(greedy)})
+        out["tasks"].append({"task": name, "limit": limit, "num_fewshot": shots, "acc": sum(accs) / len(accs),
+                             "doc_acc": accs, "requests": entries})
+    with open(output, "w", encoding="utf-8") as f:
+        json.dump(out, f, indent=1, ensure_ascii=False)
+        f.write("\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,87 @@
+// The reference check: per-choice log-likelihoods of the fixture model configs/demo/model
+// (a tiny LLaMA with a GPT-2 style tokenizer, no BOS) on a fixed slice of the shared data, against
+// lm-evaluation-harness's own HFLM backend (f32, CPU) recorded by
+// scripts/eval/reference_loglikelihoods.py in tests/fixtures/eval/demo_loglikelihoods.json.
+// Ours: our task loaders and prompts, TokenizedScorer (split, truncation to 512 tokens) and
+// LlamaContinuationModel. Every request's context must hash equal, continuations equal,
+// log-likelihoods within 1e-4, greedy flags and accuracies identical.
+#include <doctest/doctest.h>
+
+#include <nlohmann/json.hpp>
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <string>
+
+#include "data/text.h"
+#include "eval/evaluator.h"
+#include "eval/llama_scorer.h"
+#include "llama/tokenizer.h"
+
+namespace fs = std::filesystem;
+using namespace mlr;
+using namespace mlr::eval;
+using json = nlohmann::json;
+
+TEST_CASE("demo model: per-choice log-likelihoods and acc equal lm-evaluation-harness HFLM") {
+  const fs::path root(MLR_SOURCE_DIR);
+  const fs::path data = root / ".." / "shared" / "data";
+  const fs::path model_dir = root / "configs" / "demo" / "model";
+  if (!fs::exists(data) || !fs::exists(model_dir / "model.safetensors")) {
+    MESSAGE("skipped: ../shared/data or configs/demo/model is absent");
+    return;
+  }
+  std::ifstream in(root / "tests" / "fixtures" / "eval" / "demo_loglikelihoods.json");
+  REQUIRE(in.good());
+  const json fixture = json::parse(in);
+  auto model = LlamaForCausalLM::from_pretrained(model_dir.string(), DType::f32);
+  const auto tokenizer = load_tokenizer(model_dir.string());
+  LlamaContinuationModel continuation_model(*model);
+  CHECK(continuation_model.max_length() == fixture["max_length"].get<int64_t>());
+  TokenizedScorer scorer(*tokenizer, continuation_model, "demo");
+  double max_difference = 0.0;
+  int64_t compared = 0;
+  for (const json& expected : fixture["tasks"]) {
+    const std::string name = expected["task"];
+    CAPTURE(name);
+    std::vector<Task> tasks;
+    if (name.starts_with("mmlu_")) {
+      tasks = load_mmlu(data / "mmlu", "test", {name.substr(5)});
+    } else {
+      const fs::path file = name == "boolq" ? data / "boolq" / "val.jsonl"
+                            : name == "copa" ? data / "superglue" / "COPA" / "val.jsonl"
+                                             : data / "superglue" / "CB" / "val.jsonl";
+      tasks.push_back(load_task(name, file, file));
+    }
+    EvalOptions options;
+    options.num_fewshot = expected["num_fewshot"].get<int64_t>();
+    options.limit = expected["limit"].get<double>();
+    options.log_samples = true;
+    const EvalResults r = evaluate(tasks, {}, scorer, options);
+    REQUIRE(r.tasks.size() == 1);
+    const auto& samples = r.tasks[0].samples;
+    for (const json& req : expected["requests"]) {
+      const auto doc = req["doc"].get<size_t>(), choice = req["choice"].get<size_t>();
+      REQUIRE(doc < samples.size());
+      REQUIRE(choice < samples[doc].requests.size());
+      CAPTURE(doc);
+      CAPTURE(choice);
+      const auto& request = samples[doc].requests[choice];
+      CHECK(fmt::format("{:016x}", data::fnv1a64(request.context)) == req["context_fnv1a64"].get<std::string>());
+      CHECK(request.continuation == req["continuation"].get<std::string>());
+      const double ll = samples[doc].results[choice].logprob;
+      CHECK(std::abs(ll - req["ll"].get<double>()) < 1e-4);
+      CHECK(samples[doc].results[choice].is_greedy == req["is_greedy"].get<bool>());
+      max_difference = std::max(max_difference, std::abs(ll - req["ll"].get<double>()));
+      ++compared;
+    }
+    for (size_t d = 0; d < samples.size(); ++d) {
+      CAPTURE(d);
+      CHECK(samples[d].metrics.at(0).second == expected["doc_acc"][d].get<double>());
+    }
+    CHECK(r.tasks[0].metrics[0].value == doctest::Approx(expected["acc"].get<double>()));
+  }
+  MESSAGE(compared << " requests compared; largest |ll difference| " << max_difference);
+  CHECK(compared == 94);
+}
