@@ -15,6 +15,7 @@ left truncation to the model's max_length and the metrics are all the harness's.
   mmlu_abstract_algebra, mmlu_high_school_european_history
              first 4 test rows each, 5-shot (the second subject's contexts exceed 512 tokens, so
              left truncation is exercised)
+and greedy generate_until on three prompts with GSM8K's stop strings and max_gen_toks 24.
 """
 import json
 import logging
@@ -25,6 +26,7 @@ import tempfile
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import render_with_harness as R  # noqa: E402
 import lm_eval  # noqa: E402
+from lm_eval.api.instance import Instance  # noqa: E402
 from lm_eval.models.huggingface import HFLM  # noqa: E402
 
 logging.disable(logging.WARNING)
@@ -85,6 +87,13 @@ def main():
                                 "ll": ll, "is_greedy": bool(greedy)})
         out["tasks"].append({"task": name, "limit": limit, "num_fewshot": shots, "acc": sum(accs) / len(accs),
                              "doc_acc": accs, "requests": entries})
+    prompts = ["Question: Natalia sold clips to 48 of her friends in April. How many clips did she sell?\nAnswer:",
+               "Once upon a time",
+               "Question: What is 2 + 2?\nAnswer: 4\n\nQuestion: What is 3 + 5?\nAnswer:"]
+    kwargs = {"until": ["Question:", "</s>", "<|im_end|>"], "max_gen_toks": 24, "do_sample": False, "temperature": 0.0}
+    requests = [Instance(request_type="generate_until", doc={}, arguments=(p, dict(kwargs)), idx=0) for p in prompts]
+    out["generations"] = [{"context": p, "until": kwargs["until"], "max_gen_toks": kwargs["max_gen_toks"], "output": o}
+                          for p, o in zip(prompts, lm.generate_until(requests))]
     with open(output, "w", encoding="utf-8") as f:
         json.dump(out, f, indent=1, ensure_ascii=False)
         f.write("\n")

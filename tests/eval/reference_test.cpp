@@ -4,7 +4,7 @@
 // scripts/eval/reference_loglikelihoods.py in tests/fixtures/eval/demo_loglikelihoods.json.
 // Ours: our task loaders and prompts, TokenizedScorer (split, truncation to 512 tokens) and
 // LlamaContinuationModel. Every request's context must hash equal, continuations equal,
-// log-likelihoods within 1e-4, greedy flags and accuracies identical.
+// log-likelihoods within 1e-4, greedy flags and accuracies identical; greedy generations equal.
 #include <doctest/doctest.h>
 
 #include <nlohmann/json.hpp>
@@ -84,4 +84,17 @@ TEST_CASE("demo model: per-choice log-likelihoods and acc equal lm-evaluation-ha
   }
   MESSAGE(compared << " requests compared; largest |ll difference| " << max_difference);
   CHECK(compared == 94);
+
+  // Greedy generate_until with GSM8K's stop strings. The tokenizer's decode returns the raw bytes of
+  // a partial UTF-8 sequence where Hugging Face's decode writes U+FFFD, so both are compared after
+  // the same replacement (nlohmann's error_handler_t::replace, one U+FFFD per invalid byte).
+  auto replaced = [](const std::string& s) { return json(s).dump(-1, ' ', false, json::error_handler_t::replace); };
+  for (const json& g : fixture["generations"]) {
+    const std::string context = g["context"];
+    CAPTURE(context);
+    const auto out = scorer.generate_until(
+        {{context, g["until"].get<std::vector<std::string>>(), g["max_gen_toks"].get<int64_t>()}});
+    REQUIRE(out.size() == 1);
+    CHECK(replaced(out[0]) == replaced(g["output"].get<std::string>()));
+  }
 }
