@@ -1,13 +1,15 @@
 #!/bin/sh
 # Exact resume, end to end: run the demo configuration for 40 steps (checkpoints at 20 and 40),
 # remove the step-40 checkpoint as if the run had been killed after step 20, resume, and require
-# the resumed steps to log exactly the losses of the uninterrupted run.
+# the resumed steps to log exactly the losses of the uninterrupted run and to end with bit-identical
+# weights.
 # Usage: resume_test.sh <mlr-train> <scratch dir>   (run from the repository root)
 set -eu
 train=$1
 dir=$2
 rm -rf "$dir"
 "$train" configs/demo.yaml output_dir="$dir" log.interval=1 --no-progress-bar > "$dir.first.log" 2>&1
+rm -rf "$dir.straight" && cp -r "$dir/final" "$dir.straight"
 rm -rf "$dir/checkpoints/step-40" "$dir/final"
 "$train" configs/demo.yaml output_dir="$dir" log.interval=1 --no-progress-bar --resume > "$dir.resume.log" 2>&1
 grep -q "resumed from .*step-20 at step 20" "$dir.resume.log"
@@ -19,4 +21,5 @@ if [ "$(echo "$first" | strip)" != "$(echo "$second" | strip)" ]; then
   echo "resumed losses differ:"; echo "$first" | strip; echo "---"; echo "$second" | strip
   exit 1
 fi
-echo "resume reproduces steps 21-40 exactly"
+cmp "$dir/final/adapter_model.safetensors" "$dir.straight/adapter_model.safetensors"
+echo "resume reproduces steps 21-40 exactly, final weights bit-identical"

@@ -30,4 +30,26 @@ rc=0
 wait $pid || rc=$?
 grep -q "resumed from" "$dir.resume.log"
 [ $rc -eq 130 ] || { echo "resume run: exit code $rc"; exit 1; }
-echo "SIGTERM and SIGINT saved checkpoints; resume picked them up"
+# kill -9 while checkpoints are being written (one per step): the newest complete checkpoint must
+# still load. Several kills at different moments, so some land inside a write.
+for delay in 0.3 0.7 1.1; do
+  "$train" configs/demo.yaml output_dir="$dir" train.steps=100000 save.interval=1 save.keep_last=2 --no-progress-bar --resume > "$dir.kill9.log" 2>&1 &
+  pid=$!
+  for i in $(seq 1 200); do
+    grep -q "^step " "$dir.kill9.log" 2>/dev/null && break
+    sleep 0.1
+  done
+  sleep $delay
+  kill -9 $pid
+  wait $pid || true
+done
+"$train" configs/demo.yaml output_dir="$dir" train.steps=100000 save.interval=0 --no-progress-bar --resume > "$dir.after_kill9.log" 2>&1 &
+pid=$!
+for i in $(seq 1 200); do
+  grep -q "^step " "$dir.after_kill9.log" 2>/dev/null && break
+  sleep 0.2
+done
+kill -TERM $pid
+wait $pid || true
+grep -q "resumed from" "$dir.after_kill9.log" || { echo "no resume after kill -9:"; cat "$dir.after_kill9.log"; exit 1; }
+echo "SIGTERM and SIGINT saved checkpoints; resume picked them up, also after kill -9 during checkpoint writes"
