@@ -20,9 +20,8 @@
 #include <nlohmann/json.hpp>
 
 #include "eval/evaluator.h"
-#include "eval/gsm8k.h"
 #include "eval/llama_scorer.h"
-#include "eval/tasks.h"
+#include "eval/task_files.h"
 #include "llama/model.h"
 #include "llama/tokenizer.h"
 #include "multilora/inject.h"
@@ -54,16 +53,6 @@ std::map<std::string, std::string> parse_assignments(const std::vector<std::stri
     out[item.substr(0, eq)] = item.substr(eq + 1);
   }
   return out;
-}
-
-// The default file of a task under the data directory (the public releases' layout).
-fs::path default_file(const fs::path& data_dir, const std::string& task) {
-  static const std::map<std::string, std::string> superglue = {
-      {"cb", "CB"}, {"copa", "COPA"}, {"multirc", "MultiRC"}, {"sglue_rte", "RTE"}, {"wic", "WiC"}, {"wsc", "WSC"}};
-  if (task == "boolq") return data_dir / "boolq" / "val.jsonl";
-  if (auto it = superglue.find(task); it != superglue.end()) return data_dir / "superglue" / it->second / "val.jsonl";
-  if (task == "gsm8k") return data_dir / "gsm8k" / "test.jsonl";
-  return {};
 }
 
 }  // namespace
@@ -99,27 +88,9 @@ int main(int argc, char** argv) {
   try {
     const auto files = parse_assignments(task_files, "--task-file");
     const auto shots = parse_assignments(fewshot_files, "--fewshot-file");
-    std::vector<eval::Task> tasks;
-    std::vector<eval::TaskGroup> groups;
-    for (const std::string& name : split_commas(tasks_arg)) {
-      if (name == "mmlu" || name.rfind("mmlu_", 0) == 0) {
-        fs::path root = files.count("mmlu") ? fs::path(files.at("mmlu")) : fs::path(data_dir) / "mmlu";
-        MLR_CHECK(fs::is_directory(root), "mlr-eval: MMLU directory {} not found (give --data-dir or --task-file mmlu=DIR)",
-                  root.string());
-        std::vector<std::string> subjects;
-        if (name != "mmlu") subjects.push_back(name.substr(5));
-        for (eval::Task& t : eval::load_mmlu(root, "test", subjects)) tasks.push_back(std::move(t));
-        continue;
-      }
-      fs::path file = files.count(name) ? fs::path(files.at(name)) : default_file(data_dir, name);
-      MLR_CHECK(!file.empty(), "mlr-eval: no default file for task {}; give --task-file {}=PATH", name, name);
-      MLR_CHECK(fs::exists(file), "mlr-eval: task {}: file {} not found", name, file.string());
-      std::optional<fs::path> pool;
-      if (shots.count(name)) pool = fs::path(shots.at(name));
-      else if (fs::exists(file.parent_path() / "train.jsonl")) pool = file.parent_path() / "train.jsonl";
-      tasks.push_back(name == "gsm8k" ? eval::load_gsm8k(file, pool) : eval::load_task(name, file, pool));
-    }
-    groups = eval::mmlu_groups(tasks);
+    const eval::LoadedTasks loaded = eval::load_named_tasks(split_commas(tasks_arg), data_dir, files, shots);
+    const std::vector<eval::Task>& tasks = loaded.tasks;
+    const std::vector<eval::TaskGroup>& groups = loaded.groups;
 
     const DType dtype = parse_dtype(dtype_arg);
     const Device device = device_name == "auto" ? (cuda_available() ? Device::cuda(0) : Device::cpu()) : parse_device(device_name);

@@ -18,6 +18,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <set>
 #include <sstream>
 
 #include <fmt/format.h>
@@ -28,6 +29,9 @@
 #include "data/config.h"
 #include "data/loader.h"
 #include "data/report.h"
+#include "eval/evaluator.h"
+#include "eval/llama_scorer.h"
+#include "eval/task_files.h"
 #include "llama/model.h"
 #include "llama/safetensors.h"
 #include "llama/tokenizer.h"
@@ -246,6 +250,9 @@ TrainReport run_training(const TrainConfig& config, const TrainOptions& options)
   DataPipeline train_data = prepare_data(config.data_yaml, "data", config, *tokenizer);
   std::optional<DataPipeline> heldout;
   if (config.eval.heldout_batches > 0) heldout = prepare_data(config.eval.data_yaml, "eval.data", config, *tokenizer);
+  // Benchmark tasks for the periodic evaluation, loaded once.
+  std::optional<eval::LoadedTasks> eval_tasks;
+  if (!config.eval.tasks.empty()) eval_tasks = eval::load_named_tasks(config.eval.tasks, config.eval.data_dir);
 
   // Optimizer, schedule, loss scaling.
   AdamWOptions adam;
@@ -337,6 +344,38 @@ TrainReport run_training(const TrainConfig& config, const TrainOptions& options)
     return total / static_cast<double>(config.eval.heldout_batches);
   };
 
+  // The benchmark tasks scored as mlr-eval scores them (lm-evaluation-harness rules), adapters
+  // unmerged, dropout off; returns the JSON record and logs every task's and group's metrics.
+  auto task_eval = [&](int64_t at_step) {
+    NoGradGuard no_grad;
+    model->eval();
+    eval::LlamaContinuationModel lm(*model);
+    eval::TokenizedScorer scorer(*tokenizer, lm, config.model.path);
+    eval::EvalOptions eval_options;
+    if (config.eval.limit > 0) eval_options.limit = static_cast<double>(config.eval.limit);
+    const eval::EvalResults results = eval::evaluate(eval_tasks->tasks, eval_tasks->groups, scorer, eval_options);
+    model->train();
+    nlohmann::json record = {{"step", at_step}, {"tasks", nlohmann::json::object()}};
+    std::vector<std::pair<std::string, float>> scalars;
+    std::string line = fmt::format("eval step {} |", at_step);
+    auto add = [&](const std::string& name, const std::vector<eval::MetricValue>& metrics, bool show) {
+      for (const eval::MetricValue& m : metrics) {
+        record["tasks"][name][m.name] = m.value;
+        scalars.push_back({fmt::format("eval/{}/{}", name, m.name), static_cast<float>(m.value)});
+        if (show && m.name == "acc") line += fmt::format(" {} acc {:.4f} |", name, m.value);
+      }
+    };
+    // Every task in the logs; on the line, the groups and the tasks outside any group.
+    std::set<std::string> grouped;
+    for (const eval::TaskGroup& g : eval_tasks->groups)
+      for (const std::string& c : g.children) grouped.insert(c);
+    for (const eval::TaskResult& t : results.tasks) add(t.name, t.metrics, !grouped.count(t.name));
+    for (const eval::GroupResult& g : results.groups) add(g.name, g.metrics, g.name == "mmlu" || !grouped.count(g.name));
+    out << line << "\n" << std::flush;
+    metrics.write(record);
+    if (tensorboard) tensorboard->add_scalars(scalars, at_step);
+  };
+
   const auto run_start = std::chrono::steady_clock::now();
   while (step < config.train.steps) {
     const auto t0 = std::chrono::steady_clock::now();
@@ -399,7 +438,9 @@ TrainReport run_training(const TrainConfig& config, const TrainOptions& options)
     if (bar) std::cerr << "\r" << progress_bar(step, config.train.steps) << " " << step << "/" << config.train.steps
                        << (step == config.train.steps ? "\n" : "") << std::flush;
 
-    if (heldout && config.eval.interval > 0 && (step % config.eval.interval == 0 || step == config.train.steps)) {
+    const bool eval_now = config.eval.interval > 0 && (step % config.eval.interval == 0 || step == config.train.steps);
+    if (eval_tasks && eval_now) task_eval(step);
+    if (heldout && eval_now) {
       const double l = heldout_loss();
       report.heldout_losses.push_back(l);
       out << fmt::format("eval step {} | held-out loss {:.4f} | perplexity {:.2f}\n", step, l, std::exp(l)) << std::flush;
