@@ -61,8 +61,23 @@ Svd run_gesdd(const Tensor& matrix, char jobz) {
 
 }  // namespace
 
-Svd svd(const Tensor& matrix) { return run_gesdd(matrix, 'S'); }
-Tensor singular_values(const Tensor& matrix) { return run_gesdd(matrix, 'N').S; }
+#if defined(MLR_CUDA) && defined(MLR_CUDA_KERNELS)
+// multilora/spectrum_cusolver.cu: the same factorisation by cuSOLVER for matrices on a GPU.
+Svd svd_cusolver(const Tensor& matrix, bool vectors);
+#endif
+
+Svd svd(const Tensor& matrix) {
+#if defined(MLR_CUDA) && defined(MLR_CUDA_KERNELS)
+  if (matrix.defined() && matrix.device().is_cuda()) return svd_cusolver(matrix, true);
+#endif
+  return run_gesdd(matrix.defined() ? matrix.cpu() : matrix, 'S');
+}
+Tensor singular_values(const Tensor& matrix) {
+#if defined(MLR_CUDA) && defined(MLR_CUDA_KERNELS)
+  if (matrix.defined() && matrix.device().is_cuda()) return svd_cusolver(matrix, false).S;
+#endif
+  return run_gesdd(matrix.defined() ? matrix.cpu() : matrix, 'N').S;
+}
 
 double SpectrumStats::top_k_energy(int64_t k) const {
   MLR_CHECK(k >= 1, "spectrum: top-k energy needs k >= 1, got {}", k);
