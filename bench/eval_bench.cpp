@@ -8,6 +8,9 @@
 // requests/s and tokens/s count the requests and their input tokens (tokens[:-1]), the same
 // numerator for every path; "model tok" is what each path actually ran through the model.
 //
+// On a CPU shared with other jobs, set OMP_NUM_THREADS / OPENBLAS_NUM_THREADS to the free cores:
+// oversubscribed thread pools spin and distort the timings of the many-small-op paths most.
+//
 // usage: eval_bench [model_dir=configs/demo/model] [questions=120] [subjects=4] [batch_tokens=16384]
 #include <algorithm>
 #include <chrono>

@@ -30,22 +30,32 @@ size_t common_prefix(const std::vector<int32_t>& a, const std::vector<int32_t>& 
   return k;
 }
 
-// Runs input_ids [B, S] at position_ids against `cache` like LlamaForCausalLM::forward_cached but
-// stops at the final hidden states: a prefix's logits are never read, and the output layer is a
-// large share of the work for big vocabularies.
-void fill_cache(LlamaForCausalLM& model, const Tensor& input_ids, const Tensor& position_ids,
-                const Tensor& attention_mask, KVCache& cache) {
+// Runs input_ids [B, S] at position_ids against `cache` as LlamaForCausalLM::forward_cached does,
+// but returns the final hidden states [B, S, hidden]: the output layer runs only where logits are
+// read (a prefix has none, a scored input only its continuation positions), which matters for
+// large vocabularies and small models.
+Tensor run_cached(LlamaForCausalLM& model, const Tensor& input_ids, const Tensor& position_ids,
+                  const Tensor& attention_mask, KVCache& cache) {
   const int64_t seq = input_ids.size(1);
-  MLR_CHECK(cache.length + seq <= cache.capacity(), "eval: {} prefix tokens do not fit in a cache of {}", seq,
-            cache.capacity());
+  MLR_CHECK(cache.length + seq <= cache.capacity(), "eval: {} tokens do not fit in a cache of {} holding {}", seq,
+            cache.capacity(), cache.length);
   cache.key_valid.narrow(1, cache.length, seq).copy_(ne(attention_mask, 0.0));
   LlamaBatch positions_only;
   positions_only.input_ids = input_ids;
   positions_only.position_ids = position_ids;
   LlamaAttentionContext ctx = model.attention_context(positions_only);
   ctx.cache = &cache;
-  model.model->forward(input_ids, ctx);
+  Tensor hidden = model.model->forward(input_ids, ctx).data();
   cache.length += seq;
+  return hidden;
+}
+
+// Logits [n, V] at the rows `positions` of hidden [B, S, H] (flat indices b * S + s).
+Tensor logits_at(LlamaForCausalLM& model, const Tensor& hidden, const std::vector<int64_t>& positions) {
+  const int64_t n = static_cast<int64_t>(positions.size()), width = hidden.size(2);
+  const Tensor index = from_vector<int64_t>(positions, {n}).to(hidden.device());
+  const Tensor picked = index_select(hidden.reshape({hidden.size(0) * hidden.size(1), width}), 0, index);
+  return model.lm_logits(Variable(picked.reshape({1, n, width}))).data().select(0, 0);
 }
 
 }  // namespace
@@ -188,14 +198,23 @@ void LlamaContinuationModel::score_plain(std::vector<Row*> rows, const std::vect
     LlamaBatch batch;
     batch.input_ids = from_vector<int64_t>(ids, {n_rows, len}).to(device);
     batch.attention_mask = from_vector<int64_t>(mask, {n_rows, len}).to(device);
-    const Tensor logits = model_.forward(batch).logits.data();  // [rows, len, V]
+    // LlamaForCausalLM::forward, with the output layer at the scored positions only.
+    const Tensor hidden = model_.model->forward(batch.input_ids, model_.attention_context(batch)).data();
     ++counters_.forward_passes;
     counters_.padded_tokens += n_rows * len;
+    std::vector<int64_t> positions;
     for (int64_t r = 0; r < n_rows; ++r) {
       const Row& row = *rows[start + r];
-      const int64_t n_in = static_cast<int64_t>(row.input.size());
-      read_continuations(row.input, row.first_scored, row.readers,
-                         logits.select(0, r).narrow(0, row.first_scored, n_in - row.first_scored), requests, results);
+      for (int64_t p = row.first_scored; p < static_cast<int64_t>(row.input.size()); ++p) positions.push_back(r * len + p);
+    }
+    const Tensor logits = logits_at(model_, hidden, positions);
+    int64_t offset = 0;
+    for (int64_t r = 0; r < n_rows; ++r) {
+      const Row& row = *rows[start + r];
+      const int64_t n_scored = static_cast<int64_t>(row.input.size()) - row.first_scored;
+      read_continuations(row.input, row.first_scored, row.readers, logits.narrow(0, offset, n_scored), requests,
+                         results);
+      offset += n_scored;
     }
     start += static_cast<size_t>(n_rows);
   }
@@ -230,7 +249,7 @@ void LlamaContinuationModel::score_shared(const std::vector<std::vector<Row*>>& 
       counters_.tokens += prefix_lengths[gi];
     }
     KVCache prefix_cache(config, n_groups, prefix_len, dtype, device);
-    fill_cache(model_, from_vector<int64_t>(ids, {n_groups, prefix_len}).to(device),
+    run_cached(model_, from_vector<int64_t>(ids, {n_groups, prefix_len}).to(device),
                from_vector<int64_t>(pos, {n_groups, prefix_len}).to(device),
                from_vector<int64_t>(mask, {n_groups, prefix_len}).to(device), prefix_cache);
     ++counters_.forward_passes;
@@ -280,19 +299,27 @@ void LlamaContinuationModel::score_shared(const std::vector<std::vector<Row*>>& 
       }
       cache.key_valid.narrow(1, 0, prefix_len).copy_(index_select(prefix_cache.key_valid, 0, source_rows));
       cache.length = prefix_len;
-      const Tensor logits = model_.forward_cached(from_vector<int64_t>(s_ids, {n_rows, suffix_len}).to(device),
-                                                  from_vector<int64_t>(s_pos, {n_rows, suffix_len}).to(device),
-                                                  from_vector<int64_t>(s_mask, {n_rows, suffix_len}).to(device), cache);
+      const Tensor hidden = run_cached(model_, from_vector<int64_t>(s_ids, {n_rows, suffix_len}).to(device),
+                                       from_vector<int64_t>(s_pos, {n_rows, suffix_len}).to(device),
+                                       from_vector<int64_t>(s_mask, {n_rows, suffix_len}).to(device), cache);
       ++counters_.forward_passes;
       counters_.padded_tokens += n_rows * suffix_len;
+      // first_scored >= prefix by the grouping rule, so every scored position is in the suffix.
+      std::vector<int64_t> positions;
       for (int64_t r = 0; r < n_rows; ++r) {
         const Suffix& s = suffixes[s_start + r];
-        const Row& row = *s.row;
-        const int64_t n_in = static_cast<int64_t>(row.input.size());
-        // first_scored >= prefix by the grouping rule, so every scored position is in the suffix.
-        read_continuations(row.input, row.first_scored, row.readers,
-                           logits.select(0, r).narrow(0, row.first_scored - s.prefix, n_in - row.first_scored),
-                           requests, results);
+        for (int64_t p = s.row->first_scored; p < static_cast<int64_t>(s.row->input.size()); ++p) {
+          positions.push_back(r * suffix_len + p - s.prefix);
+        }
+      }
+      const Tensor logits = logits_at(model_, hidden, positions);
+      int64_t offset = 0;
+      for (int64_t r = 0; r < n_rows; ++r) {
+        const Row& row = *suffixes[s_start + r].row;
+        const int64_t n_scored = static_cast<int64_t>(row.input.size()) - row.first_scored;
+        read_continuations(row.input, row.first_scored, row.readers, logits.narrow(0, offset, n_scored), requests,
+                           results);
+        offset += n_scored;
       }
       s_start += static_cast<size_t>(n_rows);
     }

@@ -7,8 +7,8 @@
 // Results come back in request order. Two ways to run the inputs, both without gradients:
 //
 // Plain (as the harness's HFLM; SharedPrefixOptions::enabled = false): every request's input,
-//   sorted by length, longest first, packed into batches of
-//   at most `batch_tokens` padded tokens, one right-padded forward pass per batch.
+//   sorted by length, longest first, packed into batches of at most `batch_tokens` padded tokens,
+//   one right-padded forward pass per batch.
 //
 // Shared prefix (default): requests are deduplicated by input (all single-token choices of a
 //   question read the same input) and the distinct inputs, in lexicographic order, are grouped
@@ -16,13 +16,13 @@
 //   its common prefix p' with the group (capped so that no scored position falls inside it) saves
 //   tokens, n*p' - (n-1)*p > 0, and p' >= min_tokens. A group's prefix runs once into a KV cache
 //   (batched over groups, right-padded); then the members' suffixes run against a copy of their
-//   group's prefix keys and values (LlamaForCausalLM::forward_cached; rows of different groups
-//   batch together: each row's padded prefix positions are masked out, and its rotary positions
-//   continue from its own prefix length). So all choices of a question share its context, and all
+//   group's prefix keys and values (the KV-cache attention of LlamaForCausalLM::forward_cached;
+//   rows of different groups batch together: each row's padded prefix positions are masked out,
+//   and its rotary positions continue from its own prefix length). So all choices of a question share its context, and all
 //   questions of an MMLU subject share the few-shot examples. Every position sees exactly the keys
 //   and values it sees in the plain pass, so results equal the plain path's up to f32 rounding.
-//   Distinct inputs in no group of two or more take the plain path (min_tokens = INT64_MAX: only
-//   the deduplication).
+//   The output layer runs only at scored positions, on either path. Distinct inputs in no group of
+//   two or more take the plain path (min_tokens = INT64_MAX: only the deduplication).
 //
 // greedy_next_token keeps the keys and values of the last sequence it was called with: when the
 // next call's (truncated) tokens extend that sequence, only the new tokens run (forward_cached),

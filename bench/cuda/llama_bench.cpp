@@ -15,9 +15,10 @@
 //     H100, measured on another day) sits next to ours: measure it again in the same session before
 //     quoting a ratio as final.
 //
-// Usage: llama_bench [--quick] [--dir DIR] [--steps N] [--warmup N] [--no-load] [--keep]
-//   --quick   the 1.1B (TinyLlama-shaped) rows and a 1.1B checkpoint for (a); default: every row and a
-//             7B (LLaMA-2-shaped) checkpoint
+// Usage: llama_bench [--quick] [--load-shape 1.1B|7B] [--dir DIR] [--steps N] [--warmup N] [--no-load] [--keep]
+//   --quick       the 1.1B (TinyLlama-shaped) rows and a 1.1B checkpoint for (a); default: every row and
+//                 a 7B (LLaMA-2-shaped) checkpoint
+//   --load-shape  the checkpoint shape of (a) whatever --quick says (e.g. --quick --load-shape 7B)
 //   --dir     where the checkpoint is written (a fresh subdirectory, removed afterwards unless --keep)
 #include <unistd.h>
 
@@ -26,6 +27,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <map>
 #include <optional>
 #include <random>
 #include <string>
@@ -78,6 +80,7 @@ LlamaConfig tinyllama_1b() {
 struct Options {
   bool quick = false, load = true, keep = false;
   std::string dir = "/tmp";
+  std::string load_shape;  // empty: 1.1B with --quick, else 7B
   int steps = 5, warmup = 2;
 };
 
@@ -101,10 +104,15 @@ Options parse_args(int argc, char** argv) {
     else if (a == "--no-load") o.load = false;
     else if (a == "--keep") o.keep = true;
     else if (a == "--dir") o.dir = value();
+    else if (a == "--load-shape") {
+      o.load_shape = value();
+      MLR_CHECK(o.load_shape == "1.1B" || o.load_shape == "7B", "llama_bench: --load-shape '{}' is not 1.1B or 7B",
+                o.load_shape);
+    }
     else if (a == "--steps") o.steps = parse_count(a, value());
     else if (a == "--warmup") o.warmup = parse_count(a, value());
     else
-      throw Error(fmt::format("llama_bench: unknown argument '{}' (usage: llama_bench [--quick] [--dir DIR] "
+      throw Error(fmt::format("llama_bench: unknown argument '{}' (usage: llama_bench [--quick] [--load-shape 1.1B|7B] [--dir DIR] "
                               "[--steps N] [--warmup N] [--no-load] [--keep])",
                               a));
   }
@@ -287,30 +295,42 @@ int main(int argc, char** argv) {
     std::printf("llama_bench%s: bf16 weights and activations on cuda:0; %d warm-up + %d timed steps per row (median)\n\n",
                 options.quick ? " --quick" : "", options.warmup, options.steps);
     if (options.load) {
-      if (options.quick) checkpoint_load(tinyllama_1b(), "1.1B", options);
-      else checkpoint_load(llama2_7b(), "7B", options);
+      const std::string shape = !options.load_shape.empty() ? options.load_shape : options.quick ? "1.1B" : "7B";
+      checkpoint_load(shape == "7B" ? llama2_7b() : tinyllama_1b(), shape, options);
     }
     std::printf("(b) training steps (forward, cross-entropy, backward, AdamW, zero_grad)\n");
-    std::printf("%-5s | %-52s | %-9s | %-4s | %9s | %8s | %-42s | %12s | %8s\n", "model", "method", "batch", "ckpt",
-                "tokens/s", "peak GiB", "BASELINES.md tokens/s (HF+PEFT)", "ours/theirs", "their GiB");
+    std::printf("%-5s | %-54s | %-9s | %-4s | %9s | %8s | %6s | %-42s | %12s | %8s\n", "model", "method", "batch",
+                "ckpt", "tokens/s", "peak GiB", "loss", "BASELINES.md tokens/s (HF+PEFT)", "ours/theirs", "their GiB");
     int failures = 0;
+    // Our LoRA q,k,v,o rows by shape, batch and checkpointing: the same-run reference for MultiLoRA
+    // at equal total rank (the stacked product should cost what that LoRA costs).
+    std::map<std::string, Result> lora_results;
+    auto same_setting = [](const Row& r) {
+      return fmt::format("{} {}x{} {} r{}", r.shape, r.batch, r.seq, r.checkpointing, r.rank);
+    };
     for (const Row& row : all_rows()) {
       if (options.quick && !row.quick) continue;
       const Result r = run_row(row, options);
       const std::string batch = fmt::format("{} x {}", row.batch, row.seq);
       if (!r.error.empty()) {
         ++failures;
-        std::printf("%-5s | %-52s | %-9s | %-4s | %9s | %8.1f | %-42s | %12s | %8s\n", row.shape.c_str(),
-                    describe(row).c_str(), batch.c_str(), row.checkpointing ? "on" : "off", "failed", r.peak_gib,
+        std::printf("%-5s | %-54s | %-9s | %-4s | %9s | %8.1f | %6s | %-42s | %12s | %8s\n", row.shape.c_str(),
+                    describe(row).c_str(), batch.c_str(), row.checkpointing ? "on" : "off", "failed", r.peak_gib, "-",
                     row.baseline.c_str(), "-", row.baseline_gib > 0 ? fmt::format("{:.1f}", row.baseline_gib).c_str() : "-");
         std::printf("      error: %s\n", r.error.c_str());
         continue;
       }
       const std::string ratio = row.baseline_tokens_s > 0 ? fmt::format("{:.2f}x", r.tokens_s / row.baseline_tokens_s) : "-";
-      std::printf("%-5s | %-52s | %-9s | %-4s | %9.0f | %8.1f | %-42s | %12s | %8s\n", row.shape.c_str(),
-                  describe(row).c_str(), batch.c_str(), row.checkpointing ? "on" : "off", r.tokens_s, r.peak_gib,
+      std::printf("%-5s | %-54s | %-9s | %-4s | %9.0f | %8.1f | %6.2f | %-42s | %12s | %8s\n", row.shape.c_str(),
+                  describe(row).c_str(), batch.c_str(), row.checkpointing ? "on" : "off", r.tokens_s, r.peak_gib, r.loss,
                   row.baseline.c_str(), ratio.c_str(),
                   row.baseline_gib > 0 ? fmt::format("{:.1f}", row.baseline_gib).c_str() : "-");
+      if (row.method == Method::lora && !row.all_linear) lora_results[same_setting(row)] = r;
+      const auto lora = lora_results.find(same_setting(row));
+      if (row.method == Method::multilora && lora != lora_results.end())
+        std::printf("      MultiLoRA / our LoRA r%lld at the same shape: %.2fx tokens/s, %+.1f GiB peak\n",
+                    static_cast<long long>(row.rank), r.tokens_s / lora->second.tokens_s,
+                    r.peak_gib - lora->second.peak_gib);
       std::fflush(stdout);
     }
     if (failures > 0) {

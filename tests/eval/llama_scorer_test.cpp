@@ -112,7 +112,7 @@ TEST_CASE("LlamaContinuationModel: shared-prefix scoring equals one request at a
   };
 
   struct Case {
-    const char* name;
+    std::string name;
     std::vector<LoglikelihoodRequest> requests;
     int64_t max_length, batch_tokens, min_tokens;
     bool saves = true;  // the inputs share a prefix worth running once
@@ -127,7 +127,7 @@ TEST_CASE("LlamaContinuationModel: shared-prefix scoring equals one request at a
       // prefix shifts: the truncated inputs are what is compared).
       {"left-truncated mmlu", mmlu_style_requests(4), 48, 16384, 4, false},
       {"left-truncated boolq", boolq, 40, 16384, 4, false},
-      {"left-truncated uneven continuations", uneven, 12, 16384, 1, false},
+      {"left-truncated uneven continuations", uneven, 20, 16384, 1, false},
   };
   for (const auto& c : cases) {
     CAPTURE(c.name);
@@ -214,11 +214,13 @@ TEST_CASE("LlamaContinuationModel: greedy decoding through the KV cache equals f
   // A window that slides (left truncation) restarts the cache and still matches.
   LlamaContinuationModel narrow(*model, 40);
   auto narrow_single = single_model(*model, 40);
-  std::vector<int32_t> tokens = tokenizer->encode("A long sentence that is longer than forty tokens once it is encoded");
+  std::vector<int32_t> tokens = tokenizer->encode(
+      "A long sentence that is longer than forty tokens once it is encoded, since it goes on and on about nothing");
   REQUIRE(tokens.size() > 40);
   for (int step = 0; step < 5; ++step) {
     const int32_t next = narrow.greedy_next_token(tokens);
-    CHECK(next == narrow_single.greedy_next_token(tokens));
+    // The old behaviour: the whole window of the last 40 tokens at positions 0..39.
+    CHECK(next == narrow_single.greedy_next_token(std::vector<int32_t>(tokens.end() - 40, tokens.end())));
     tokens.push_back(next);
   }
   // A sequence that does not extend the cached one.

@@ -5,9 +5,10 @@
 //     MLR_ALLOW_TF32=1, so f32 products are full f32).
 //   - bf16 on CUDA: logits within 3% of their scale and loss within 1% of transformers' f32 values;
 //     argmax agreement, stated as two numbers because these random models have near-ties that bf16
-//     cannot decide: (a) >= 99% over the positions whose reference top-1/top-2 margin exceeds
-//     twice the largest logit error we measured there (decidable at bf16 precision), and (b) >= 95%
-//     over all positions (what the CPU bf16 test asks). The same two rules on a larger random batch
+//     cannot decide: (a) >= 99% over the positions whose reference top-1/top-2 margin exceeds 1% of
+//     the reference logits' scale (max |logit|; bf16 rounds each value by up to 0.4%, and the
+//     logits may differ by 3% of the scale, so these positions can still flip), and (b) >= 95% over
+//     all positions (what the CPU bf16 test asks). The same two rules on a larger random batch
 //     against our own CUDA f32 model (which matches transformers to 1e-4) give a count of positions
 //     that means something.
 //   - packed documents (cu_seqlens) and padded batches (left and right padding, with activation
@@ -61,16 +62,20 @@ Tensor real_positions(const Tensor& logits, const Tensor& mask) {
   return index_select(flat, 0, from_vector(rows, {static_cast<int64_t>(rows.size())}));
 }
 
+// A position is a near-tie when the reference's top two logits are closer than this fraction of
+// the reference logits' largest magnitude.
+constexpr double kNearTie = 0.01;
+
 struct ArgmaxAgreement {
-  int64_t positions = 0, same = 0;          // over all positions
-  int64_t decidable = 0, decidable_same = 0; // where the reference's top-2 margin > 2 * max error
+  int64_t positions = 0, same = 0;           // over all positions
+  int64_t decidable = 0, decidable_same = 0; // where the reference's top-2 margin > kNearTie * scale
   double all() const { return positions ? static_cast<double>(same) / positions : 1.0; }
   double on_decidable() const { return decidable ? static_cast<double>(decidable_same) / decidable : 1.0; }
 };
 
 // ours, reference: [n, V] f32 on the CPU.
 ArgmaxAgreement argmax_agreement(const Tensor& ours, const Tensor& reference) {
-  const double max_error = max_abs_diff(ours, reference);
+  const double near_tie = kNearTie * amax(abs(reference)).item<double>();
   const int64_t n = reference.size(0), vocab = reference.size(1);
   const std::vector<float> ref = reference.contiguous().to_vector<float>();
   const std::vector<int64_t> a = argmax(ours, -1).to_vector<int64_t>(), b = argmax(reference, -1).to_vector<int64_t>();
@@ -85,7 +90,7 @@ ArgmaxAgreement argmax_agreement(const Tensor& ours, const Tensor& reference) {
     const bool same = a[static_cast<size_t>(i)] == b[static_cast<size_t>(i)];
     ++r.positions;
     r.same += same;
-    if (top1 - top2 > 2 * max_error) {
+    if (top1 - top2 > near_tie) {
       ++r.decidable;
       r.decidable_same += same;
     }
