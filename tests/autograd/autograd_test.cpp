@@ -2,6 +2,8 @@
 // custom Functions, checkpointing, deep graphs, what nodes save, and error messages.
 #include <doctest/doctest.h>
 
+#include "tests/test_support.h"
+
 #include <cmath>
 #include <string>
 
@@ -15,18 +17,6 @@ using namespace mlr;
 
 namespace {
 
-#define CHECK_ERROR_CONTAINS(expr, needle)                                        \
-  do {                                                                            \
-    bool thrown_ = false;                                                         \
-    try {                                                                         \
-      (void)(expr);                                                               \
-    } catch (const mlr::Error& e_) {                                              \
-      thrown_ = true;                                                             \
-      INFO("message: ", e_.what());                                               \
-      CHECK(std::string(e_.what()).find(needle) != std::string::npos);            \
-    }                                                                             \
-    CHECK_MESSAGE(thrown_, "expected mlr::Error containing: ", needle);           \
-  } while (0)
 
 Tensor vec(std::initializer_list<double> v) { return tensor<double>(v); }
 

@@ -3,6 +3,8 @@
 // round-trips (bit-identical continuation) and error messages.
 #include <doctest/doctest.h>
 
+#include "tests/test_support.h"
+
 #include <array>
 #include <cmath>
 #include <cstring>
@@ -18,18 +20,6 @@ using namespace mlr;
 
 namespace {
 
-#define CHECK_ERROR_CONTAINS(expr, needle)                                        \
-  do {                                                                            \
-    bool thrown_ = false;                                                         \
-    try {                                                                         \
-      (void)(expr);                                                               \
-    } catch (const mlr::Error& e_) {                                              \
-      thrown_ = true;                                                             \
-      INFO("message: ", e_.what());                                               \
-      CHECK(std::string(e_.what()).find(needle) != std::string::npos);            \
-    }                                                                             \
-    CHECK_MESSAGE(thrown_, "expected mlr::Error containing: ", needle);           \
-  } while (0)
 
 bool bit_equal(const Tensor& a, const Tensor& b) {
   if (a.shape() != b.shape() || a.dtype() != b.dtype()) return false;

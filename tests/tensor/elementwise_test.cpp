@@ -3,6 +3,8 @@
 // in-place ops, derivative helpers against finite differences, and error messages.
 #include <doctest/doctest.h>
 
+#include "tests/test_support.h"
+
 #include <cmath>
 #include <functional>
 #include <limits>
@@ -15,18 +17,6 @@ using namespace mlr;
 
 namespace {
 
-#define CHECK_ERROR_CONTAINS(expr, needle)                                 \
-  do {                                                                     \
-    bool thrown_ = false;                                                  \
-    try {                                                                  \
-      (void)(expr);                                                        \
-    } catch (const mlr::Error& e_) {                                       \
-      thrown_ = true;                                                      \
-      INFO("message: ", e_.what());                                        \
-      CHECK(std::string(e_.what()).find(needle) != std::string::npos);     \
-    }                                                                      \
-    CHECK_MESSAGE(thrown_, "expected mlr::Error containing: ", needle);    \
-  } while (0)
 
 const float kNaN = std::numeric_limits<float>::quiet_NaN();
 const float kInf = std::numeric_limits<float>::infinity();

@@ -3,6 +3,8 @@
 // dim, cat with dtype promotion, stack, split / chunk views.
 #include <doctest/doctest.h>
 
+#include "tests/test_support.h"
+
 #include <cmath>
 #include <string>
 
@@ -12,18 +14,6 @@ using namespace mlr;
 
 namespace {
 
-#define CHECK_ERROR_CONTAINS(expr, needle)                                     \
-  do {                                                                         \
-    bool thrown_ = false;                                                      \
-    try {                                                                      \
-      (void)(expr);                                                            \
-    } catch (const mlr::Error& e_) {                                           \
-      thrown_ = true;                                                          \
-      INFO("message: ", e_.what());                                            \
-      CHECK(std::string(e_.what()).find(needle) != std::string::npos);         \
-    }                                                                          \
-    CHECK_MESSAGE(thrown_, "expected mlr::Error containing: ", needle);        \
-  } while (0)
 
 std::vector<double> vals(const Tensor& t) { return t.to_vector<double>(); }
 

@@ -2,6 +2,8 @@
 // dimension sets with and without keepdim, dtypes, strided inputs, accuracy of long sums, thread
 // independence, argmax, logsumexp, sum_to, the comparison helpers, and error messages.
 #include <doctest/doctest.h>
+
+#include "tests/test_support.h"
 #include <omp.h>
 
 #include <cmath>
@@ -16,18 +18,6 @@ using namespace mlr;
 
 namespace {
 
-#define CHECK_ERROR_CONTAINS(expr, needle)                                 \
-  do {                                                                     \
-    bool thrown_ = false;                                                  \
-    try {                                                                  \
-      (void)(expr);                                                        \
-    } catch (const mlr::Error& e_) {                                       \
-      thrown_ = true;                                                      \
-      INFO("message: ", e_.what());                                        \
-      CHECK(std::string(e_.what()).find(needle) != std::string::npos);     \
-    }                                                                      \
-    CHECK_MESSAGE(thrown_, "expected mlr::Error containing: ", needle);    \
-  } while (0)
 
 const float kNaN = std::numeric_limits<float>::quiet_NaN();
 const float kInf = std::numeric_limits<float>::infinity();

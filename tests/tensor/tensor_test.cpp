@@ -2,6 +2,8 @@
 // conversions, printing and error messages.
 #include <doctest/doctest.h>
 
+#include "tests/test_support.h"
+
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -13,19 +15,6 @@
 using namespace mlr;
 
 namespace {
-// CHECK that `expr` throws mlr::Error whose message contains `needle`.
-#define CHECK_ERROR_CONTAINS(expr, needle)                                                     \
-  do {                                                                                         \
-    bool thrown_ = false;                                                                      \
-    try {                                                                                      \
-      (void)(expr);                                                                            \
-    } catch (const mlr::Error& e_) {                                                           \
-      thrown_ = true;                                                                          \
-      INFO("message: ", e_.what());                                                            \
-      CHECK(std::string(e_.what()).find(needle) != std::string::npos);                         \
-    }                                                                                          \
-    CHECK_MESSAGE(thrown_, "expected mlr::Error containing: ", needle);                        \
-  } while (0)
 
 std::vector<float> values(const Tensor& t) { return t.to_vector<float>(); }
 }  // namespace

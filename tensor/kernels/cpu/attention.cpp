@@ -16,17 +16,11 @@
 #include <vector>
 
 #include "tensor/kernels/cpu/kernels.h"
+#include "tensor/kernels/kernel_checks.h"
 
 namespace mlr::cpu {
 
 namespace {
-// The front-end (tensor/nn_ops.cpp) makes every tensor contiguous; these loops index them densely.
-void check_contiguous(const char* op, std::initializer_list<const Tensor*> tensors) {
-  for (const Tensor* t : tensors)
-    MLR_CHECK(t->is_contiguous(), "{} (cpu kernel): expects contiguous tensors, got shape {} strides {}", op,
-              shape_str(t->shape()), shape_str(t->strides()));
-}
-
 // First position of the document that holds each position, and one past its last position.
 struct Documents {
   std::vector<int64_t> start, end;
@@ -61,7 +55,7 @@ Acc dot(const T* a, const T* b, int64_t d) {
 
 void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, double scale, const Tensor& cu_seqlens,
                        const Tensor& out, const Tensor& lse) {
-  check_contiguous("attention_forward", {&q, &k, &v, &out, &lse});
+  check_kernel_contiguous("attention_forward", "cpu", {&q, &k, &v, &out, &lse});
   const int64_t batch = q.size(0), seq = q.size(1), heads = q.size(2), d = q.size(3), kv_heads = k.size(2);
   const int64_t group = heads / kv_heads;
   const Documents docs = documents(cu_seqlens, seq);
@@ -111,7 +105,7 @@ void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, double
 void attention_backward(const Tensor& dout, const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out,
                         const Tensor& lse, double scale, const Tensor& cu_seqlens, const Tensor& dq, const Tensor& dk,
                         const Tensor& dv) {
-  check_contiguous("attention_backward", {&dout, &q, &k, &v, &out, &lse, &dq, &dk, &dv});
+  check_kernel_contiguous("attention_backward", "cpu", {&dout, &q, &k, &v, &out, &lse, &dq, &dk, &dv});
   const int64_t batch = q.size(0), seq = q.size(1), heads = q.size(2), d = q.size(3), kv_heads = k.size(2);
   const int64_t group = heads / kv_heads;
   const Documents docs = documents(cu_seqlens, seq);

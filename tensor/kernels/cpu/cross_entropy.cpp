@@ -10,21 +10,16 @@
 #include <vector>
 
 #include "tensor/kernels/cpu/kernels.h"
+#include "tensor/kernels/kernel_checks.h"
 
 namespace mlr::cpu {
 
 namespace {
-// The front-end (tensor/nn_ops.cpp) makes every tensor contiguous; these loops index them densely.
-void check_contiguous(const char* op, std::initializer_list<const Tensor*> tensors) {
-  for (const Tensor* t : tensors)
-    MLR_CHECK(t->is_contiguous(), "{} (cpu kernel): expects contiguous tensors, got shape {} strides {}", op,
-              shape_str(t->shape()), shape_str(t->strides()));
-}
 }  // namespace
 
 void cross_entropy_forward(const Tensor& logits, const Tensor& targets, int64_t ignore_index, const Tensor& losses,
                            const Tensor& lse) {
-  check_contiguous("cross_entropy_forward", {&logits, &losses, &lse});
+  check_kernel_contiguous("cross_entropy_forward", "cpu", {&logits, &losses, &lse});
   const int64_t n = logits.size(0), vocab = logits.size(1);
   const std::vector<int64_t> t = targets.to_vector<int64_t>();
   visit_floating(logits.dtype(), "cross_entropy_forward", [&](auto tag) {
@@ -49,7 +44,7 @@ void cross_entropy_forward(const Tensor& logits, const Tensor& targets, int64_t 
 
 void cross_entropy_backward(const Tensor& dlogits, const Tensor& dlosses, const Tensor& logits,
                             const Tensor& targets, const Tensor& lse, int64_t ignore_index) {
-  check_contiguous("cross_entropy_backward", {&dlogits, &dlosses, &logits, &lse});
+  check_kernel_contiguous("cross_entropy_backward", "cpu", {&dlogits, &dlosses, &logits, &lse});
   const int64_t n = logits.size(0), vocab = logits.size(1);
   const std::vector<int64_t> t = targets.to_vector<int64_t>();
   visit_floating(logits.dtype(), "cross_entropy_backward", [&](auto tag) {

@@ -13,20 +13,15 @@
 #include <vector>
 
 #include "tensor/kernels/cpu/kernels.h"
+#include "tensor/kernels/kernel_checks.h"
 
 namespace mlr::cpu {
 
 namespace {
-// The front-end (tensor/nn_ops.cpp) makes every tensor contiguous; these loops index them densely.
-void check_contiguous(const char* op, std::initializer_list<const Tensor*> tensors) {
-  for (const Tensor* t : tensors)
-    MLR_CHECK(t->is_contiguous(), "{} (cpu kernel): expects contiguous tensors, got shape {} strides {}", op,
-              shape_str(t->shape()), shape_str(t->strides()));
-}
 }  // namespace
 
 void rmsnorm_forward(const Tensor& x, const Tensor& weight, double eps, const Tensor& y, const Tensor& rstd) {
-  check_contiguous("rmsnorm_forward", {&x, &weight, &y, &rstd});
+  check_kernel_contiguous("rmsnorm_forward", "cpu", {&x, &weight, &y, &rstd});
   const int64_t d = x.size(-1), rows = d == 0 ? 0 : x.numel() / d;
   visit_floating(x.dtype(), "rmsnorm_forward", [&](auto tag) {
     using T = decltype(tag);
@@ -50,8 +45,8 @@ void rmsnorm_forward(const Tensor& x, const Tensor& weight, double eps, const Te
 
 void rmsnorm_backward(const Tensor& dy, const Tensor& x, const Tensor& weight, const Tensor& rstd, const Tensor& dx,
                       const Tensor* dweight) {
-  check_contiguous("rmsnorm_backward", {&dy, &x, &weight, &rstd, &dx});
-  if (dweight) check_contiguous("rmsnorm_backward", {dweight});
+  check_kernel_contiguous("rmsnorm_backward", "cpu", {&dy, &x, &weight, &rstd, &dx});
+  if (dweight) check_kernel_contiguous("rmsnorm_backward", "cpu", {dweight});
   const int64_t d = x.size(-1), rows = d == 0 ? 0 : x.numel() / d;
   visit_floating(x.dtype(), "rmsnorm_backward", [&](auto tag) {
     using T = decltype(tag);

@@ -10,20 +10,14 @@
 #include <initializer_list>
 
 #include "tensor/kernels/cpu/kernels.h"
+#include "tensor/kernels/kernel_checks.h"
 
 namespace mlr::cpu {
 
 namespace {
-// The front-end (tensor/nn_ops.cpp) makes every tensor contiguous; these loops index them densely.
-void check_contiguous(const char* op, std::initializer_list<const Tensor*> tensors) {
-  for (const Tensor* t : tensors)
-    MLR_CHECK(t->is_contiguous(), "{} (cpu kernel): expects contiguous tensors, got shape {} strides {}", op,
-              shape_str(t->shape()), shape_str(t->strides()));
-}
-
 // out = rotation of in by sign * theta (sign +1: forward, -1: backward).
 void rotate(const Tensor& out, const Tensor& in, const Tensor& cos, const Tensor& sin, RopeLayout layout, int sign) {
-  check_contiguous("rope", {&out, &in, &cos, &sin});
+  check_kernel_contiguous("rope", "cpu", {&out, &in, &cos, &sin});
   const int64_t batch = in.size(0), seq = in.size(1), heads = in.size(2), d = in.size(3), half = d / 2;
   const bool per_batch = cos.dim() == 3;  // [batch, seq, d/2] rather than [seq, d/2]
   visit_floating(in.dtype(), "rope", [&](auto tag) {
@@ -69,7 +63,7 @@ void rope_backward(const Tensor& dx, const Tensor& dy, const Tensor& cos, const 
 }
 
 void rope_tables(const Tensor& positions, const Tensor& inv_freq, const Tensor& cos, const Tensor& sin) {
-  check_contiguous("rope_tables", {&cos, &sin});
+  check_kernel_contiguous("rope_tables", "cpu", {&cos, &sin});
   const std::vector<int64_t> pos = positions.to_vector<int64_t>();
   const std::vector<float> freq = inv_freq.to_vector<float>();
   const int64_t n = static_cast<int64_t>(pos.size()), half = static_cast<int64_t>(freq.size());

@@ -7,17 +7,11 @@
 #include <initializer_list>
 
 #include "tensor/kernels/cpu/kernels.h"
+#include "tensor/kernels/kernel_checks.h"
 
 namespace mlr::cpu {
 
 namespace {
-// The front-end (tensor/nn_ops.cpp) makes every tensor contiguous; these loops index them densely.
-void check_contiguous(const char* op, std::initializer_list<const Tensor*> tensors) {
-  for (const Tensor* t : tensors)
-    MLR_CHECK(t->is_contiguous(), "{} (cpu kernel): expects contiguous tensors, got shape {} strides {}", op,
-              shape_str(t->shape()), shape_str(t->strides()));
-}
-
 template <typename Acc>
 inline Acc sigmoid(Acc x) {
   return Acc(1) / (Acc(1) + std::exp(-x));
@@ -25,7 +19,7 @@ inline Acc sigmoid(Acc x) {
 }  // namespace
 
 void swiglu_forward(const Tensor& h, const Tensor& gate, const Tensor& up) {
-  check_contiguous("swiglu_forward", {&h, &gate, &up});
+  check_kernel_contiguous("swiglu_forward", "cpu", {&h, &gate, &up});
   const int64_t n = gate.numel();
   visit_floating(gate.dtype(), "swiglu_forward", [&](auto tag) {
     using T = decltype(tag);
@@ -42,7 +36,7 @@ void swiglu_forward(const Tensor& h, const Tensor& gate, const Tensor& up) {
 }
 
 void swiglu_backward(const Tensor& dh, const Tensor& gate, const Tensor& up, const Tensor& dgate, const Tensor& dup) {
-  check_contiguous("swiglu_backward", {&dh, &gate, &up, &dgate, &dup});
+  check_kernel_contiguous("swiglu_backward", "cpu", {&dh, &gate, &up, &dgate, &dup});
   const int64_t n = gate.numel();
   visit_floating(gate.dtype(), "swiglu_backward", [&](auto tag) {
     using T = decltype(tag);

@@ -17,6 +17,7 @@
 // the performance targets need replaces the inner loops later; the tests pin the semantics now.
 #include "tensor/kernels/cuda/cuda_utils.cuh"
 #include "tensor/kernels/cuda/kernels.h"
+#include "tensor/kernels/kernel_checks.h"
 #include "tensor/kernels/cuda/reduce_utils.cuh"
 
 namespace mlr::cuda {
@@ -24,11 +25,6 @@ namespace mlr::cuda {
 namespace {
 
 constexpr int kWarps = 4;  // warps per block, each owning one row
-
-template <typename F>
-void dispatch_floating(DType t, const char* op, F&& f) {
-  visit_floating(t, op, [&](auto tag) { f(device_t<decltype(tag)>{}); });
-}
 
 struct Geometry {
   int64_t batch, seq, heads, kv_heads, dim;
@@ -236,12 +232,6 @@ void dispatch_dim(int64_t dim, const char* op, F&& f) {
   else f(std::integral_constant<int, 8>{});
 }
 
-void check_contiguous(const char* op, std::initializer_list<const Tensor*> tensors) {
-  for (const Tensor* t : tensors)
-    MLR_CHECK(t->is_contiguous(), "{} (cuda kernel): expects contiguous tensors, got shape {} strides {}", op,
-              shape_str(t->shape()), shape_str(t->strides()));
-}
-
 Geometry geometry_of(const Tensor& q, const Tensor& k, const Tensor& cu) {
   Geometry g{q.size(0), q.size(1), q.size(2), k.size(2), q.size(3), nullptr, 0};
   if (cu.defined()) {
@@ -261,7 +251,7 @@ unsigned int grid_for_rows(int64_t rows, int device) {
 void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, double scale, const Tensor& cu_seqlens,
                        const Tensor& out, const Tensor& lse) {
   const char* op = "attention_forward";
-  check_contiguous(op, {&q, &k, &v, &out, &lse});
+  check_kernel_contiguous(op, "cuda", {&q, &k, &v, &out, &lse});
   cudaStream_t stream = device_stream(q);
   const Tensor cu = cu_seqlens.defined() ? cu_seqlens.to(DType::i32).contiguous() : Tensor();
   const Geometry g = geometry_of(q, k, cu);
@@ -283,7 +273,7 @@ void attention_backward(const Tensor& dout, const Tensor& q, const Tensor& k, co
                         const Tensor& lse, double scale, const Tensor& cu_seqlens, const Tensor& dq,
                         const Tensor& dk, const Tensor& dv) {
   const char* op = "attention_backward";
-  check_contiguous(op, {&dout, &q, &k, &v, &out, &lse, &dq, &dk, &dv});
+  check_kernel_contiguous(op, "cuda", {&dout, &q, &k, &v, &out, &lse, &dq, &dk, &dv});
   cudaStream_t stream = device_stream(q);
   const Tensor cu = cu_seqlens.defined() ? cu_seqlens.to(DType::i32).contiguous() : Tensor();
   const Geometry g = geometry_of(q, k, cu);

@@ -9,16 +9,12 @@
 // Math in f32 (f64 for f64), as the CPU reference (tensor/kernels/cpu/cross_entropy.cpp).
 #include "tensor/kernels/cuda/cuda_utils.cuh"
 #include "tensor/kernels/cuda/kernels.h"
+#include "tensor/kernels/kernel_checks.h"
 #include "tensor/kernels/cuda/reduce_utils.cuh"
 
 namespace mlr::cuda {
 
 namespace {
-
-template <typename F>
-void dispatch_floating(DType t, const char* op, F&& f) {
-  visit_floating(t, op, [&](auto tag) { f(device_t<decltype(tag)>{}); });
-}
 
 template <typename T, typename I>
 __global__ void cross_entropy_forward_kernel(const T* logits, const I* targets, int64_t ignore_index,
@@ -63,12 +59,6 @@ __global__ void cross_entropy_backward_kernel(T* dlogits, const acc_t<T>* dlosse
   }
 }
 
-void check_contiguous(const char* op, std::initializer_list<const Tensor*> tensors) {
-  for (const Tensor* t : tensors)
-    MLR_CHECK(t->is_contiguous(), "{} (cuda kernel): expects contiguous tensors, got shape {} strides {}", op,
-              shape_str(t->shape()), shape_str(t->strides()));
-}
-
 template <typename F>
 void dispatch_index(const Tensor& targets, const char* op, F&& f) {
   if (targets.dtype() == DType::i32) f(static_cast<const int32_t*>(targets.data_ptr()));
@@ -81,7 +71,7 @@ void dispatch_index(const Tensor& targets, const char* op, F&& f) {
 void cross_entropy_forward(const Tensor& logits, const Tensor& targets, int64_t ignore_index, const Tensor& losses,
                            const Tensor& lse) {
   const char* op = "cross_entropy_forward";
-  check_contiguous(op, {&logits, &targets, &losses, &lse});
+  check_kernel_contiguous(op, "cuda", {&logits, &targets, &losses, &lse});
   cudaStream_t stream = device_stream(logits);
   const int64_t rows = logits.size(0), vocab = logits.size(1);
   if (rows == 0) return;
@@ -101,7 +91,7 @@ void cross_entropy_forward(const Tensor& logits, const Tensor& targets, int64_t 
 void cross_entropy_backward(const Tensor& dlogits, const Tensor& dlosses, const Tensor& logits,
                             const Tensor& targets, const Tensor& lse, int64_t ignore_index) {
   const char* op = "cross_entropy_backward";
-  check_contiguous(op, {&dlogits, &dlosses, &logits, &targets, &lse});
+  check_kernel_contiguous(op, "cuda", {&dlogits, &dlosses, &logits, &targets, &lse});
   cudaStream_t stream = device_stream(logits);
   const int64_t rows = logits.size(0), vocab = logits.size(1);
   if (rows == 0 || vocab == 0) return;

@@ -80,6 +80,13 @@ template <> __device__ __forceinline__ float from_f32<float>(float x) { return x
 template <> __device__ __forceinline__ __nv_bfloat16 from_f32<__nv_bfloat16>(float x) { return __float2bfloat16(x); }
 template <> __device__ __forceinline__ __half from_f32<__half>(float x) { return __float2half(x); }
 
+// Calls f(T{}) with the device storage type of a floating dtype (f32, f64, bf16 -> __nv_bfloat16,
+// f16 -> __half); other dtypes throw naming `op`.
+template <typename F>
+void dispatch_floating(DType t, const char* op, F&& f) {
+  visit_floating(t, op, [&](auto tag) { f(device_t<decltype(tag)>{}); });
+}
+
 template <typename T> constexpr bool is_half_v = std::is_same_v<T, __nv_bfloat16> || std::is_same_v<T, __half>;
 
 // Storage -> compute value (exact).

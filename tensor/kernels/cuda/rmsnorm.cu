@@ -11,16 +11,12 @@
 // [blocks, d]; a second kernel sums the partials in block order, so the result is deterministic.
 #include "tensor/kernels/cuda/cuda_utils.cuh"
 #include "tensor/kernels/cuda/kernels.h"
+#include "tensor/kernels/kernel_checks.h"
 #include "tensor/kernels/cuda/reduce_utils.cuh"
 
 namespace mlr::cuda {
 
 namespace {
-
-template <typename F>
-void dispatch_floating(DType t, const char* op, F&& f) {
-  visit_floating(t, op, [&](auto tag) { f(device_t<decltype(tag)>{}); });
-}
 
 template <typename T>
 __global__ void rmsnorm_forward_kernel(const T* x, const T* w, T* y, acc_t<T>* rstd, int64_t rows, int64_t d,
@@ -87,16 +83,10 @@ __global__ void rmsnorm_dw_sum_kernel(const acc_t<T>* partial, T* dw, int64_t pa
   }
 }
 
-void check_contiguous(const char* op, std::initializer_list<const Tensor*> tensors) {
-  for (const Tensor* t : tensors)
-    MLR_CHECK(t->is_contiguous(), "{} (cuda kernel): expects contiguous tensors, got shape {} strides {}", op,
-              shape_str(t->shape()), shape_str(t->strides()));
-}
-
 }  // namespace
 
 void rmsnorm_forward(const Tensor& x, const Tensor& weight, double eps, const Tensor& y, const Tensor& rstd) {
-  check_contiguous("rmsnorm_forward", {&x, &weight, &y, &rstd});
+  check_kernel_contiguous("rmsnorm_forward", "cuda", {&x, &weight, &y, &rstd});
   cudaStream_t stream = device_stream(x);
   const int64_t d = x.size(-1), rows = d == 0 ? 0 : x.numel() / d;
   if (rows == 0) return;
@@ -113,8 +103,8 @@ void rmsnorm_forward(const Tensor& x, const Tensor& weight, double eps, const Te
 
 void rmsnorm_backward(const Tensor& dy, const Tensor& x, const Tensor& weight, const Tensor& rstd, const Tensor& dx,
                       const Tensor* dweight) {
-  check_contiguous("rmsnorm_backward", {&dy, &x, &weight, &rstd, &dx});
-  if (dweight) check_contiguous("rmsnorm_backward", {dweight});
+  check_kernel_contiguous("rmsnorm_backward", "cuda", {&dy, &x, &weight, &rstd, &dx});
+  if (dweight) check_kernel_contiguous("rmsnorm_backward", "cuda", {dweight});
   cudaStream_t stream = device_stream(x);
   const int64_t d = x.size(-1), rows = d == 0 ? 0 : x.numel() / d;
   if (rows == 0) return;

@@ -11,15 +11,11 @@
 // x is read and y written once, so the kernel moves 2 * numel elements plus the tables.
 #include "tensor/kernels/cuda/cuda_utils.cuh"
 #include "tensor/kernels/cuda/kernels.h"
+#include "tensor/kernels/kernel_checks.h"
 
 namespace mlr::cuda {
 
 namespace {
-
-template <typename F>
-void dispatch_floating(DType t, const char* op, F&& f) {
-  visit_floating(t, op, [&](auto tag) { f(device_t<decltype(tag)>{}); });
-}
 
 // pairs = batch * seq * heads * half; the table row of a token is (b * seq + s) when per_batch,
 // else s.
@@ -52,15 +48,9 @@ __global__ void rope_tables_kernel(const P* positions, const float* inv_freq, fl
   }
 }
 
-void check_contiguous(const char* op, std::initializer_list<const Tensor*> tensors) {
-  for (const Tensor* t : tensors)
-    MLR_CHECK(t->is_contiguous(), "{} (cuda kernel): expects contiguous tensors, got shape {} strides {}", op,
-              shape_str(t->shape()), shape_str(t->strides()));
-}
-
 void rotate(const char* op, const Tensor& out, const Tensor& in, const Tensor& cos, const Tensor& sin,
             RopeLayout layout, int sign) {
-  check_contiguous(op, {&out, &in, &cos, &sin});
+  check_kernel_contiguous(op, "cuda", {&out, &in, &cos, &sin});
   cudaStream_t stream = device_stream(in);
   const int64_t seq = in.size(1), heads = in.size(2), half = in.size(3) / 2;
   const int64_t pairs = in.numel() / 2;
@@ -95,7 +85,7 @@ void rope_backward(const Tensor& dx, const Tensor& dy, const Tensor& cos, const 
 }
 
 void rope_tables(const Tensor& positions, const Tensor& inv_freq, const Tensor& cos, const Tensor& sin) {
-  check_contiguous("rope_tables", {&positions, &inv_freq, &cos, &sin});
+  check_kernel_contiguous("rope_tables", "cuda", {&positions, &inv_freq, &cos, &sin});
   cudaStream_t stream = device_stream(cos);
   const int64_t n = positions.numel(), half = inv_freq.numel();
   if (n * half == 0) return;

@@ -5,15 +5,11 @@
 // and the element count is a multiple of the vector width; a scalar loop otherwise.
 #include "tensor/kernels/cuda/cuda_utils.cuh"
 #include "tensor/kernels/cuda/kernels.h"
+#include "tensor/kernels/kernel_checks.h"
 
 namespace mlr::cuda {
 
 namespace {
-
-template <typename F>
-void dispatch_floating(DType t, const char* op, F&& f) {
-  visit_floating(t, op, [&](auto tag) { f(device_t<decltype(tag)>{}); });
-}
 
 __device__ __forceinline__ float sigmoid_of(float x) { return 1.0f / (1.0f + expf(-x)); }
 __device__ __forceinline__ double sigmoid_of(double x) { return 1.0 / (1.0 + exp(-x)); }
@@ -77,12 +73,6 @@ __global__ void swiglu_backward_kernel(T* dgate, T* dup, const T* dh, const T* g
   }
 }
 
-void check_contiguous(const char* op, std::initializer_list<const Tensor*> tensors) {
-  for (const Tensor* t : tensors)
-    MLR_CHECK(t->is_contiguous(), "{} (cuda kernel): expects contiguous tensors, got shape {} strides {}", op,
-              shape_str(t->shape()), shape_str(t->strides()));
-}
-
 template <typename T>
 bool can_vectorize(int64_t n, std::initializer_list<const Tensor*> tensors) {
   if (n % Vec16<T>::size != 0) return false;
@@ -100,7 +90,7 @@ unsigned int grid_for(int64_t work, int threads, int device) {
 }  // namespace
 
 void swiglu_forward(const Tensor& h, const Tensor& gate, const Tensor& up) {
-  check_contiguous("swiglu_forward", {&h, &gate, &up});
+  check_kernel_contiguous("swiglu_forward", "cuda", {&h, &gate, &up});
   cudaStream_t stream = device_stream(h);
   const int64_t n = h.numel();
   if (n == 0) return;
@@ -116,7 +106,7 @@ void swiglu_forward(const Tensor& h, const Tensor& gate, const Tensor& up) {
 }
 
 void swiglu_backward(const Tensor& dh, const Tensor& gate, const Tensor& up, const Tensor& dgate, const Tensor& dup) {
-  check_contiguous("swiglu_backward", {&dh, &gate, &up, &dgate, &dup});
+  check_kernel_contiguous("swiglu_backward", "cuda", {&dh, &gate, &up, &dgate, &dup});
   cudaStream_t stream = device_stream(gate);
   const int64_t n = gate.numel();
   if (n == 0) return;
