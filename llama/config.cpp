@@ -152,6 +152,19 @@ LlamaConfig LlamaConfig::from_json(const json& j, const std::string& source) {
   c.qkv_bias = attention_bias;
   c.o_proj_bias = qwen2 ? false : attention_bias;
   c.mlp_bias = r.opt_bool("mlp_bias", false);
+  // Sliding-window attention (Mistral; Qwen2 with use_sliding_window) is not implemented: refuse it
+  // rather than silently attending to the whole context.
+  MLR_CHECK(!r.opt_bool("use_sliding_window", false),
+            "config: {}: \"use_sliding_window\" is true, but sliding-window attention is not supported", source);
+  if (!qwen2) {
+    if (const json* window = r.find(j, "sliding_window"); window && !window->is_null()) {
+      const int64_t w = r.integer(*window, "sliding_window");
+      MLR_CHECK(w >= c.max_position_embeddings,
+                "config: {}: \"sliding_window\" {} is shorter than max_position_embeddings {}, but sliding-window "
+                "attention is not supported",
+                source, w, c.max_position_embeddings);
+    }
+  }
   c.bos_token_id = r.opt_int("bos_token_id");
   c.pad_token_id = r.opt_int("pad_token_id");
   if (const json* eos = r.find(j, "eos_token_id")) {

@@ -253,3 +253,18 @@ TEST_CASE("config: missing keys and wrong types name the file and the key") {
   fs::remove_all(dir);
   CHECK(error_of([&] { LlamaConfig::load(dir.string()); }).find("cannot open") != std::string::npos);
 }
+
+TEST_CASE("config: sliding-window attention is refused, not silently ignored") {
+  json qwen = read_json(kConfigs / "qwen2_0.5b.json");
+  CHECK_NOTHROW(LlamaConfig::from_json(qwen));  // use_sliding_window false: full attention, as the model was trained
+  qwen["use_sliding_window"] = true;
+  check_error(qwen, "\"use_sliding_window\" is true, but sliding-window attention is not supported");
+  json mistral = read_json(kConfigs / "tinyllama_1.1b.json");
+  mistral["max_position_embeddings"] = 32768;
+  mistral["sliding_window"] = 4096;
+  check_error(mistral, "\"sliding_window\" 4096 is shorter than max_position_embeddings 32768");
+  mistral["sliding_window"] = nullptr;  // newer Mistral configs: no window
+  CHECK_NOTHROW(LlamaConfig::from_json(mistral));
+  mistral["sliding_window"] = 32768;
+  CHECK_NOTHROW(LlamaConfig::from_json(mistral));
+}

@@ -61,7 +61,7 @@ __device__ __forceinline__ float load_grad(const void* g, int32_t type, int64_t 
 
 __global__ void adamw_multi_kernel(const Item* items, const Chunk* chunks) {
   const Chunk c = chunks[blockIdx.x];
-  const Item& it = items[c.item];
+  const Item it = items[c.item];  // a register copy: the stores below cannot alias it
   const int64_t begin = int64_t(c.index) * kChunk;
   const int64_t end = begin + kChunk < it.n ? begin + kChunk : it.n;
   for (int64_t i = begin + threadIdx.x; i < end; i += blockDim.x) {
