@@ -68,6 +68,10 @@ class AdaptedLinear {
   void unmerge();
   bool merged() const { return merged_; }
 
+  // The Philox stream of this adapter's dropout masks: its (seed, offset) is part of a training
+  // checkpoint, so a resumed run draws the same masks as an uninterrupted one.
+  virtual Generator& dropout_generator() = 0;
+
   // Train mode enables dropout (and SMoRA's load counting); eval mode disables them.
   void train(bool on = true) { training_ = on; }
   bool training() const { return training_; }

@@ -35,6 +35,7 @@ class LoraLinear : public AdaptedLinear {
   LoraLinear(Variable weight, Variable bias, const LoraConfig& config, Generator& gen);
 
   AdapterKind kind() const override { return AdapterKind::lora; }
+  Generator& dropout_generator() override { return dropout_gen_; }
   Variable forward(const Variable& x) override;
   std::vector<std::pair<std::string, Variable>> named_tensors() const override;
   nlohmann::json config_json() const override;

@@ -55,6 +55,7 @@ class MultiLoraLinear : public AdaptedLinear {
   MultiLoraLinear(Variable weight, Variable bias, const MultiLoraConfig& config, Generator& gen);
 
   AdapterKind kind() const override { return AdapterKind::multilora; }
+  Generator& dropout_generator() override { return dropout_gen_; }
   Variable forward(const Variable& x) override;
   // lora_A.weight [R, in], lora_B.weight [out, R], multilora_scale [n] or [n, out].
   std::vector<std::pair<std::string, Variable>> named_tensors() const override;

@@ -64,6 +64,7 @@ class SmoraLinear : public AdaptedLinear {
   SmoraLinear(Variable weight, Variable bias, const SmoraConfig& config, Generator& gen);
 
   AdapterKind kind() const override { return AdapterKind::smora; }
+  Generator& dropout_generator() override { return dropout_gen_; }
   Variable forward(const Variable& x) override;
   // The forward with a given selection mask [..., r] (bool, k true per token) instead of top-k
   // (selection being piecewise constant, what gradcheck differentiates); counts no loads.

@@ -297,6 +297,15 @@ TrainReport run_training(const TrainConfig& config, const TrainOptions& options)
     scaler.load_state_dict(state.at("loss_scaler"));
     loader_state = data::LoaderState::from_json(state.at("loader").dump(), (dir / "trainer_state.json").string());
     default_generator().set_state(state.at("rng").at("seed").get<uint64_t>(), state.at("rng").at("offset").get<uint64_t>());
+    if (state.contains("adapter_dropout_rng")) {
+      const nlohmann::json& dropout = state.at("adapter_dropout_rng");
+      for (const NamedAdapter& a : trainable.adapters) {
+        MLR_CHECK(dropout.contains(a.module_path), "mlr-train --resume: {} has no dropout state for {}",
+                  (dir / "trainer_state.json").string(), a.module_path);
+        const auto& g = dropout.at(a.module_path);
+        a.adapter->dropout_generator().set_state(g.at(0).get<uint64_t>(), g.at(1).get<uint64_t>());
+      }
+    }
     step = state.at("step").get<int64_t>();
     out << fmt::format("resumed from {} at step {}\n", dir.string(), step);
   }
@@ -328,6 +337,12 @@ TrainReport run_training(const TrainConfig& config, const TrainOptions& options)
     state["loss_scaler"] = scaler.state_dict();
     state["loader"] = nlohmann::json::parse(loader->state().to_json());
     state["rng"] = {{"seed", default_generator().seed()}, {"offset", default_generator().offset()}};
+    nlohmann::json dropout = nlohmann::json::object();
+    for (const NamedAdapter& a : trainable.adapters) {
+      const Generator& g = a.adapter->dropout_generator();
+      dropout[a.module_path] = {g.seed(), g.offset()};
+    }
+    state["adapter_dropout_rng"] = dropout;
     atomic_write_file((fs::path(staging) / "trainer_state.json").string(), state.dump(2));
     const std::string path = checkpoints.commit(at_step, config.save.keep_last);
     out << fmt::format("saved checkpoint {}\n", path) << std::flush;

@@ -7,11 +7,13 @@
 set -eu
 train=$1
 dir=$2
+shift 2
+# Extra arguments are overrides for both runs (e.g. adapter.dropout=0.1: the dropout masks must resume too).
 rm -rf "$dir"
-"$train" configs/demo.yaml output_dir="$dir" log.interval=1 --no-progress-bar > "$dir.first.log" 2>&1
+"$train" configs/demo.yaml output_dir="$dir" log.interval=1 "$@" --no-progress-bar > "$dir.first.log" 2>&1
 rm -rf "$dir.straight" && cp -r "$dir/final" "$dir.straight"
 rm -rf "$dir/checkpoints/step-40" "$dir/final"
-"$train" configs/demo.yaml output_dir="$dir" log.interval=1 --no-progress-bar --resume > "$dir.resume.log" 2>&1
+"$train" configs/demo.yaml output_dir="$dir" log.interval=1 "$@" --no-progress-bar --resume > "$dir.resume.log" 2>&1
 grep -q "resumed from .*step-20 at step 20" "$dir.resume.log"
 # metrics.jsonl: steps 1..40 of the first run, then 21..40 of the resumed one.
 first=$(grep '"loss"' "$dir/metrics.jsonl" | head -n 40 | tail -n 20)
