@@ -164,4 +164,11 @@ SmoraLoadStats SmoraLinear::load_stats() const {
   return st;
 }
 
+void SmoraLinear::set_total_counts(const std::vector<int64_t>& counts) {
+  MLR_CHECK(counts.size() == total_counts_.size(), "SMoRA: {} load counts given for {} ranks", counts.size(),
+            total_counts_.size());
+  for (int64_t c : counts) MLR_CHECK(c >= 0, "SMoRA: negative load count {}", c);
+  total_counts_ = counts;
+}
+
 }  // namespace mlr

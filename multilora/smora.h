@@ -82,6 +82,10 @@ class SmoraLinear : public AdaptedLinear {
 
   void update_load_balance();
   SmoraLoadStats load_stats() const;
+  // The cumulative per-rank counts, for a training checkpoint (the selection bias itself is an
+  // adapter tensor and is saved with the adapter file).
+  const std::vector<int64_t>& total_counts() const { return total_counts_; }
+  void set_total_counts(const std::vector<int64_t>& counts);
 
   const SmoraConfig& config() const { return config_; }
   double gate_scale() const { return config_.gate_scale.value_or(config_.alpha); }

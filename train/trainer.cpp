@@ -306,6 +306,11 @@ TrainReport run_training(const TrainConfig& config, const TrainOptions& options)
         a.adapter->dropout_generator().set_state(g.at(0).get<uint64_t>(), g.at(1).get<uint64_t>());
       }
     }
+    if (state.contains("smora_total_counts")) {
+      for (const NamedAdapter& a : trainable.adapters)
+        if (auto* smora = dynamic_cast<SmoraLinear*>(a.adapter))
+          smora->set_total_counts(state.at("smora_total_counts").at(a.module_path).get<std::vector<int64_t>>());
+    }
     step = state.at("step").get<int64_t>();
     out << fmt::format("resumed from {} at step {}\n", dir.string(), step);
   }
@@ -343,6 +348,10 @@ TrainReport run_training(const TrainConfig& config, const TrainOptions& options)
       dropout[a.module_path] = {g.seed(), g.offset()};
     }
     state["adapter_dropout_rng"] = dropout;
+    nlohmann::json smora_counts = nlohmann::json::object();
+    for (const NamedAdapter& a : trainable.adapters)
+      if (auto* smora = dynamic_cast<SmoraLinear*>(a.adapter)) smora_counts[a.module_path] = smora->total_counts();
+    if (!smora_counts.empty()) state["smora_total_counts"] = smora_counts;
     atomic_write_file((fs::path(staging) / "trainer_state.json").string(), state.dump(2));
     const std::string path = checkpoints.commit(at_step, config.save.keep_last);
     out << fmt::format("saved checkpoint {}\n", path) << std::flush;

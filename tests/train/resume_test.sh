@@ -23,5 +23,8 @@ if [ "$(echo "$first" | strip)" != "$(echo "$second" | strip)" ]; then
   echo "resumed losses differ:"; echo "$first" | strip; echo "---"; echo "$second" | strip
   exit 1
 fi
-cmp "$dir/final/adapter_model.safetensors" "$dir.straight/adapter_model.safetensors"
+# The trained weights: the adapter file, or the full checkpoint for full fine-tuning.
+weights=adapter_model.safetensors
+[ -f "$dir/final/$weights" ] || weights=model.safetensors
+cmp "$dir/final/$weights" "$dir.straight/$weights"
 echo "resume reproduces steps 21-40 exactly, final weights bit-identical"
