@@ -291,7 +291,6 @@ TrainConfig parse_train_config(const std::string& yaml_text, const std::string& 
   eval.require(c.eval.interval >= 0, "interval", "must be >= 0 (0: off)");
   eval.require(c.eval.heldout_batches >= 0, "heldout_batches", "must be >= 0");
   eval.require(c.eval.limit >= 0, "limit", "must be >= 0 (0: all)");
-  eval.require(c.eval.tasks.empty() || c.eval.interval > 0, "tasks", "need eval.interval > 0 (steps between evaluations)");
   eval.require(c.eval.heldout_batches == 0 || !c.eval.data_yaml.empty(), "heldout_batches",
                "needs eval.data (the held-out datasets)");
   c.eval.data_dir = resolve(base_dir, c.eval.data_dir).string();

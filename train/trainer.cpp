@@ -249,10 +249,13 @@ TrainReport run_training(const TrainConfig& config, const TrainOptions& options)
   MLR_CHECK(!config.data_yaml.empty(), "mlr-train: the configuration has no data section");
   DataPipeline train_data = prepare_data(config.data_yaml, "data", config, *tokenizer);
   std::optional<DataPipeline> heldout;
-  if (config.eval.heldout_batches > 0) heldout = prepare_data(config.eval.data_yaml, "eval.data", config, *tokenizer);
+  // Evaluation runs every eval.interval steps; 0 switches it off (the tasks and data are then not loaded).
+  const bool evaluating = config.eval.interval > 0;
+  if (evaluating && config.eval.heldout_batches > 0)
+    heldout = prepare_data(config.eval.data_yaml, "eval.data", config, *tokenizer);
   // Benchmark tasks for the periodic evaluation, loaded once.
   std::optional<eval::LoadedTasks> eval_tasks;
-  if (!config.eval.tasks.empty()) eval_tasks = eval::load_named_tasks(config.eval.tasks, config.eval.data_dir);
+  if (evaluating && !config.eval.tasks.empty()) eval_tasks = eval::load_named_tasks(config.eval.tasks, config.eval.data_dir);
 
   // Optimizer, schedule, loss scaling.
   AdamWOptions adam;
