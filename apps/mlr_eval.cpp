@@ -65,7 +65,7 @@ int main(int argc, char** argv) {
   std::optional<double> limit;
   int64_t batch_tokens = 16384, max_length = 0;
   uint64_t seed = 1234;
-  bool merge = false, no_bos = false;
+  bool merge = false, no_bos = false, no_shared_prefix = false;
   app.add_option("--model", model_dir, "Hugging Face checkpoint directory")->required();
   app.add_option("--adapter", adapter_dir, "adapter directory (LoRA, MultiLoRA or SMoRA)");
   app.add_flag("--merge", merge, "merge the adapter into the weights before scoring (LoRA, MultiLoRA)");
@@ -81,6 +81,8 @@ int main(int argc, char** argv) {
   app.add_option("--dtype", dtype_arg, "f32, bf16 or f16");
   app.add_option("--batch-tokens", batch_tokens, "padded tokens per forward pass");
   app.add_option("--max-length", max_length, "context window (default: max_position_embeddings)");
+  app.add_flag("--no-shared-prefix", no_shared_prefix,
+               "score every request on its own (the harness's batching) instead of running shared contexts once");
   app.add_flag("--no-bos", no_bos, "encode without the tokenizer's BOS (lm-evaluation-harness v0.4.2 - v0.4.9.1)");
   app.add_option("--output", output, "results JSON (the harness's layout)");
   app.add_option("--log-samples", samples_dir, "directory for one JSONL per task with per-choice log-likelihoods");
@@ -103,7 +105,9 @@ int main(int argc, char** argv) {
       model_name += fmt::format(" + {} ({} modules{})", adapter_dir, adapters.size(), merge ? ", merged" : "");
     }
     const auto tokenizer = load_tokenizer(model_dir);
-    eval::LlamaContinuationModel lm(*model, max_length, batch_tokens);
+    eval::SharedPrefixOptions sharing;
+    sharing.enabled = !no_shared_prefix;
+    eval::LlamaContinuationModel lm(*model, max_length, batch_tokens, sharing);
     eval::EncodePairOptions encode;
     encode.add_special_tokens = !no_bos;
     eval::TokenizedScorer scorer(*tokenizer, lm, model_name, encode);
@@ -116,8 +120,8 @@ int main(int argc, char** argv) {
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 
     std::cout << eval::results_table(results);
-    std::cout << fmt::format("{} tasks, {} forward passes, {:.1f} s on {} in {}\n", results.tasks.size(),
-                             lm.forward_passes(), seconds, device.str(), dtype_name(dtype));
+    std::cout << fmt::format("{} tasks, {} forward passes over {} tokens, {:.1f} s on {} in {}\n", results.tasks.size(),
+                             lm.counters().forward_passes, lm.counters().tokens, seconds, device.str(), dtype_name(dtype));
     if (!output.empty()) {
       nlohmann::json j = eval::results_json(results);
       j["total_evaluation_time_seconds"] = fmt::format("{:.3f}", seconds);

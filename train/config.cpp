@@ -180,7 +180,7 @@ TrainConfig parse_train_config(const std::string& yaml_text, const std::string& 
   c.model.path = resolve(base_dir, c.model.path).string();
 
   const Section adapter(root["adapter"], name, "adapter", overridden);
-  adapter.only({"type", "r", "alpha", "dropout", "rslora", "target_modules", "layers", "n_modules", "ranks", "scale",
+  adapter.only({"type", "r", "alpha", "dropout", "rslora", "target_modules", "layers", "init_from", "n_modules", "ranks", "scale",
                 "fixed_scale", "scale_init", "init", "top_k", "router", "balance_rate"});
   AdapterSection& a = c.adapter;
   adapter.str("type", a.type);
@@ -191,6 +191,10 @@ TrainConfig parse_train_config(const std::string& yaml_text, const std::string& 
   adapter.boolean("rslora", a.rslora);
   adapter.list("target_modules", a.target_modules, "a module name");
   adapter.list("layers", a.layers, "a layer index");
+  adapter.str("init_from", a.init_from);
+  adapter.require(a.init_from.empty() || a.type != "full", "init_from",
+                  "applies to adapters; for full fine-tuning point model.path at the checkpoint to start from");
+  a.init_from = resolve(base_dir, a.init_from).string();
   adapter.integer("n_modules", a.n_modules);
   adapter.list("ranks", a.ranks, "a rank");
   adapter.str("scale", a.scale);
@@ -329,7 +333,8 @@ std::string to_yaml(const TrainConfig& c) {
   out << YAML::Key << "type" << YAML::Value << a.type << YAML::Key << "r" << YAML::Value << a.r << YAML::Key << "alpha"
       << YAML::Value << a.alpha << YAML::Key << "dropout" << YAML::Value << a.dropout << YAML::Key << "rslora"
       << YAML::Value << a.rslora << YAML::Key << "target_modules" << YAML::Value << YAML::Flow << a.target_modules
-      << YAML::Key << "layers" << YAML::Value << YAML::Flow << a.layers << YAML::Key << "n_modules" << YAML::Value
+      << YAML::Key << "layers" << YAML::Value << YAML::Flow << a.layers << YAML::Key << "init_from" << YAML::Value
+      << a.init_from << YAML::Key << "n_modules" << YAML::Value
       << a.n_modules << YAML::Key << "ranks" << YAML::Value << YAML::Flow << a.ranks << YAML::Key << "scale"
       << YAML::Value << a.scale << YAML::Key << "fixed_scale" << YAML::Value << a.fixed_scale << YAML::Key
       << "scale_init" << YAML::Value << a.scale_init << YAML::Key << "init" << YAML::Value << a.init << YAML::Key

@@ -36,6 +36,9 @@ struct AdapterSection {
   bool rslora = false;  // scale alpha / sqrt(r) instead of alpha / r
   std::vector<std::string> target_modules = {"q_proj", "v_proj"};
   std::vector<int64_t> layers;  // empty: every layer
+  // An adapter directory to start from (continue training it); its kind and hyperparameters must
+  // match this section. Empty: fresh initialisation.
+  std::string init_from;
   // MultiLoRA
   int64_t n_modules = 4;
   std::vector<int64_t> ranks;        // per module; empty: r / n_modules each

@@ -117,6 +117,7 @@ Trainable setup_trainable(LlamaForCausalLM& model, const TrainConfig& config) {
     model.requires_grad_(true);
   } else {
     t.adapters = inject_adapters(model, injection_spec(config.adapter, static_cast<uint64_t>(config.seed)));
+    if (!config.adapter.init_from.empty()) load_adapter(config.adapter.init_from, t.adapters);
   }
   t.named = model.named_parameters(/*trainable_only=*/true);
   MLR_CHECK(!t.named.empty(), "mlr-train: nothing to train (adapter type {}, targets [{}])", config.adapter.type,

@@ -95,3 +95,10 @@ TEST_CASE("the example configurations in configs/ parse, data sections included"
     if (!c.eval.data_yaml.empty()) CHECK(!data::parse_data_config(c.eval.data_yaml, path, c.base_dir).datasets.empty());
   }
 }
+
+TEST_CASE("train config: adapter.init_from resolves against the file and is refused for full fine-tuning") {
+  const TrainConfig c = parse_train_config(kYaml, "run.yaml", {"adapter.init_from=adapters/a"}, "/configs");
+  CHECK(c.adapter.init_from == "/configs/adapters/a");
+  CHECK_THROWS_WITH_AS(parse_train_config(kYaml, "run.yaml", {"adapter.type=full", "adapter.init_from=x"}, ""),
+                       doctest::Contains("'adapter.init_from' applies to adapters"), std::exception);
+}
