@@ -4,6 +4,8 @@
 #pragma once
 
 #include <doctest/doctest.h>
+
+#include "tests/test_support.h"
 #include <unistd.h>
 
 #include <atomic>
@@ -34,26 +36,6 @@ inline bool shared_tokenizer_present() {
   return false;
 }
 
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    static std::atomic<int> counter{0};
-    path = fs::temp_directory_path() / ("mlr_data_test_" + std::to_string(getpid()) + "_" + std::to_string(counter++));
-    fs::create_directories(path);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  fs::path write(const std::string& name, const std::string& contents) const {
-    const fs::path p = path / name;
-    fs::create_directories(p.parent_path());
-    std::ofstream(p, std::ios::binary) << contents;
-    return p;
-  }
-};
 
 inline std::string read_text(const fs::path& p) {
   std::ifstream in(p, std::ios::binary);

@@ -5,6 +5,8 @@
 // a plain n-shot draw, and Winogrande's per-option contexts with a shared continuation.
 #include <doctest/doctest.h>
 
+#include "tests/test_support.h"
+
 #include <unistd.h>
 
 #include <filesystem>
@@ -21,18 +23,6 @@ using namespace mlr::eval;
 
 namespace {
 
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    path = fs::temp_directory_path() / ("mlr_eval_extra_" + std::to_string(getpid()));
-    fs::create_directories(path);
-  }
-  ~TempDir() { fs::remove_all(path); }
-  fs::path write(const std::string& name, const std::string& text) const {
-    std::ofstream(path / name, std::ios::binary) << text;
-    return path / name;
-  }
-};
 
 struct Expected {
   std::vector<std::pair<std::string, std::string>> requests;

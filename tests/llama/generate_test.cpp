@@ -3,6 +3,8 @@
 // EOS and stop strings, and the sampling filters against hand-computed distributions.
 #include <doctest/doctest.h>
 
+#include "tests/llama/tiny_config.h"
+
 #include <cmath>
 #include <filesystem>
 
@@ -25,19 +27,6 @@ std::string error_of(F&& f) {
     return e.what();
   }
   return "";
-}
-
-LlamaConfig tiny_config() {
-  LlamaConfig c;
-  c.hidden_size = 32;
-  c.num_hidden_layers = 2;
-  c.num_attention_heads = 4;
-  c.num_key_value_heads = 2;
-  c.head_dim = 8;
-  c.intermediate_size = 48;
-  c.vocab_size = 50;
-  c.rms_norm_eps = 1e-5;
-  return c;
 }
 
 // Decodes id i as "<i>", so stop strings can be written in terms of ids.

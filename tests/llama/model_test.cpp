@@ -4,6 +4,9 @@
 // our own invariants: save/load round trips (single file and sharded), packed documents equal
 // separate rows, activation checkpointing gives the same gradients, and malformed inputs throw.
 #include <doctest/doctest.h>
+
+#include "tests/llama/tiny_config.h"
+#include "tests/test_support.h"
 #include <unistd.h>
 
 #include <filesystem>
@@ -52,33 +55,6 @@ Tensor real_positions(const Tensor& logits, const Tensor& mask) {
 
 bool all_finite(const Tensor& t) { return amin(isfinite(t).to(DType::i32)).item<int32_t>() == 1; }
 
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    path = fs::temp_directory_path() / ("mlr_model_test_" + std::to_string(::getpid()) + "_" + std::to_string(counter()++));
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~TempDir() { fs::remove_all(path); }
-  static int& counter() {
-    static int c = 0;
-    return c;
-  }
-};
-
-LlamaConfig tiny_config(bool tied = false) {
-  LlamaConfig c;
-  c.hidden_size = 32;
-  c.num_hidden_layers = 2;
-  c.num_attention_heads = 4;
-  c.num_key_value_heads = 2;
-  c.head_dim = 8;
-  c.intermediate_size = 48;
-  c.vocab_size = 50;
-  c.rms_norm_eps = 1e-5;
-  c.tie_word_embeddings = tied;
-  return c;
-}
 
 }  // namespace
 

@@ -3,6 +3,8 @@
 // them, with their exact values, in tests/fixtures/llama/), malformed files with the error each
 // gets, and a fuzz of the header parser.
 #include <doctest/doctest.h>
+
+#include "tests/test_support.h"
 #include <unistd.h>
 
 #include <atomic>
@@ -37,19 +39,6 @@ std::string slurp(const fs::path& p) {
 void spit(const fs::path& p, const std::string& s) { std::ofstream(p, std::ios::binary) << s; }
 json expected() { return json::parse(slurp(kFixtures / "safetensors_expected.json")); }
 
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    static std::atomic<int> counter{0};
-    path = fs::temp_directory_path() /
-           ("mlr_safetensors_test_" + std::to_string(getpid()) + "_" + std::to_string(counter++));
-    fs::create_directories(path);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-};
 
 template <typename F>
 std::string error_of(F&& f) {

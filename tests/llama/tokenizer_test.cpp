@@ -2,6 +2,8 @@
 // by scripts/fixtures/make_tokenizer_fixtures.py into tests/fixtures/tokenizer/. The sentencepiece
 // cases need the models in ../shared/models and skip themselves when it is absent.
 #include <doctest/doctest.h>
+
+#include "tests/test_support.h"
 #include <unistd.h>
 
 #include <atomic>
@@ -34,19 +36,6 @@ std::string read(const fs::path& p) {
 json read_json(const fs::path& p) { return json::parse(read(p)); }
 void write(const fs::path& p, const std::string& s) { std::ofstream(p, std::ios::binary) << s; }
 
-// A fresh directory under the system temp dir, removed at scope exit.
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    static std::atomic<int> counter{0};
-    path = fs::temp_directory_path() / ("mlr_tokenizer_test_" + std::to_string(getpid()) + "_" + std::to_string(counter++));
-    fs::create_directories(path);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-};
 
 std::vector<int32_t> ids_of(const json& j) { return j.get<std::vector<int32_t>>(); }
 

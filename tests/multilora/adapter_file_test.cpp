@@ -1,5 +1,7 @@
 // Adapter files: PEFT layout, round trips of all three kinds, and one error listing every mismatch.
 #include <doctest/doctest.h>
+
+#include "tests/test_support.h"
 #include <unistd.h>
 
 #include <atomic>
@@ -22,19 +24,6 @@ using mlr::test::random_tensor;
 
 namespace {
 
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    static std::atomic<int> counter{0};
-    path = fs::temp_directory_path() /
-           ("mlr_adapter_file_test_" + std::to_string(getpid()) + "_" + std::to_string(counter++));
-    fs::create_directories(path);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-};
 
 json read_json(const fs::path& p) {
   std::ifstream in(p);

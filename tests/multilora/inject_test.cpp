@@ -1,6 +1,8 @@
 // Injection into an nn::Module tree named like a LLaMA model: targets and layer ranges, frozen
 // base, state-dict names, file round trip through the model, merge for export, errors.
 #include <doctest/doctest.h>
+
+#include "tests/test_support.h"
 #include <unistd.h>
 
 #include <atomic>
@@ -69,18 +71,6 @@ struct TinyModel : Module {
   ChildRef<UnaryModule> lm_head;
 };
 
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    static std::atomic<int> counter{0};
-    path = fs::temp_directory_path() / ("mlr_inject_test_" + std::to_string(getpid()) + "_" + std::to_string(counter++));
-    fs::create_directories(path);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-};
 
 void randomise_adapters(const Module& m, uint64_t seed) {
   for (auto& na : find_adapters(m))
