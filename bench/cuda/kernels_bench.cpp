@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "tensor/kernels/cuda/kernels.h"
 #include "tensor/kernels/cuda/runtime.h"
 #include "tensor/nn_ops.h"
 #include "tensor/ops.h"
@@ -136,12 +137,18 @@ int main(int argc, char** argv) {
     const int64_t b = quick ? 1 : 4, s = 2048, h = 32, d = 128;
     Tensor q = rnd({b, s, h, d}, bf), k = rnd({b, s, h, d}, bf), v = rnd({b, s, h, d}, bf), dout = rnd({b, s, h, d}, bf);
     const double scale = 1.0 / std::sqrt(double(d));
-    AttentionOutput f = attention_forward(q, k, v, scale);
     const double fwd = 4.0 * b * h * s * s * d / 2;
     const std::string shape = fmt::format("{} x {} x {} heads x {}", b, s, h, d);
-    flops("attention forward (causal)", shape, fwd, [&] { attention_forward(q, k, v, scale); });
-    flops("attention backward (causal)", shape, 2.5 * fwd,
-          [&] { attention_backward(dout, q, k, v, f.out, f.lse, scale); });
+    // The flash kernel (tensor cores) and the warp-per-row reference kernel it is tested against.
+    for (auto [kernel, name] : {std::pair{cuda::AttentionKernel::flash, "flash"},
+                                std::pair{cuda::AttentionKernel::reference, "reference"}}) {
+      cuda::set_attention_kernel(kernel);
+      AttentionOutput f = attention_forward(q, k, v, scale);
+      flops(fmt::format("attention fwd, {} (causal)", name), shape, fwd, [&] { attention_forward(q, k, v, scale); });
+      flops(fmt::format("attention bwd, {} (causal)", name), shape, 2.5 * fwd,
+            [&] { attention_backward(dout, q, k, v, f.out, f.lse, scale); });
+    }
+    cuda::set_attention_kernel(cuda::AttentionKernel::automatic);
   }
 
   std::printf("%-30s %-28s %10s %12s %-8s %9s\n", "kernel", "shape", "time (ms)", "rate", "unit", "% ceiling");

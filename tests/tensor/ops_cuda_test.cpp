@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "tensor/kernels/cuda/kernels.h"
 #include "tensor/kernels/cuda/runtime.h"
 #include "tensor/nn_ops.h"
 #include "tensor/ops.h"
@@ -253,21 +254,51 @@ TEST_CASE("cuda vs cpu: causal attention (MHA, GQA, packed documents; head dims 
     int64_t batch, seq, heads, kv_heads, dim;
     std::vector<int32_t> cu;
   };
-  const std::vector<Case> cases = {
-      {2, 33, 4, 4, 64, {}}, {1, 40, 8, 2, 128, {}}, {1, 37, 4, 2, 64, {0, 10, 10, 29, 37}}, {2, 5, 2, 1, 16, {}}};
+  const std::vector<Case> cases = {{2, 33, 4, 4, 64, {}},   {1, 40, 8, 2, 128, {}},
+                                   {1, 37, 4, 2, 64, {0, 10, 10, 29, 37}},
+                                   {2, 5, 2, 1, 16, {}},    {1, 200, 4, 2, 128, {}},
+                                   {1, 300, 2, 1, 64, {0, 70, 70, 190, 300}}};
+  struct KernelReset {
+    ~KernelReset() { cuda::set_attention_kernel(cuda::AttentionKernel::automatic); }
+  } reset;
   for (DType t : kFloatTypes) {
     for (const Case& c : cases) {
       Tensor q = random_input({c.batch, c.seq, c.heads, c.dim}, t), k = random_input({c.batch, c.seq, c.kv_heads, c.dim}, t),
              v = random_input({c.batch, c.seq, c.kv_heads, c.dim}, t), dout = random_input({c.batch, c.seq, c.heads, c.dim}, t);
       Tensor cu = c.cu.empty() ? Tensor() : from_vector<int32_t>(c.cu, {static_cast<int64_t>(c.cu.size())});
       const double scale = 1.0 / std::sqrt(double(c.dim));
-      check_op(fmt::format("attention B={} S={} H={} Hkv={} D={}{}", c.batch, c.seq, c.heads, c.kv_heads, c.dim,
-                           c.cu.empty() ? "" : " packed"),
-               t, {q, k, v, dout, cu}, [scale](auto& x) {
-                 AttentionOutput f = attention_forward(x[0], x[1], x[2], scale, x[4]);
-                 AttentionGrads g = attention_backward(x[3], x[0], x[1], x[2], f.out, f.lse, scale, x[4]);
-                 return std::vector<Tensor>{f.out, f.lse, g.dq, g.dk, g.dv};
-               });
+      const std::string name = fmt::format("attention B={} S={} H={} Hkv={} D={}{}", c.batch, c.seq, c.heads, c.kv_heads,
+                                           c.dim, c.cu.empty() ? "" : " packed");
+      auto run = [scale](const std::vector<Tensor>& x) {
+        AttentionOutput f = attention_forward(x[0], x[1], x[2], scale, x[4]);
+        AttentionGrads g = attention_backward(x[3], x[0], x[1], x[2], f.out, f.lse, scale, x[4]);
+        return std::vector<Tensor>{f.out, f.lse, g.dq, g.dk, g.dv};
+      };
+      // The reference kernel computes as the CPU does (f32, one rounding): element-wise tolerances.
+      cuda::set_attention_kernel(cuda::AttentionKernel::reference);
+      check_op(name + " reference kernel", t, {q, k, v, dout, cu}, run);
+      // The flash kernel also rounds P and dS to the input dtype before its second products:
+      // its error is bounded relative to the largest value of each output (the bounds hold with
+      // margin under the CPU emulation of the same kernels, tests/tensor/flash_attention_emulated_test.cpp).
+      if ((t == DType::bf16 || t == DType::f16) && (c.dim == 64 || c.dim == 128)) {
+        cuda::set_attention_kernel(cuda::AttentionKernel::flash);
+        std::vector<Tensor> gpu_inputs;
+        for (const Tensor& x : {q, k, v, dout, cu}) gpu_inputs.push_back(x.defined() ? to_cuda(x) : x);
+        const std::vector<Tensor> want = run({q, k, v, dout, cu}), got = run(gpu_inputs);
+        const double bound = t == DType::bf16 ? 2e-2 : 4e-3;
+        const char* outputs[] = {"out", "lse", "dq", "dk", "dv"};
+        for (size_t i = 0; i < want.size(); ++i) {
+          const auto a = want[i].to(DType::f64).to_vector<double>(), b = got[i].cpu().to(DType::f64).to_vector<double>();
+          double worst = 0, largest = 1e-30;
+          for (size_t j = 0; j < a.size(); ++j) {
+            largest = std::max(largest, std::abs(a[j]));
+            worst = std::isnan(b[j]) ? INFINITY : std::max(worst, std::abs(a[j] - b[j]));
+          }
+          MESSAGE(name << " flash [" << dtype_name(t) << "] " << outputs[i] << ": max error / max |value| = " << worst / largest);
+          CHECK_MESSAGE(worst / largest <= bound, name << " flash [" << dtype_name(t) << "] " << outputs[i] << ": "
+                                                       << worst / largest << " > " << bound);
+        }
+      }
     }
   }
 }

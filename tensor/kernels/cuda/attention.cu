@@ -10,11 +10,17 @@
 // Packed rows: with cu_seqlens = [0, l1, l1+l2, ..., S] (batch 1) a query attends only to keys of
 // its own document.
 //
-// This is the reference-grade CUDA version: one warp per query row (forward, dq) or key row (dk, dv),
-// each lane holding D/32 elements of the row in registers, an online softmax (running max and sum)
-// over the keys, f32 arithmetic. It is exact and deterministic (no atomics: dk/dv are gathered per
-// key instead of scattered per query), and reads K/V through L2. The tensor-core tiled kernel that
-// the performance targets need replaces the inner loops later; the tests pin the semantics now.
+// Two kernels serve it. attention_flash.cu is the fast one: tiles on tensor cores, bf16/f16, head
+// dims 64 and 128. This file holds the reference-grade one, which serves every other case (f32, f64,
+// any head dim up to 256) and is what the flash kernel is tested against on the GPU: one warp per
+// query row (forward, dq) or key row (dk, dv), each lane holding D/32 elements of the row in
+// registers, an online softmax (running max and sum) over the keys, f32 arithmetic. It is exact and
+// deterministic (no atomics: dk/dv are gathered per key instead of scattered per query) and reads
+// K/V through L2.
+#include <atomic>
+#include <cstdlib>
+#include <string>
+
 #include "tensor/kernels/cuda/cuda_utils.cuh"
 #include "tensor/kernels/cuda/kernels.h"
 #include "tensor/kernels/kernel_checks.h"
@@ -246,10 +252,38 @@ unsigned int grid_for_rows(int64_t rows, int device) {
   return static_cast<unsigned int>(std::max<int64_t>(1, std::min(wanted, cap)));
 }
 
+AttentionKernel initial_attention_kernel() {
+  const char* env = std::getenv("MLR_ATTENTION");
+  if (env == nullptr || *env == 0) return AttentionKernel::automatic;
+  const std::string name(env);
+  if (name == "flash") return AttentionKernel::flash;
+  if (name == "reference") return AttentionKernel::reference;
+  MLR_CHECK(name == "auto" || name == "automatic", "MLR_ATTENTION={}: expected flash, reference or auto", name);
+  return AttentionKernel::automatic;
+}
+
+std::atomic<AttentionKernel>& attention_kernel_choice() {
+  static std::atomic<AttentionKernel> choice{initial_attention_kernel()};
+  return choice;
+}
+
+// Whether this call goes to the flash kernel.
+bool use_flash(const Tensor& q, const Tensor& k, const Tensor& v) {
+  switch (attention_kernel_choice().load()) {
+    case AttentionKernel::reference: return false;
+    case AttentionKernel::flash: return true;  // its own checks name what is unsupported
+    default: return flash_attention_supports(q, k, v);
+  }
+}
+
 }  // namespace
+
+void set_attention_kernel(AttentionKernel kernel) { attention_kernel_choice().store(kernel); }
+AttentionKernel attention_kernel() { return attention_kernel_choice().load(); }
 
 void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, double scale, const Tensor& cu_seqlens,
                        const Tensor& out, const Tensor& lse) {
+  if (use_flash(q, k, v)) return flash_attention_forward(q, k, v, scale, cu_seqlens, out, lse);
   const char* op = "attention_forward";
   check_kernel_contiguous(op, "cuda", {&q, &k, &v, &out, &lse});
   cudaStream_t stream = device_stream(q);
@@ -272,6 +306,7 @@ void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, double
 void attention_backward(const Tensor& dout, const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out,
                         const Tensor& lse, double scale, const Tensor& cu_seqlens, const Tensor& dq,
                         const Tensor& dk, const Tensor& dv) {
+  if (use_flash(q, k, v)) return flash_attention_backward(dout, q, k, v, out, lse, scale, cu_seqlens, dq, dk, dv);
   const char* op = "attention_backward";
   check_kernel_contiguous(op, "cuda", {&dout, &q, &k, &v, &out, &lse, &dq, &dk, &dv});
   cudaStream_t stream = device_stream(q);

@@ -70,6 +70,21 @@ void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, double
 void attention_backward(const Tensor& dout, const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out,
                         const Tensor& lse, double scale, const Tensor& cu_seqlens, const Tensor& dq,
                         const Tensor& dk, const Tensor& dv);
+// Tensor-core flash attention (attention_flash.cu): bf16/f16, head dim 64 or 128, 16-byte aligned
+// tensors, sm_80 or newer; same arguments and results as attention_forward/backward.
+bool flash_attention_supports(const Tensor& q, const Tensor& k, const Tensor& v);
+void flash_attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, double scale,
+                             const Tensor& cu_seqlens, const Tensor& out, const Tensor& lse);
+void flash_attention_backward(const Tensor& dout, const Tensor& q, const Tensor& k, const Tensor& v,
+                              const Tensor& out, const Tensor& lse, double scale, const Tensor& cu_seqlens,
+                              const Tensor& dq, const Tensor& dk, const Tensor& dv);
+// Which kernel attention_forward/backward use: automatic (flash where flash_attention_supports, the
+// warp-per-row reference otherwise), or one forced, for tests and benchmarks that compare the two
+// (forcing flash where it is unsupported is an error). MLR_ATTENTION=flash|reference sets the
+// starting value.
+enum class AttentionKernel { automatic, reference, flash };
+void set_attention_kernel(AttentionKernel kernel);
+AttentionKernel attention_kernel();
 void cross_entropy_forward(const Tensor& logits, const Tensor& targets, int64_t ignore_index, const Tensor& losses,
                            const Tensor& lse);
 void cross_entropy_backward(const Tensor& dlogits, const Tensor& dlosses, const Tensor& logits,

@@ -1,0 +1,138 @@
+// The tensor-core flash attention kernels (tensor/kernels/cuda/attention_flash.cuh), run on the CPU
+// under tests/cuda_emulator.h and compared with the CPU attention: the same kernel source, tile
+// loops, masks, online softmax and fragment arithmetic as on the GPU, checked in CI where there is
+// no GPU. Outputs start as NaN, so an element a kernel forgets to write fails.
+//
+// What the emulation does not check: timing-dependent behaviour (cp.async lands at once here) and
+// the hardware's own accumulation order inside an mma; the GPU suite (ops_cuda_test) covers those.
+#include <doctest/doctest.h>
+
+#if defined(MLR_CUDA_KERNELS)
+
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "tests/cuda_emulator.h"
+// The emulator must come first: it defines the built-ins the kernel source uses.
+#include "tensor/kernels/cuda/attention_flash.cuh"
+#include "tensor/nn_ops.h"
+#include "tensor/ops.h"
+#include "tensor/tensor.h"
+
+using namespace mlr;
+namespace emu = mlr::cuda_emulation;
+
+namespace {
+
+struct Case {
+  int64_t batch, seq, heads, kv_heads, dim;
+  std::vector<int32_t> cu;
+};
+
+struct Results {
+  Tensor out, lse, dq, dk, dv;
+};
+
+Tensor nan_like(const Tensor& t) { return full(t.shape(), NAN, {t.dtype()}); }
+
+template <typename T, int D>
+Results run_emulated(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& dout, const Tensor& cu,
+                     double scale) {
+  using namespace mlr::cuda;
+  const Geometry geo = geometry_of(q, k, cu);
+  Results r{nan_like(q), full({geo.batch, geo.heads, geo.seq}, NAN), nan_like(q), nan_like(k), nan_like(v)};
+  Tensor dsum = full({geo.batch, geo.heads, geo.seq}, NAN);
+  auto ptr = [](const Tensor& t) { return static_cast<T*>(t.data_ptr()); };
+  auto fptr = [](const Tensor& t) { return static_cast<float*>(t.data_ptr()); };
+  const float scale_f = float(scale), scale_log2 = scale_f * kLog2e;
+  const unsigned tiles = row_tiles(geo);
+
+  emu::launch(dim3(tiles, unsigned(geo.batch * geo.heads)), dim3(kThreads), kForwardSmem<D>, [&] {
+    flash_forward_kernel<T, D>(ptr(q), ptr(k), ptr(v), ptr(r.out), fptr(r.lse), geo, scale_log2);
+  });
+  const unsigned rows = unsigned(geo.batch * geo.heads * geo.seq);
+  emu::launch(dim3((rows + kWarps - 1) / kWarps), dim3(kThreads), 0,
+              [&] { flash_dsum_kernel<T, D>(ptr(dout), ptr(r.out), fptr(dsum), geo); });
+  emu::launch(dim3(tiles, unsigned(geo.batch * geo.kv_heads)), dim3(kThreads), kDkvSmem<D>, [&] {
+    flash_dkv_kernel<T, D>(ptr(dout), ptr(q), ptr(k), ptr(v), fptr(r.lse), fptr(dsum), ptr(r.dk), ptr(r.dv), geo,
+                           scale_f, scale_log2);
+  });
+  emu::launch(dim3(tiles, unsigned(geo.batch * geo.heads)), dim3(kThreads), kDqSmem<D>, [&] {
+    flash_dq_kernel<T, D>(ptr(dout), ptr(q), ptr(k), ptr(v), fptr(r.lse), fptr(dsum), ptr(r.dq), geo, scale_f,
+                          scale_log2);
+  });
+  return r;
+}
+
+// Largest |got - want| relative to the largest |want| of the tensor; NaN anywhere counts as 1e9.
+double normalised_error(const Tensor& want, const Tensor& got) {
+  const auto a = want.to(DType::f64).to_vector<double>(), b = got.to(DType::f64).to_vector<double>();
+  double worst = 0, scale = 0;
+  for (double x : a) scale = std::max(scale, std::abs(x));
+  for (size_t i = 0; i < a.size(); ++i) {
+    if (std::isnan(b[i]) || std::isnan(a[i])) return 1e9;
+    worst = std::max(worst, std::abs(a[i] - b[i]));
+  }
+  return worst / std::max(scale, 1e-30);
+}
+
+Tensor random_input(const Shape& shape, DType dtype, Generator& gen) {
+  return add(mul(rand(shape, gen), 4.0), -2.0).to(dtype);
+}
+
+}  // namespace
+
+TEST_CASE("flash attention kernels, emulated on the CPU, against the CPU attention") {
+  // Shapes: partial tiles, several query and key tiles (tiles with and without masks), grouped
+  // heads, both head dims, packed documents with an empty one and boundaries inside tiles.
+  const std::vector<Case> cases = {{2, 70, 2, 2, 64, {}},
+                                   {1, 75, 4, 2, 128, {}},
+                                   {1, 130, 2, 1, 64, {}},
+                                   {1, 97, 2, 2, 64, {0, 10, 10, 47, 90, 97}}};
+  Generator gen(424242);
+  for (DType dtype : {DType::bf16, DType::f16}) {
+    for (const Case& c : cases) {
+      Tensor q = random_input({c.batch, c.seq, c.heads, c.dim}, dtype, gen);
+      Tensor k = random_input({c.batch, c.seq, c.kv_heads, c.dim}, dtype, gen);
+      Tensor v = random_input({c.batch, c.seq, c.kv_heads, c.dim}, dtype, gen);
+      Tensor dout = random_input({c.batch, c.seq, c.heads, c.dim}, dtype, gen);
+      Tensor cu = c.cu.empty() ? Tensor() : from_vector<int32_t>(c.cu, {int64_t(c.cu.size())});
+      const double scale = 1.0 / std::sqrt(double(c.dim));
+
+      AttentionOutput want = attention_forward(q, k, v, scale, cu);
+      AttentionGrads want_grads = attention_backward(dout, q, k, v, want.out, want.lse, scale, cu);
+      Results got;
+      if (dtype == DType::bf16) {
+        got = c.dim == 64 ? run_emulated<__nv_bfloat16, 64>(q, k, v, dout, cu, scale)
+                          : run_emulated<__nv_bfloat16, 128>(q, k, v, dout, cu, scale);
+      } else {
+        got = c.dim == 64 ? run_emulated<__half, 64>(q, k, v, dout, cu, scale)
+                          : run_emulated<__half, 128>(q, k, v, dout, cu, scale);
+      }
+      // Both sides take the same rounded inputs and compute in f32; the kernels also round P and
+      // dS to the input dtype before their second products, as every flash attention does.
+      const double bound = dtype == DType::bf16 ? 2e-2 : 4e-3;
+      const std::string name = fmt::format("{} B={} S={} H={} Hkv={} D={}{}", dtype_name(dtype), c.batch, c.seq,
+                                           c.heads, c.kv_heads, c.dim, c.cu.empty() ? "" : " packed");
+      const std::vector<std::pair<const char*, std::pair<Tensor, Tensor>>> outputs = {
+          {"out", {want.out, got.out}},     {"lse", {want.lse, got.lse}}, {"dq", {want_grads.dq, got.dq}},
+          {"dk", {want_grads.dk, got.dk}}, {"dv", {want_grads.dv, got.dv}}};
+      for (const auto& [what, pair] : outputs) {
+        const double err = normalised_error(pair.first, pair.second);
+        MESSAGE(name << " " << std::string(what) << ": max error / max |value| = " << err);
+        CHECK_MESSAGE(err <= bound, name << " " << std::string(what) << ": " << err << " > " << bound);
+      }
+    }
+  }
+}
+
+TEST_CASE("cuda emulator: a divergent __syncthreads is reported") {
+  CHECK_THROWS_WITH_AS(emu::launch(dim3(1), dim3(64), 0,
+                                   [] {
+                                     if (threadIdx.x < 32) __syncthreads();
+                                   }),
+                       doctest::Contains("divergent"), std::runtime_error);
+}
+
+#endif  // MLR_CUDA_KERNELS
