@@ -1,5 +1,5 @@
 // The tensor-core flash attention kernels (tensor/kernels/cuda/attention_flash.cuh), run on the CPU
-// under tests/cuda_emulator.h and compared with the CPU attention: the same kernel source, tile
+// under tensor/kernels/cuda/emulator.h and compared with the CPU attention: the same kernel source, tile
 // loops, masks, online softmax and fragment arithmetic as on the GPU, checked in CI where there is
 // no GPU. Outputs start as NaN, so an element a kernel forgets to write fails.
 //
@@ -13,7 +13,7 @@
 #include <string>
 #include <vector>
 
-#include "tests/cuda_emulator.h"
+#include "tensor/kernels/cuda/emulator.h"
 // The emulator must come first: it defines the built-ins the kernel source uses.
 #include "tensor/kernels/cuda/attention_flash.cuh"
 #include "tensor/nn_ops.h"

@@ -294,9 +294,9 @@ TEST_CASE("cuda vs cpu: causal attention (MHA, GQA, packed documents; head dims 
             largest = std::max(largest, std::abs(a[j]));
             worst = std::isnan(b[j]) ? INFINITY : std::max(worst, std::abs(a[j] - b[j]));
           }
-          MESSAGE(name << " flash [" << dtype_name(t) << "] " << outputs[i] << ": max error / max |value| = " << worst / largest);
-          CHECK_MESSAGE(worst / largest <= bound, name << " flash [" << dtype_name(t) << "] " << outputs[i] << ": "
-                                                       << worst / largest << " > " << bound);
+          const std::string what = fmt::format("{} flash [{}] {}", name, dtype_name(t), outputs[i]);
+          MESSAGE(what << ": max error / max |value| = " << worst / largest);
+          CHECK_MESSAGE(worst / largest <= bound, what << ": " << worst / largest << " > " << bound);
         }
       }
     }

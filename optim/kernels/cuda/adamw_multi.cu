@@ -145,7 +145,7 @@ void adamw_update_multi_cuda(const std::vector<AdamWWork>& work) {
   MLR_CHECK(chunks.size() < (size_t(1) << 31), "adamw (cuda): {} chunks exceed one launch", chunks.size());
   cudaStream_t stream = cuda::device_stream(*work.front().master);
   const Tensor items_d = upload_bytes(items, device), chunks_d = upload_bytes(chunks, device);
-  adamw_multi_kernel<<<static_cast<unsigned int>(chunks.size()), kThreads, 0, stream>>>(
+  MLR_LAUNCH((static_cast<unsigned int>(chunks.size()), kThreads, 0, stream), adamw_multi_kernel)(
       static_cast<const Item*>(items_d.data_ptr()), static_cast<const Chunk*>(chunks_d.data_ptr()));
   MLR_CUDA_CHECK_LAUNCH();
 }

@@ -295,7 +295,7 @@ void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, double
     using T = decltype(tag);
     using A = acc_t<T>;
     dispatch_dim(g.dim, op, [&](auto nt) {
-      attention_forward_kernel<decltype(nt)::value, T><<<grid_for_rows(rows, q.device().index), 32 * kWarps, 0, stream>>>(
+      MLR_LAUNCH((grid_for_rows(rows, q.device().index), 32 * kWarps, 0, stream), attention_forward_kernel<decltype(nt)::value, T>)(
           static_cast<const T*>(q.data_ptr()), static_cast<const T*>(k.data_ptr()), static_cast<const T*>(v.data_ptr()),
           static_cast<T*>(out.data_ptr()), static_cast<A*>(lse.data_ptr()), g, static_cast<A>(scale));
       MLR_CUDA_CHECK_LAUNCH();
@@ -327,13 +327,13 @@ void attention_backward(const Tensor& dout, const Tensor& q, const Tensor& k, co
     A* pdsum = static_cast<A*>(dsum.data_ptr());
     dispatch_dim(g.dim, op, [&](auto nt) {
       constexpr int NT = decltype(nt)::value;
-      attention_dsum_kernel<NT, T><<<grid_for_rows(q_rows, device), 32 * kWarps, 0, stream>>>(
+      MLR_LAUNCH((grid_for_rows(q_rows, device), 32 * kWarps, 0, stream), attention_dsum_kernel<NT, T>)(
           pdout, static_cast<const T*>(out.data_ptr()), pdsum, g);
       MLR_CUDA_CHECK_LAUNCH();
-      attention_dq_kernel<NT, T><<<grid_for_rows(q_rows, device), 32 * kWarps, 0, stream>>>(
+      MLR_LAUNCH((grid_for_rows(q_rows, device), 32 * kWarps, 0, stream), attention_dq_kernel<NT, T>)(
           pdout, pq, pk, pv, plse, pdsum, static_cast<T*>(dq.data_ptr()), g, static_cast<A>(scale));
       MLR_CUDA_CHECK_LAUNCH();
-      attention_dkv_kernel<NT, T><<<grid_for_rows(kv_rows, device), 32 * kWarps, 0, stream>>>(
+      MLR_LAUNCH((grid_for_rows(kv_rows, device), 32 * kWarps, 0, stream), attention_dkv_kernel<NT, T>)(
           pdout, pq, pk, pv, plse, pdsum, static_cast<T*>(dk.data_ptr()), static_cast<T*>(dv.data_ptr()), g,
           static_cast<A>(scale));
       MLR_CUDA_CHECK_LAUNCH();

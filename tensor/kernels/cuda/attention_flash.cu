@@ -14,7 +14,7 @@ namespace {
 // before every launch so that it holds on whichever device is current).
 template <typename Kernel>
 void allow_smem(Kernel kernel, size_t bytes) {
-  MLR_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)));
+  MLR_CUDA_CHECK(cudaFuncSetAttribute(reinterpret_cast<const void*>(kernel), cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)));
 }
 
 // Calls f(T{}, integral_constant<D>) for the supported dtypes and head dims.
@@ -69,7 +69,7 @@ void flash_attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, 
     using T = decltype(tag);
     constexpr int D = decltype(dim)::value;
     allow_smem(flash_forward_kernel<T, D>, kForwardSmem<D>);
-    flash_forward_kernel<T, D><<<grid, kThreads, kForwardSmem<D>, stream>>>(
+    MLR_LAUNCH((grid, kThreads, kForwardSmem<D>, stream), flash_forward_kernel<T, D>)(
         static_cast<const T*>(q.data_ptr()), static_cast<const T*>(k.data_ptr()), static_cast<const T*>(v.data_ptr()),
         static_cast<T*>(out.data_ptr()), static_cast<float*>(lse.data_ptr()), geo, scale_log2);
     MLR_CUDA_CHECK_LAUNCH();
@@ -103,16 +103,16 @@ void flash_attention_backward(const Tensor& dout, const Tensor& q, const Tensor&
     const float* plse = static_cast<const float*>(lse.data_ptr());
     float* pdsum = static_cast<float*>(dsum.data_ptr());
     const int64_t wanted = (q_rows + kWarps - 1) / kWarps, cap = int64_t(sm_count(q.device().index)) * 32;
-    flash_dsum_kernel<T, D><<<unsigned(std::max<int64_t>(1, std::min(wanted, cap))), kThreads, 0, stream>>>(
+    MLR_LAUNCH((unsigned(std::max<int64_t>(1, std::min(wanted, cap))), kThreads, 0, stream), flash_dsum_kernel<T, D>)(
         pdout, static_cast<const T*>(out.data_ptr()), pdsum, geo);
     MLR_CUDA_CHECK_LAUNCH();
     allow_smem(flash_dkv_kernel<T, D>, kDkvSmem<D>);
-    flash_dkv_kernel<T, D><<<dim3(tiles, unsigned(geo.batch * geo.kv_heads)), kThreads, kDkvSmem<D>, stream>>>(
+    MLR_LAUNCH((dim3(tiles, unsigned(geo.batch * geo.kv_heads)), kThreads, kDkvSmem<D>, stream), flash_dkv_kernel<T, D>)(
         pdout, pq, pk, pv, plse, pdsum, static_cast<T*>(dk.data_ptr()), static_cast<T*>(dv.data_ptr()), geo, scale_f,
         scale_log2);
     MLR_CUDA_CHECK_LAUNCH();
     allow_smem(flash_dq_kernel<T, D>, kDqSmem<D>);
-    flash_dq_kernel<T, D><<<dim3(tiles, unsigned(geo.batch * geo.heads)), kThreads, kDqSmem<D>, stream>>>(
+    MLR_LAUNCH((dim3(tiles, unsigned(geo.batch * geo.heads)), kThreads, kDqSmem<D>, stream), flash_dq_kernel<T, D>)(
         pdout, pq, pk, pv, plse, pdsum, static_cast<T*>(dq.data_ptr()), geo, scale_f, scale_log2);
     MLR_CUDA_CHECK_LAUNCH();
   });

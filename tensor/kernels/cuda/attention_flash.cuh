@@ -32,7 +32,7 @@
 
 #include "tensor/kernels/cuda/cuda_utils.cuh"
 
-// CPU tests run these kernels under tests/cuda_emulator.h, which defines MLR_CUDA_EMULATION and
+// CPU tests run these kernels under tensor/kernels/cuda/emulator.h, which defines MLR_CUDA_EMULATION and
 // provides the warp-level primitives; everything else is the same source.
 #ifdef MLR_CUDA_EMULATION
 #define MLR_DYNAMIC_SMEM(name) unsigned char* name = ::mlr::cuda_emulation::dynamic_shared_memory()

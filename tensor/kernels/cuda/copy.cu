@@ -78,7 +78,7 @@ void copy(const Tensor& dst, const Tensor& src) {
   if (dst.dtype() == src.dtype()) {
     visit_bits(dst.dtype(), [&](auto bits) {
       using B = decltype(bits);
-      copy_kernel<B, B><<<blocks, kThreads, 0, stream>>>(static_cast<B*>(dst.data_ptr()),
+      MLR_LAUNCH((blocks, kThreads, 0, stream), copy_kernel<B, B>)(static_cast<B*>(dst.data_ptr()),
                                                          static_cast<const B*>(src.data_ptr()), idx, n);
       MLR_CUDA_CHECK_LAUNCH();
     });
@@ -89,7 +89,7 @@ void copy(const Tensor& dst, const Tensor& src) {
     visit_dtype(src.dtype(), [&](auto s) {
       using S = device_t<decltype(s)>;
       if constexpr (!std::is_same_v<D, S>) {  // same dtypes took the raw path above
-        copy_kernel<D, S><<<blocks, kThreads, 0, stream>>>(static_cast<D*>(dst.data_ptr()),
+        MLR_LAUNCH((blocks, kThreads, 0, stream), copy_kernel<D, S>)(static_cast<D*>(dst.data_ptr()),
                                                            static_cast<const S*>(src.data_ptr()), idx, n);
         MLR_CUDA_CHECK_LAUNCH();
       }
@@ -108,7 +108,7 @@ void fill(const Tensor& dst, double value) {
     using B = typename bits_of<sizeof(T)>::type;
     B bits;
     std::memcpy(&bits, &v, sizeof(T));
-    fill_kernel<B><<<blocks_for(n, kThreads), kThreads, 0, stream>>>(static_cast<B*>(dst.data_ptr()), bits, idx, n);
+    MLR_LAUNCH((blocks_for(n, kThreads), kThreads, 0, stream), fill_kernel<B>)(static_cast<B*>(dst.data_ptr()), bits, idx, n);
     MLR_CUDA_CHECK_LAUNCH();
   });
 }

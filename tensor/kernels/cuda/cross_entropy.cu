@@ -80,7 +80,8 @@ void cross_entropy_forward(const Tensor& logits, const Tensor& targets, int64_t 
     using T = decltype(tag);
     using A = acc_t<T>;
     dispatch_index(targets, op, [&](auto* t) {
-      cross_entropy_forward_kernel<<<launch.blocks, launch.threads, 0, stream>>>(
+      using I = std::remove_const_t<std::remove_pointer_t<decltype(t)>>;
+      MLR_LAUNCH((launch.blocks, launch.threads, 0, stream), cross_entropy_forward_kernel<T, I>)(
           static_cast<const T*>(logits.data_ptr()), t, ignore_index, static_cast<A*>(losses.data_ptr()),
           static_cast<A*>(lse.data_ptr()), rows, vocab, launch.group);
       MLR_CUDA_CHECK_LAUNCH();
@@ -102,7 +103,9 @@ void cross_entropy_backward(const Tensor& dlogits, const Tensor& dlosses, const 
     using T = decltype(tag);
     using A = acc_t<T>;
     dispatch_index(targets, op, [&](auto* t) {
-      cross_entropy_backward_kernel<<<dim3(static_cast<unsigned int>(col_blocks), row_blocks), kThreads, 0, stream>>>(
+      using I = std::remove_const_t<std::remove_pointer_t<decltype(t)>>;
+      MLR_LAUNCH((dim3(static_cast<unsigned int>(col_blocks), row_blocks), kThreads, 0, stream),
+                 cross_entropy_backward_kernel<T, I>)(
           static_cast<T*>(dlogits.data_ptr()), static_cast<const A*>(dlosses.data_ptr()),
           static_cast<const T*>(logits.data_ptr()), t, static_cast<const A*>(lse.data_ptr()), ignore_index, rows,
           vocab);

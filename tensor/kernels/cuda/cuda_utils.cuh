@@ -23,6 +23,16 @@
                                        cudaGetErrorString(mlr_err_)));                                  \
   } while (0)
 
+// Kernel launch: MLR_LAUNCH((grid, block, shared_bytes, stream), kernel)(args...) is
+// kernel<<<grid, block, shared_bytes, stream>>>(args...), and in the emulated build (emulator.h) a
+// run of the grid on the CPU.
+#define MLR_LAUNCH_CONFIG(...) __VA_ARGS__
+#ifdef MLR_CUDA_EMULATION
+#define MLR_LAUNCH(config, ...) ::mlr::cuda_emulation::launcher(__VA_ARGS__, MLR_LAUNCH_CONFIG config)
+#else
+#define MLR_LAUNCH(config, ...) __VA_ARGS__<<<MLR_LAUNCH_CONFIG config>>>
+#endif
+
 // Checks the launch that was just queued.
 #define MLR_CUDA_CHECK_LAUNCH() MLR_CUDA_CHECK(cudaGetLastError())
 

@@ -216,7 +216,7 @@ __global__ void binary_vec_kernel(BinaryOp op, O* out, const T* a, const T* b, a
   const int64_t nv = n / V;
   MLR_GRID_STRIDE(i, nv) {
     const Pack<T, V> x = reinterpret_cast<const Pack<T, V>*>(a)[i];
-    Pack<T, V> y;
+    Pack<T, V> y{};  // read only when b is a tensor
     if (!b_is_scalar) y = reinterpret_cast<const Pack<T, V>*>(b)[i];
     Pack<O, V> r;
 #pragma unroll
@@ -386,12 +386,12 @@ void run_binary(BinaryOp op, const Tensor& out, const Tensor& a, const Tensor* b
       if constexpr (std::is_same_v<T, float> || is_half_v<T>) {
         if (vec) {
           const int64_t units = n / (16 / sizeof(T)) + 1;
-          binary_vec_kernel<T, O><<<blocks_for(units, kThreads), kThreads, 0, stream>>>(op, po, pa, pb, sc, !b, n);
+          MLR_LAUNCH((blocks_for(units, kThreads), kThreads, 0, stream), binary_vec_kernel<T, O>)(op, po, pa, pb, sc, !b, n);
           MLR_CUDA_CHECK_LAUNCH();
           return;
         }
       }
-      binary_kernel<T, O><<<blocks_for(n, kThreads), kThreads, 0, stream>>>(op, po, pa, pb, sc, !b, idx, n);
+      MLR_LAUNCH((blocks_for(n, kThreads), kThreads, 0, stream), binary_kernel<T, O>)(op, po, pa, pb, sc, !b, idx, n);
       MLR_CUDA_CHECK_LAUNCH();
     };
     if (pred) launch(bool{});
@@ -447,13 +447,13 @@ void unary(UnaryOp op, const Tensor& out, const Tensor& a) {
       if constexpr (std::is_same_v<T, float> || is_half_v<T>) {
         if (vec) {
           const int64_t units = n / (16 / sizeof(T)) + 1;
-          unary_vec_kernel<T, O><<<blocks_for(units, kThreads), kThreads, 0, stream>>>(op, po, pa, n);
+          MLR_LAUNCH((blocks_for(units, kThreads), kThreads, 0, stream), unary_vec_kernel<T, O>)(op, po, pa, n);
           MLR_CUDA_CHECK_LAUNCH();
           return;
         }
       }
       const Strided<2> idx = make_strided<2>(out.shape(), {&out.strides(), &a.strides()}, "unary");
-      unary_kernel<T, O><<<blocks_for(n, kThreads), kThreads, 0, stream>>>(op, po, pa, idx, n);
+      MLR_LAUNCH((blocks_for(n, kThreads), kThreads, 0, stream), unary_kernel<T, O>)(op, po, pa, idx, n);
       MLR_CUDA_CHECK_LAUNCH();
     };
     if (is_predicate(op)) launch(bool{});
@@ -480,14 +480,14 @@ void unary_backward(UnaryBackwardOp op, const Tensor& out, const Tensor& g, cons
     if constexpr (std::is_same_v<T, float> || is_half_v<T>) {
       if (vec) {
         const int64_t units = n / (16 / sizeof(T)) + 1;
-        unary_backward_vec_kernel<T><<<blocks_for(units, kThreads), kThreads, 0, stream>>>(op, po, pg, ps, n);
+        MLR_LAUNCH((blocks_for(units, kThreads), kThreads, 0, stream), unary_backward_vec_kernel<T>)(op, po, pg, ps, n);
         MLR_CUDA_CHECK_LAUNCH();
         return;
       }
     }
     const Strided<3> idx =
         make_strided<3>(out.shape(), {&out.strides(), &g.strides(), &saved.strides()}, "unary_backward");
-    unary_backward_kernel<T><<<blocks_for(n, kThreads), kThreads, 0, stream>>>(op, po, pg, ps, idx, n);
+    MLR_LAUNCH((blocks_for(n, kThreads), kThreads, 0, stream), unary_backward_kernel<T>)(op, po, pg, ps, idx, n);
     MLR_CUDA_CHECK_LAUNCH();
   });
 }
@@ -517,7 +517,7 @@ void clamp(const Tensor& out, const Tensor& a, double min, double max) {
            : max <= -kLimit ? std::numeric_limits<C>::lowest()
                             : static_cast<C>(std::floor(max));
     }
-    clamp_kernel<T><<<blocks_for(n, kThreads), kThreads, 0, stream>>>(
+    MLR_LAUNCH((blocks_for(n, kThreads), kThreads, 0, stream), clamp_kernel<T>)(
         static_cast<T*>(out.data_ptr()), static_cast<const T*>(a.data_ptr()), lo, hi, idx, n);
     MLR_CUDA_CHECK_LAUNCH();
   });
@@ -540,7 +540,7 @@ void where(const Tensor& out, const Tensor& cond, const Tensor& a, const Tensor&
       make_strided<4>(out.shape(), {&out.strides(), &cond.strides(), &a.strides(), &b.strides()}, "where");
   auto launch = [&](auto bits) {
     using B = decltype(bits);
-    where_kernel<B><<<blocks_for(n, kThreads), kThreads, 0, stream>>>(
+    MLR_LAUNCH((blocks_for(n, kThreads), kThreads, 0, stream), where_kernel<B>)(
         static_cast<B*>(out.data_ptr()), static_cast<const bool*>(cond.data_ptr()),
         static_cast<const B*>(a.data_ptr()), static_cast<const B*>(b.data_ptr()), idx, n);
     MLR_CUDA_CHECK_LAUNCH();

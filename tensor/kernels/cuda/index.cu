@@ -90,7 +90,7 @@ void embedding(const Tensor& out, const Tensor& weight, const Tensor& ids) {
   constexpr int kThreads = 256;
   dispatch_all(weight.dtype(), [&](auto tag) {
     using T = decltype(tag);
-    embedding_kernel<T><<<blocks_for(n * d, kThreads), kThreads, 0, stream>>>(
+    MLR_LAUNCH((blocks_for(n * d, kThreads), kThreads, 0, stream), embedding_kernel<T>)(
         static_cast<T*>(out.data_ptr()), static_cast<const T*>(weight.data_ptr()),
         static_cast<const int64_t*>(idx.data_ptr()), n, d, weight.stride(0), weight.stride(1));
     MLR_CUDA_CHECK_LAUNCH();
@@ -114,7 +114,7 @@ void index_select(const Tensor& out, const Tensor& a_in, int64_t dim, const Tens
   constexpr int kThreads = 256;
   dispatch_all(a.dtype(), [&](auto tag) {
     using T = decltype(tag);
-    gather_kernel<T><<<blocks_for(total, kThreads), kThreads, 0, stream>>>(
+    MLR_LAUNCH((blocks_for(total, kThreads), kThreads, 0, stream), gather_kernel<T>)(
         static_cast<T*>(out.data_ptr()), static_cast<const T*>(a.data_ptr()),
         static_cast<const int64_t*>(idx.data_ptr()), outer, n, inner, a.size(dim));
     MLR_CUDA_CHECK_LAUNCH();
@@ -152,7 +152,7 @@ void index_add(const Tensor& out, int64_t dim, const Tensor& index, const Tensor
   constexpr int kThreads = 256;
   dispatch_all(out.dtype(), [&](auto tag) {
     using T = decltype(tag);
-    scatter_add_kernel<T><<<blocks_for(total, kThreads), kThreads, 0, stream>>>(
+    MLR_LAUNCH((blocks_for(total, kThreads), kThreads, 0, stream), scatter_add_kernel<T>)(
         static_cast<T*>(out.data_ptr()), static_cast<const T*>(source.data_ptr()),
         static_cast<const int64_t*>(targets_d.data_ptr()), static_cast<const int64_t*>(begin_d.data_ptr()),
         static_cast<const int64_t*>(order_d.data_ptr()), outer, nt, inner, out_dim, source.size(dim));

@@ -38,6 +38,7 @@ namespace {
 constexpr size_t kWorkspaceBytes = size_t(32) << 20;
 constexpr int kMaxDevices = 64;
 
+#ifndef MLR_CUDA_EMULATION
 struct DeviceGemm {
   cublasLtHandle_t handle = nullptr;
   void* workspace = nullptr;
@@ -56,6 +57,7 @@ DeviceGemm& device_gemm(int device) {
   }
   return g;
 }
+#endif
 
 bool allow_tf32() {
   static const bool allowed = [] {
@@ -110,6 +112,8 @@ Types types_of(DType t) {
   }
   return {};
 }
+
+#ifndef MLR_CUDA_EMULATION
 
 // RAII holders so an exception between create and destroy leaks nothing.
 struct MatmulDesc {
@@ -194,6 +198,63 @@ void lt_matmul(int device, cudaStream_t stream, DType dtype, const LtOperand& fi
   MLR_CUBLAS_CHECK(cublasLtMatmul(g.handle, desc.d, alpha, first_ptr, la.l, second_ptr, lb.l, beta, out_ptr, lc.l,
                                   out_ptr, lc.l, &algo, g.workspace, kWorkspaceBytes, stream));
 }
+
+#else  // MLR_CUDA_EMULATION
+
+// The emulated build computes what the cuBLASLt call above asks for, on host memory, from the same
+// operand descriptions: d (n x m, column-major, ld n) = op(first) op(second), summed in f32 (f64 for
+// f64) and rounded once, so the layout logic above is tested too.
+template <typename T>
+double read_element(const void* p, int64_t i) {
+  const T v = static_cast<const T*>(p)[i];
+  if constexpr (std::is_same_v<T, __nv_bfloat16>) return __bfloat162float(v);
+  else if constexpr (std::is_same_v<T, __half>) return __half2float(v);
+  else return double(v);
+}
+
+template <typename T, typename A>
+void emulated_matmul(const LtOperand& first, const void* first_ptr, int64_t first_batch_stride,
+                     const LtOperand& second, const void* second_ptr, int64_t second_batch_stride, void* out_ptr,
+                     int64_t m, int64_t n, int32_t batch) {
+  const int64_t k = first.op == CUBLAS_OP_N ? int64_t(first.cols) : int64_t(first.rows);
+  auto element = [](const LtOperand& x, const void* p, int64_t offset, int64_t r, int64_t c) {
+    return x.op == CUBLAS_OP_N ? read_element<T>(p, offset + r + c * x.ld) : read_element<T>(p, offset + c + r * x.ld);
+  };
+  T* out = static_cast<T*>(out_ptr);
+  for (int32_t b = 0; b < batch; ++b)
+    for (int64_t j = 0; j < m; ++j)
+      for (int64_t i = 0; i < n; ++i) {
+        A acc = 0;
+        for (int64_t kk = 0; kk < k; ++kk)
+          acc += A(element(first, first_ptr, b * first_batch_stride, i, kk)) *
+                 A(element(second, second_ptr, b * second_batch_stride, kk, j));
+        if constexpr (std::is_same_v<T, __nv_bfloat16>) out[b * m * n + i + j * n] = __float2bfloat16(float(acc));
+        else if constexpr (std::is_same_v<T, __half>) out[b * m * n + i + j * n] = __float2half(float(acc));
+        else out[b * m * n + i + j * n] = T(acc);
+      }
+}
+
+void lt_matmul(int, cudaStream_t, DType dtype, const LtOperand& first, const void* first_ptr,
+               int64_t first_batch_stride, const LtOperand& second, const void* second_ptr,
+               int64_t second_batch_stride, void* out_ptr, int64_t m, int64_t n, int32_t batch) {
+  switch (dtype) {
+    case DType::f32:
+      return emulated_matmul<float, float>(first, first_ptr, first_batch_stride, second, second_ptr,
+                                           second_batch_stride, out_ptr, m, n, batch);
+    case DType::bf16:
+      return emulated_matmul<__nv_bfloat16, float>(first, first_ptr, first_batch_stride, second, second_ptr,
+                                                   second_batch_stride, out_ptr, m, n, batch);
+    case DType::f16:
+      return emulated_matmul<__half, float>(first, first_ptr, first_batch_stride, second, second_ptr,
+                                            second_batch_stride, out_ptr, m, n, batch);
+    case DType::f64:
+      return emulated_matmul<double, double>(first, first_ptr, first_batch_stride, second, second_ptr,
+                                             second_batch_stride, out_ptr, m, n, batch);
+    default: MLR_CHECK(false, "matmul (cuda kernel): dtype {} is not supported", dtype);
+  }
+}
+
+#endif  // MLR_CUDA_EMULATION
 
 }  // namespace
 

@@ -40,7 +40,7 @@ void fill_random(const char* op, const Tensor& dst, uint64_t seed, uint64_t offs
   cudaStream_t stream = device_stream(dst);
   visit_floating(dst.dtype(), op, [&](auto tag) {
     using T = device_t<decltype(tag)>;
-    random_kernel<T, normal><<<blocks_for(n, kThreads), kThreads, 0, stream>>>(static_cast<T*>(dst.data_ptr()), n,
+    MLR_LAUNCH((blocks_for(n, kThreads), kThreads, 0, stream), random_kernel<T, normal>)(static_cast<T*>(dst.data_ptr()), n,
                                                                                seed, offset, a, b);
     MLR_CUDA_CHECK_LAUNCH();
   });

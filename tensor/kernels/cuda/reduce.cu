@@ -193,7 +193,7 @@ void reduce_impl(ReduceOp op, const Tensor& out, const Tensor& a, const std::vec
     A* pp = partial_ptr();
     dim3 grid(static_cast<unsigned int>(bx), static_cast<unsigned int>(slices));
     MLR_CHECK(bx <= INT32_MAX, "reduce: {} outputs are too many for one launch", n_out);
-    reduce_columns_kernel<T, O><<<grid, dim3(kColOutputs, kColLanes), 0, stream>>>(op, po, pp, pa, kept_idx, red_idx,
+    MLR_LAUNCH((grid, dim3(kColOutputs, kColLanes), 0, stream), reduce_columns_kernel<T, O>)(op, po, pp, pa, kept_idx, red_idx,
                                                                                    n_out, count);
     MLR_CUDA_CHECK_LAUNCH();
   } else {
@@ -202,12 +202,12 @@ void reduce_impl(ReduceOp op, const Tensor& out, const Tensor& a, const std::vec
       slices = std::min<int64_t>({(target_blocks + l.blocks - 1) / l.blocks, count / 4096, 65535});
     A* pp = partial_ptr();
     const int64_t slice = (count + slices - 1) / slices;
-    reduce_rows_kernel<T, O><<<dim3(l.blocks, static_cast<unsigned int>(slices)), l.threads, 0, stream>>>(
+    MLR_LAUNCH((dim3(l.blocks, static_cast<unsigned int>(slices)), l.threads, 0, stream), reduce_rows_kernel<T, O>)(
         op, po, pp, pa, kept_idx, red_idx, n_out, count, slice, l.group);
     MLR_CUDA_CHECK_LAUNCH();
   }
   if (slices > 1) {
-    reduce_finish_kernel<A, O><<<blocks_for(n_out, 256), 256, 0, stream>>>(
+    MLR_LAUNCH((blocks_for(n_out, 256), 256, 0, stream), reduce_finish_kernel<A, O>)(
         op, po, static_cast<const A*>(partial.data_ptr()), n_out, slices, count);
     MLR_CUDA_CHECK_LAUNCH();
   }
@@ -326,7 +326,7 @@ void argmax(const Tensor& out, const Tensor& a, int64_t dim) {
   const RowLaunch l = row_launch(rows, n, sa == 1);
   visit_device(a.dtype(), [&](auto tag) {
     using T = decltype(tag);
-    argmax_kernel<T><<<l.blocks, l.threads, 0, stream>>>(out.data<int64_t>(), static_cast<const T*>(a.data_ptr()),
+    MLR_LAUNCH((l.blocks, l.threads, 0, stream), argmax_kernel<T>)(out.data<int64_t>(), static_cast<const T*>(a.data_ptr()),
                                                         idx, rows, n, sa, l.group);
     MLR_CUDA_CHECK_LAUNCH();
   });
@@ -349,7 +349,7 @@ void logsumexp(const Tensor& out, const Tensor& a, int64_t dim) {
   const RowLaunch l = row_launch(rows, n, sa == 1);
   visit_floating(a.dtype(), "logsumexp", [&](auto tag) {
     using T = device_t<decltype(tag)>;
-    logsumexp_kernel<T><<<l.blocks, l.threads, 0, stream>>>(static_cast<T*>(out.data_ptr()),
+    MLR_LAUNCH((l.blocks, l.threads, 0, stream), logsumexp_kernel<T>)(static_cast<T*>(out.data_ptr()),
                                                            static_cast<const T*>(a.data_ptr()), idx, rows, n, sa,
                                                            l.group);
     MLR_CUDA_CHECK_LAUNCH();

@@ -94,7 +94,7 @@ void rmsnorm_forward(const Tensor& x, const Tensor& weight, double eps, const Te
   dispatch_floating(x.dtype(), "rmsnorm_forward", [&](auto tag) {
     using T = decltype(tag);
     using A = acc_t<T>;
-    rmsnorm_forward_kernel<T><<<launch.blocks, launch.threads, 0, stream>>>(
+    MLR_LAUNCH((launch.blocks, launch.threads, 0, stream), rmsnorm_forward_kernel<T>)(
         static_cast<const T*>(x.data_ptr()), static_cast<const T*>(weight.data_ptr()), static_cast<T*>(y.data_ptr()),
         static_cast<A*>(rstd.data_ptr()), rows, d, static_cast<A>(eps), launch.group);
     MLR_CUDA_CHECK_LAUNCH();
@@ -115,7 +115,7 @@ void rmsnorm_backward(const Tensor& dy, const Tensor& x, const Tensor& weight, c
     const T* pdy = static_cast<const T*>(dy.data_ptr());
     const T* px = static_cast<const T*>(x.data_ptr());
     const A* pr = static_cast<const A*>(rstd.data_ptr());
-    rmsnorm_dx_kernel<T><<<launch.blocks, launch.threads, 0, stream>>>(
+    MLR_LAUNCH((launch.blocks, launch.threads, 0, stream), rmsnorm_dx_kernel<T>)(
         pdy, px, static_cast<const T*>(weight.data_ptr()), pr, static_cast<T*>(dx.data_ptr()), rows, d, launch.group);
     MLR_CUDA_CHECK_LAUNCH();
     if (!dweight) return;
@@ -126,10 +126,10 @@ void rmsnorm_backward(const Tensor& dy, const Tensor& x, const Tensor& weight, c
     const int64_t rows_per_block = (rows + parts - 1) / parts;
     parts = (rows + rows_per_block - 1) / rows_per_block;
     Tensor partial = empty({parts, d}, {dtype_of<A>::value, x.device()});
-    rmsnorm_dw_partial_kernel<T><<<dim3(static_cast<unsigned>(col_blocks), static_cast<unsigned>(parts)), kThreads, 0, stream>>>(
+    MLR_LAUNCH((dim3(static_cast<unsigned>(col_blocks), static_cast<unsigned>(parts)), kThreads, 0, stream), rmsnorm_dw_partial_kernel<T>)(
         pdy, px, pr, static_cast<A*>(partial.data_ptr()), rows, d, rows_per_block);
     MLR_CUDA_CHECK_LAUNCH();
-    rmsnorm_dw_sum_kernel<T><<<blocks_for(d, kThreads), kThreads, 0, stream>>>(
+    MLR_LAUNCH((blocks_for(d, kThreads), kThreads, 0, stream), rmsnorm_dw_sum_kernel<T>)(
         static_cast<const A*>(partial.data_ptr()), static_cast<T*>(dweight->data_ptr()), parts, d);
     MLR_CUDA_CHECK_LAUNCH();
   });

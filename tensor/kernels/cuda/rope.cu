@@ -62,7 +62,7 @@ void rotate(const char* op, const Tensor& out, const Tensor& in, const Tensor& c
       using C = decltype(table_tag);
       if constexpr (std::is_same_v<C, float> || std::is_same_v<C, double>) {
         constexpr int kThreads = 256;
-        rope_kernel<T, C><<<blocks_for(pairs, kThreads), kThreads, 0, stream>>>(
+        MLR_LAUNCH((blocks_for(pairs, kThreads), kThreads, 0, stream), rope_kernel<T, C>)(
             static_cast<T*>(out.data_ptr()), static_cast<const T*>(in.data_ptr()),
             static_cast<const C*>(cos.data_ptr()), static_cast<const C*>(sin.data_ptr()), pairs, seq, heads, half,
             per_batch, layout == RopeLayout::interleaved, sign);
@@ -91,7 +91,8 @@ void rope_tables(const Tensor& positions, const Tensor& inv_freq, const Tensor& 
   if (n * half == 0) return;
   constexpr int kThreads = 256;
   auto launch = [&](auto* pos) {
-    rope_tables_kernel<<<blocks_for(n * half, kThreads), kThreads, 0, stream>>>(
+    using P = std::remove_const_t<std::remove_pointer_t<decltype(pos)>>;
+    MLR_LAUNCH((blocks_for(n * half, kThreads), kThreads, 0, stream), rope_tables_kernel<P>)(
         pos, static_cast<const float*>(inv_freq.data_ptr()), static_cast<float*>(cos.data_ptr()),
         static_cast<float*>(sin.data_ptr()), n, half);
     MLR_CUDA_CHECK_LAUNCH();

@@ -96,7 +96,7 @@ void softmax_forward(const char* name, bool log, const Tensor& out, const Tensor
   const RowLaunch l = row_launch(rows, n, a.stride(dim) == 1);
   visit_floating(a.dtype(), name, [&](auto tag) {
     using T = device_t<decltype(tag)>;
-    softmax_kernel<T><<<l.blocks, l.threads, 0, stream>>>(static_cast<T*>(out.data_ptr()),
+    MLR_LAUNCH((l.blocks, l.threads, 0, stream), softmax_kernel<T>)(static_cast<T*>(out.data_ptr()),
                                                          static_cast<const T*>(a.data_ptr()), idx, rows, n,
                                                          out.stride(dim), a.stride(dim), log, l.group);
     MLR_CUDA_CHECK_LAUNCH();
@@ -114,7 +114,7 @@ void softmax_backward_impl(const char* name, bool log, const Tensor& dx, const T
   const RowLaunch l = row_launch(rows, n, g.stride(dim) == 1);
   visit_floating(dx.dtype(), name, [&](auto tag) {
     using T = device_t<decltype(tag)>;
-    softmax_backward_kernel<T><<<l.blocks, l.threads, 0, stream>>>(
+    MLR_LAUNCH((l.blocks, l.threads, 0, stream), softmax_backward_kernel<T>)(
         static_cast<T*>(dx.data_ptr()), static_cast<const T*>(g.data_ptr()), static_cast<const T*>(y.data_ptr()), idx,
         rows, n, dx.stride(dim), g.stride(dim), y.stride(dim), log, l.group);
     MLR_CUDA_CHECK_LAUNCH();

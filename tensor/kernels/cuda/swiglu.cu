@@ -98,7 +98,7 @@ void swiglu_forward(const Tensor& h, const Tensor& gate, const Tensor& up) {
     using T = decltype(tag);
     const bool vec = can_vectorize<T>(n, {&h, &gate, &up});
     constexpr int kThreads = 256;
-    swiglu_forward_kernel<T><<<grid_for(vec ? n / Vec16<T>::size : n, kThreads, h.device().index), kThreads, 0, stream>>>(
+    MLR_LAUNCH((grid_for(vec ? n / Vec16<T>::size : n, kThreads, h.device().index), kThreads, 0, stream), swiglu_forward_kernel<T>)(
         static_cast<T*>(h.data_ptr()), static_cast<const T*>(gate.data_ptr()), static_cast<const T*>(up.data_ptr()), n,
         vec);
     MLR_CUDA_CHECK_LAUNCH();
@@ -114,8 +114,8 @@ void swiglu_backward(const Tensor& dh, const Tensor& gate, const Tensor& up, con
     using T = decltype(tag);
     const bool vec = can_vectorize<T>(n, {&dh, &gate, &up, &dgate, &dup});
     constexpr int kThreads = 256;
-    swiglu_backward_kernel<T><<<grid_for(vec ? n / Vec16<T>::size : n, kThreads, gate.device().index), kThreads, 0,
-                                stream>>>(static_cast<T*>(dgate.data_ptr()), static_cast<T*>(dup.data_ptr()),
+    MLR_LAUNCH((grid_for(vec ? n / Vec16<T>::size : n, kThreads, gate.device().index), kThreads, 0,
+                                stream), swiglu_backward_kernel<T>)(static_cast<T*>(dgate.data_ptr()), static_cast<T*>(dup.data_ptr()),
                                           static_cast<const T*>(dh.data_ptr()), static_cast<const T*>(gate.data_ptr()),
                                           static_cast<const T*>(up.data_ptr()), n, vec);
     MLR_CUDA_CHECK_LAUNCH();

@@ -1,9 +1,14 @@
-// Runs CUDA kernels on the CPU, so the tensor-core kernels are tested in CI, where there is no GPU.
+// Runs CUDA kernels on the CPU, so every kernel of the CUDA backend is tested in CI, where there is
+// no GPU. Two uses: the emulated CUDA build (cmake -DMLR_CUDA_EMULATION=ON) compiles every .cu file
+// as C++ with this header included first, with a CUDA runtime that keeps "device" memory on the
+// host (emulated_cudart.cpp), so the GPU test suites run unchanged on the CPU; and single tests
+// include a kernel header directly (tests/tensor/flash_attention_emulated_test.cpp).
 // It serves kernels written against a small set of device primitives: threadIdx/blockIdx/blockDim/
-// gridDim, __syncthreads, __shfl_xor_sync, mma.sync.m16n8k16 and cp.async (the kernel header calls
-// the emulated versions when MLR_CUDA_EMULATION is defined, see attention_flash.cuh).
+// gridDim, __syncthreads, __shfl_xor_sync, mma.sync.m16n8k16, cp.async and the IEEE intrinsics
+// (kernels call the emulated mma and cp.async when MLR_CUDA_EMULATION is defined); launches go
+// through MLR_LAUNCH (cuda_utils.cuh).
 //
-// Each CUDA thread of a block is a fiber (ucontext). The block runs in rounds: a round resumes every
+// Each CUDA thread of a block is a fiber with its own stack. The block runs in rounds: a round resumes every
 // live thread until its next barrier, either __syncthreads or a warp collective (shuffle, mma), so
 // every thread of a warp reaches a collective before any leaves it, as in hardware. Collectives
 // exchange their operands through two alternating buffers per warp, which one barrier per
@@ -26,11 +31,16 @@
 #include <ucontext.h>
 
 #include <array>
+#include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <functional>
+#include <memory>
+#include <mutex>
 #include <stdexcept>
 #include <string>
+#include <tuple>
 #include <type_traits>
 #include <vector>
 
@@ -38,10 +48,71 @@
 
 namespace mlr::cuda_emulation {
 
+// ---- fibers: a stack per emulated thread and a switch between stacks ----
+#if defined(__x86_64__)
+// x86-64: the switch pushes the callee-saved registers on the current stack, stores the stack
+// pointer in *save, and continues on `load`, a stack left the same way (or a fresh one prepared by
+// fiber_init to "return" into its entry function). No signal-mask system calls, unlike
+// swapcontext: the emulated suites spend their time in the kernels instead of in the kernel.
+// Weak, so that every file including this header may carry the definition.
+extern "C" void mlr_emulator_switch(void** save, void* load);
+asm(R"(
+  .pushsection .text
+  .weak mlr_emulator_switch
+  .type mlr_emulator_switch, @function
+mlr_emulator_switch:
+  pushq %rbp
+  pushq %rbx
+  pushq %r12
+  pushq %r13
+  pushq %r14
+  pushq %r15
+  movq %rsp, (%rdi)
+  movq %rsi, %rsp
+  popq %r15
+  popq %r14
+  popq %r13
+  popq %r12
+  popq %rbx
+  popq %rbp
+  ret
+  .size mlr_emulator_switch, .-mlr_emulator_switch
+  .popsection
+)");
+
+struct FiberContext {
+  void* sp = nullptr;
+};
+
+// A fresh stack whose first switch enters `entry` (which must never return) with the stack
+// aligned as after a call.
+inline void fiber_init(FiberContext& c, unsigned char* stack, size_t size, void (*entry)()) {
+  const uintptr_t top = (reinterpret_cast<uintptr_t>(stack) + size) & ~uintptr_t(15);
+  void** return_slot = reinterpret_cast<void**>(top - 16);
+  *return_slot = reinterpret_cast<void*>(entry);
+  void** sp = return_slot - 6;  // r15, r14, r13, r12, rbx, rbp
+  for (int i = 0; i < 6; ++i) sp[i] = nullptr;
+  c.sp = sp;
+}
+inline void fiber_switch(FiberContext& from, FiberContext& to) { mlr_emulator_switch(&from.sp, to.sp); }
+#else
+struct FiberContext {
+  ucontext_t context;
+};
+inline void fiber_init(FiberContext& c, unsigned char* stack, size_t size, void (*entry)()) {
+  getcontext(&c.context);
+  c.context.uc_stack.ss_sp = stack;
+  c.context.uc_stack.ss_size = size;
+  c.context.uc_link = nullptr;
+  makecontext(&c.context, entry, 0);
+}
+inline void fiber_switch(FiberContext& from, FiberContext& to) { swapcontext(&from.context, &to.context); }
+#endif
+
 enum class Wait { none, block, warp };
 
 struct Thread {
-  ucontext_t context;
+  FiberContext context;
   uint3 index;
   bool done = false;
   Wait wait = Wait::none;
@@ -57,9 +128,10 @@ struct Slot {
 struct State {
   dim3 grid, block;
   uint3 block_index;
+  uint64_t block_linear = 0;
   std::vector<Thread> threads;
-  std::vector<std::vector<unsigned char>> stacks;
-  ucontext_t scheduler;
+  std::vector<std::unique_ptr<unsigned char[]>> stacks;  // one per thread, reused across launches
+  FiberContext scheduler;
   int current = 0;
   std::vector<uint64_t> shared;  // dynamic shared memory, 8-byte words (16-byte aligned by the allocator)
   std::vector<std::array<std::array<Slot, 32>, 2>> exchange;  // per warp, two buffers of 32 lanes
@@ -77,7 +149,7 @@ inline void wait_at(Wait kind) {
   State& s = state();
   Thread& t = s.threads[s.current];
   t.wait = kind;
-  swapcontext(&t.context, &s.scheduler);
+  fiber_switch(t.context, s.scheduler);
   t.wait = Wait::none;
 }
 
@@ -98,10 +170,8 @@ inline void copy16(void* shared, const void* global, bool valid) {
 template <typename T>
 float half_value(uint32_t reg, int half) {
   const uint16_t bits = static_cast<uint16_t>(half ? reg >> 16 : reg & 0xFFFFu);
-  T v;
-  std::memcpy(&v, &bits, 2);
-  if constexpr (std::is_same_v<T, __nv_bfloat16>) return __bfloat162float(v);
-  else return __half2float(v);
+  if constexpr (std::is_same_v<T, __nv_bfloat16>) return __bfloat162float(__ushort_as_bfloat16(bits));
+  else return __half2float(__ushort_as_half(bits));
 }
 
 template <typename T>
@@ -139,10 +209,13 @@ V shuffle_xor(V v, int lane_mask) {
   return r;
 }
 
-inline void thread_entry() {
+[[noreturn]] inline void thread_entry() {
   State& s = state();
   s.body();
-  s.threads[s.current].done = true;  // returning resumes the scheduler (uc_link)
+  Thread& t = s.threads[s.current];
+  t.done = true;
+  fiber_switch(t.context, s.scheduler);  // never resumed
+  std::abort();
 }
 
 // After a round: every live thread waits, and the waits agree per block (__syncthreads) and per
@@ -170,44 +243,55 @@ inline void check_round(const State& s) {
 
 // Runs kernel() as every thread of every block of `grid` (blocks one after another).
 inline void launch(dim3 grid, dim3 block, size_t shared_bytes, std::function<void()> kernel) {
+  static std::mutex serial;  // one emulated device: launches from several host threads take turns
+  std::lock_guard<std::mutex> lock(serial);
   State& s = state();
   const int threads = static_cast<int>(block.x * block.y * block.z);
   if (threads % 32 != 0) throw std::runtime_error("cuda emulator: block size must be a multiple of 32");
-  constexpr size_t kStack = 256 * 1024;
+  constexpr size_t kStack = 64 * 1024;
   s.grid = grid;
   s.block = block;
   s.body = std::move(kernel);
   s.threads.assign(threads, Thread{});
-  s.stacks.resize(threads);
-  for (auto& stack : s.stacks) stack.resize(kStack);
+  while (s.stacks.size() < size_t(threads)) s.stacks.emplace_back(new unsigned char[kStack]);  // not zeroed
   s.exchange.assign(threads / 32, {});
-  for (unsigned bz = 0; bz < grid.z; ++bz)
-    for (unsigned by = 0; by < grid.y; ++by)
-      for (unsigned bx = 0; bx < grid.x; ++bx) {
-        s.block_index = uint3{bx, by, bz};
-        s.shared.assign((shared_bytes + 7) / 8, ~uint64_t(0));
-        for (int i = 0; i < threads; ++i) {
-          Thread& t = s.threads[i];
-          t = Thread{};
-          t.index = uint3{unsigned(i) % block.x, (unsigned(i) / block.x) % block.y, unsigned(i) / (block.x * block.y)};
-          getcontext(&t.context);
-          t.context.uc_stack.ss_sp = s.stacks[i].data();
-          t.context.uc_stack.ss_size = kStack;
-          t.context.uc_link = &s.scheduler;
-          makecontext(&t.context, thread_entry, 0);
-        }
-        for (;;) {
-          bool live = false;
-          for (int i = 0; i < threads; ++i) {
-            if (s.threads[i].done) continue;
-            live = true;
-            s.current = i;
-            swapcontext(&s.scheduler, &s.threads[i].context);
-          }
-          if (!live) break;
-          check_round(s);
-        }
+  // (The block index lives in the state: with swapcontext, which returns like setjmp, that keeps
+  // -Wclobbered quiet.)
+  const uint64_t blocks = uint64_t(grid.x) * grid.y * grid.z;
+  for (s.block_linear = 0; s.block_linear < blocks; ++s.block_linear) {
+    const uint64_t b = s.block_linear;
+    s.block_index = uint3{unsigned(b % grid.x), unsigned(b / grid.x % grid.y), unsigned(b / (uint64_t(grid.x) * grid.y))};
+    s.shared.assign((shared_bytes + 7) / 8, ~uint64_t(0));
+    for (int i = 0; i < threads; ++i) {
+      Thread& t = s.threads[i];
+      t = Thread{};
+      t.index = uint3{unsigned(i) % block.x, (unsigned(i) / block.x) % block.y, unsigned(i) / (block.x * block.y)};
+      fiber_init(t.context, s.stacks[i].get(), kStack, thread_entry);
+    }
+    for (;;) {
+      bool live = false;
+      for (int i = 0; i < threads; ++i) {
+        if (s.threads[i].done) continue;
+        live = true;
+        s.current = i;
+        fiber_switch(s.scheduler, s.threads[i].context);
       }
+      if (!live) break;
+      check_round(s);
+    }
+  }
+}
+
+// MLR_LAUNCH(cfg, kernel)(args...) in the emulated build: runs the whole grid before returning, as
+// if every launch were followed by a device synchronisation. Launches are serialised (one
+// emulated device).
+template <typename... Params>
+auto launcher(void (*kernel)(Params...), dim3 grid, dim3 block, size_t shared_bytes = 0,
+              cudaStream_t /*stream*/ = nullptr) {
+  return [=](auto&&... args) {
+    std::tuple<Params...> params(args...);
+    launch(grid, block, shared_bytes, [&] { std::apply(kernel, params); });
+  };
 }
 
 }  // namespace mlr::cuda_emulation
@@ -217,6 +301,10 @@ inline void launch(dim3 grid, dim3 block, size_t shared_bytes, std::function<voi
 #define blockIdx (::mlr::cuda_emulation::state().block_index)
 #define blockDim (::mlr::cuda_emulation::state().block)
 #define gridDim (::mlr::cuda_emulation::state().grid)
+// Static shared memory: one object per kernel instantiation, shared by every thread (blocks run one
+// after another, so one copy serves all).
+#undef __shared__
+#define __shared__ static
 #ifndef __launch_bounds__
 #define __launch_bounds__(...)
 #endif
@@ -227,3 +315,20 @@ template <typename V>
 V __shfl_xor_sync(unsigned /*mask*/, V v, int lane_mask, int /*width*/ = 32) {
   return ::mlr::cuda_emulation::shuffle_xor(v, lane_mask);
 }
+
+// IEEE intrinsics: the host's float arithmetic rounds to nearest (x86-64 without -mfma never
+// contracts a * b + c into one rounding, so the explicit _rn forms keep their meaning).
+inline float __fmul_rn(float a, float b) { return a * b; }
+inline float __fadd_rn(float a, float b) { return a + b; }
+inline float __fsub_rn(float a, float b) { return a - b; }
+inline float __fdiv_rn(float a, float b) { return a / b; }
+inline float __fsqrt_rn(float a) { return std::sqrt(a); }
+inline float __fmaf_rn(float a, float b, float c) { return std::fma(a, b, c); }
+inline double __dmul_rn(double a, double b) { return a * b; }
+inline double __dadd_rn(double a, double b) { return a + b; }
+[[noreturn]] inline void __trap() { std::abort(); }
+
+// Device code calls the classification functions unqualified, as CUDA's math headers declare them.
+using std::isfinite;
+using std::isinf;
+using std::isnan;
