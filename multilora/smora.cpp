@@ -50,25 +50,18 @@ Variable smora_update(const Variable& x, const Variable& A, const Variable& B, c
 Variable SmoraLinear::scores(const Variable& x) const { return smora_scores(x, router_, config_.score); }
 
 Tensor SmoraLinear::select_ranks(const Tensor& scores_tensor) const {
-  // Top-k of score + bias per token (scores_tensor [..., r]); ties go to the lower rank index.
-  const int64_t r = config_.r, k = config_.top_k;
-  MLR_CHECK(scores_tensor.dim() >= 1 && scores_tensor.size(-1) == r, "smora: scores of shape {} do not end in r = {}",
-            shape_str(scores_tensor.shape()), r);
-  const int64_t tokens = scores_tensor.numel() / r;
-  std::vector<double> s = scores_tensor.to_vector<double>();
-  std::vector<double> b = bias_sel_.data().to_vector<double>();
-  std::vector<int32_t> keep(static_cast<size_t>(tokens * r), 0);
-  std::vector<int64_t> order(static_cast<size_t>(r));
-  for (int64_t t = 0; t < tokens; ++t) {
-    const double* row = s.data() + t * r;
-    std::iota(order.begin(), order.end(), 0);
-    std::partial_sort(order.begin(), order.begin() + k, order.end(), [&](int64_t i, int64_t j) {
-      double vi = row[i] + b[static_cast<size_t>(i)], vj = row[j] + b[static_cast<size_t>(j)];
-      return vi > vj || (vi == vj && i < j);
-    });
-    for (int64_t j = 0; j < k; ++j) keep[static_cast<size_t>(t * r + order[static_cast<size_t>(j)])] = 1;
-  }
-  return from_vector(keep, scores_tensor.shape(), TensorOptions(DType::boolean, scores_tensor.device()));
+  // Top-k of score + bias per token (scores_tensor [..., r]); ties go to the lower rank index. On
+  // the scores' device: no host round trip per layer on a GPU.
+  MLR_CHECK(scores_tensor.dim() >= 1 && scores_tensor.size(-1) == config_.r,
+            "smora: scores of shape {} do not end in r = {}", shape_str(scores_tensor.shape()), config_.r);
+  return topk_mask(scores_tensor, config_.top_k, bias_sel_.data());
+}
+
+void SmoraLinear::flush_counts() const {
+  if (!pending_counts_.defined()) return;
+  const std::vector<int64_t> c = pending_counts_.to_vector<int64_t>();
+  for (size_t i = 0; i < c.size(); ++i) step_counts_[i] += c[i];
+  pending_counts_ = Tensor();
 }
 
 Variable SmoraLinear::forward(const Variable& x) {
@@ -78,11 +71,10 @@ Variable SmoraLinear::forward(const Variable& x) {
   Variable s = scores(xs);
   Tensor selected = select_ranks(s.data());
   if (training_) {
-    // Per-rank token counts for load balancing (column sums of the mask), in train mode whatever
-    // the grad mode.
-    Tensor per_rank = sum(cast(selected, DType::f64).reshape({-1, config_.r}), {0});
-    std::vector<double> c = per_rank.to_vector<double>();
-    for (size_t i = 0; i < c.size(); ++i) step_counts_[i] += static_cast<int64_t>(std::llround(c[i]));
+    // Per-rank token counts for load balancing (column sums of the mask, i64), in train mode
+    // whatever the grad mode. They stay on the device until read (flush_counts).
+    Tensor per_rank = sum(selected.reshape({-1, config_.r}), {0});
+    pending_counts_ = pending_counts_.defined() ? add(pending_counts_, per_rank) : per_rank;
   }
   Variable xa = training_ ? adapter_dropout(xs, config_.dropout, dropout_gen_) : xs;
   return add_update(base, smora_update(xa, lora_A_, lora_B_, s, selected, gate_scale()));
@@ -131,6 +123,7 @@ bool SmoraLinear::rebind_state(const std::string& name, const Variable& handle) 
 
 void SmoraLinear::update_load_balance() {
   // b_i += u * sign(mean count - count_i): under-used ranks become likelier to be selected.
+  flush_counts();
   const double mean = std::accumulate(step_counts_.begin(), step_counts_.end(), 0.0) / static_cast<double>(config_.r);
   Tensor bias = bias_sel_.data();
   std::vector<double> b = bias.to_vector<double>();
@@ -145,6 +138,7 @@ void SmoraLinear::update_load_balance() {
 }
 
 SmoraLoadStats SmoraLinear::load_stats() const {
+  flush_counts();
   SmoraLoadStats st;
   st.step_counts = step_counts_;
   st.total_counts = total_counts_;

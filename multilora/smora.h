@@ -15,8 +15,9 @@
 // each) and does r/k times the FLOPs of the selected ranks. With r << in, out that is small
 // next to the [tokens, in] input the adapter saves anyway; a gather-based kernel computing only
 // the k selected ranks is the GPU path's job.
-// Selection runs on the host (the scores are copied there) and is not differentiable; the
-// gradient flows through the selected gates' values.
+// Selection (topk_mask) runs on the scores' device and is not differentiable; the gradient flows
+// through the selected gates' values. The per-rank counts accumulate on the device and reach the
+// host only when read (update_load_balance, load_stats): no synchronisation per layer.
 #pragma once
 
 #include <cstdint>
@@ -104,7 +105,11 @@ class SmoraLinear : public AdaptedLinear {
   Variable lora_B_;
   Variable router_;
   Variable bias_sel_;  // [r], f32, a constant: not trained by gradient
-  std::vector<int64_t> step_counts_;
+  // Adds the device-side counts of the forwards since the last flush to step_counts_.
+  void flush_counts() const;
+
+  mutable std::vector<int64_t> step_counts_;
+  mutable Tensor pending_counts_;  // i64 [r] on the adapter's device, or undefined
   std::vector<int64_t> total_counts_;
   Generator dropout_gen_;
 };

@@ -90,6 +90,10 @@ Tensor amax(const Tensor& a, const std::vector<int64_t>& dims = {}, bool keepdim
 Tensor amin(const Tensor& a, const std::vector<int64_t>& dims = {}, bool keepdim = false);
 Tensor argmax(const Tensor& a, int64_t dim, bool keepdim = false);  // i64; first maximum wins
 Tensor logsumexp(const Tensor& a, int64_t dim, bool keepdim = false);
+// Bool tensor of scores' shape, true at the k largest entries of scores + bias along the last
+// dimension (bias: 1-D of that size, optional). Keys are compared in f64; ties go to the lower
+// index; a NaN key ranks below every number. On the scores' device (no host round trip).
+Tensor topk_mask(const Tensor& scores, int64_t k, const Tensor& bias = Tensor());
 // Sums `a` down to `shape` (the inverse of broadcasting a tensor of `shape` to a.shape()).
 Tensor sum_to(const Tensor& a, const Shape& shape);
 

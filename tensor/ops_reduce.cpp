@@ -106,6 +106,28 @@ Tensor argmax(const Tensor& a, int64_t dim, bool keepdim) {
   return out.view(row_result_shape(a.shape(), d, keepdim));
 }
 
+Tensor topk_mask(const Tensor& scores, int64_t k, const Tensor& bias) {
+  check_defined("topk_mask", scores, "scores");
+  MLR_CHECK(scores.is_floating_point() && scores.dim() >= 1, "topk_mask: scores must be floating with at least 1 "
+            "dimension, got {} {}", scores.dtype(), shape_str(scores.shape()));
+  const int64_t n = scores.size(-1);
+  MLR_CHECK(k >= 0 && k <= n, "topk_mask: k = {} is outside [0, {}] (the last dimension of {})", k, n,
+            shape_str(scores.shape()));
+  Tensor keys_bias;
+  if (bias.defined()) {
+    MLR_CHECK(bias.dim() == 1 && bias.size(0) == n && bias.is_floating_point(),
+              "topk_mask: bias must be a floating 1-D tensor of size {}, got {} {}", n, bias.dtype(),
+              shape_str(bias.shape()));
+    MLR_CHECK(bias.device() == scores.device(), "topk_mask: bias is on {}, scores on {}", bias.device().str(),
+              scores.device().str());
+    keys_bias = bias.to(DType::f64).contiguous();
+  }
+  Tensor rows = scores.contiguous().reshape({-1, n});
+  Tensor out = empty(rows.shape(), {DType::boolean, scores.device()});
+  if (out.numel() > 0) MLR_DISPATCH(scores.device(), topk_mask, out, rows, k, keys_bias);
+  return out.reshape(scores.shape());
+}
+
 Tensor logsumexp(const Tensor& a, int64_t dim, bool keepdim) {
   check_defined("logsumexp", a, "input");
   const int64_t d = wrap_dim(dim, a.dim(), "logsumexp");

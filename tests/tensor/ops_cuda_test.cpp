@@ -125,6 +125,26 @@ TEST_CASE("cuda vs cpu: elementwise, broadcasting and strided views") {
   }
 }
 
+TEST_CASE("cuda vs cpu: top-k selection masks") {
+  PoisonGuard poison;
+  for (DType t : kFloatTypes) {
+    // Values on a coarse grid so that ties occur; with and without a bias; k from 0 to n.
+    std::vector<float> grid(37 * 8);
+    uint32_t state = 12345;
+    for (float& v : grid) {
+      state = state * 1664525u + 1013904223u;
+      v = 0.5f * static_cast<float>((state >> 16) % 5) - 1.0f;
+    }
+    Tensor scores = from_vector<float>(grid, {37, 8}).to(t);
+    Tensor bias = random_input({8}, DType::f32, -0.5, 0.5);
+    for (int64_t k : {0, 1, 2, 5, 8}) {
+      check_op(fmt::format("topk_mask k={}", k), t, {scores, bias}, [k](auto& x) {
+        return std::vector<Tensor>{topk_mask(x[0], k), topk_mask(x[0], k, x[1])};
+      });
+    }
+  }
+}
+
 TEST_CASE("cuda vs cpu: reductions and softmax") {
   PoisonGuard poison;
   for (DType t : kFloatTypes) {

@@ -236,6 +236,34 @@ TEST_CASE("argmax: first maximum wins, NaN is the maximum") {
   CHECK_ERROR_CONTAINS(argmax(zeros({2, 3}), 2), "argmax: dimension 2 out of range for a 2-d tensor");
 }
 
+TEST_CASE("topk_mask: the k largest of scores + bias per row; ties to the lower index; NaN last") {
+  auto mask = [](const Tensor& m) {
+    std::vector<int> v;
+    for (bool b : m.to_vector<bool>()) v.push_back(b ? 1 : 0);
+    return v;
+  };
+  Tensor s = from_vector<float>({0.1f, 0.9f, 0.5f, 0.9f, 0.3f, 0.2f, 0.8f, 0.7f}, {2, 4});
+  CHECK(topk_mask(s, 2).dtype() == DType::boolean);
+  CHECK(topk_mask(s, 2).shape() == Shape{2, 4});
+  CHECK(mask(topk_mask(s, 2)) == std::vector<int>{0, 1, 0, 1, 0, 0, 1, 1});
+  CHECK(mask(topk_mask(s, 1)) == std::vector<int>{0, 1, 0, 0, 0, 0, 1, 0});  // tie 0.9: index 1
+  CHECK(mask(topk_mask(s, 0)) == std::vector<int>(8, 0));
+  CHECK(mask(topk_mask(s, 4)) == std::vector<int>(8, 1));
+  // The bias changes the selection (the SMoRA load-balancing bias).
+  Tensor bias = from_vector<float>({1.0f, 0.0f, 0.0f, -1.0f}, {4});
+  CHECK(mask(topk_mask(s, 2, bias)) == std::vector<int>{1, 1, 0, 0, 1, 0, 1, 0});
+  // NaN ranks below every number, -inf included; a row of equal keys takes the first k.
+  Tensor n = from_vector<float>({kNaN, -kInf, 2.0f, kNaN, 1.0f, 1.0f, 1.0f, 1.0f}, {2, 4});
+  CHECK(mask(topk_mask(n, 2)) == std::vector<int>{0, 1, 1, 0, 1, 1, 0, 0});
+  // Leading dimensions and bf16 scores.
+  Tensor b = from_vector<float>({3, 1, 2, 0, 0, 5}, {1, 2, 3}, DType::bf16);
+  CHECK(topk_mask(b, 1).shape() == Shape{1, 2, 3});
+  CHECK(mask(topk_mask(b, 1)) == std::vector<int>{1, 0, 0, 0, 0, 1});
+  CHECK_ERROR_CONTAINS(topk_mask(s, 5), "topk_mask: k = 5 is outside [0, 4]");
+  CHECK_ERROR_CONTAINS(topk_mask(s, 1, zeros({3})), "topk_mask: bias must be a floating 1-D tensor of size 4");
+  CHECK_ERROR_CONTAINS(topk_mask(zeros({2}, {DType::i64}), 1), "topk_mask: scores must be floating");
+}
+
 TEST_CASE("logsumexp: values, stability, infinities") {
   for (DType dt : {DType::f32, DType::f64}) {
     CAPTURE(dt);

@@ -37,6 +37,8 @@ void where(const Tensor& out, const Tensor& cond, const Tensor& a, const Tensor&
 void reduce(ReduceOp op, const Tensor& out, const Tensor& a, const std::vector<bool>& reduce_mask);
 void argmax(const Tensor& out, const Tensor& a, int64_t dim);     // out i64, keepdim layout
 void logsumexp(const Tensor& out, const Tensor& a, int64_t dim);  // keepdim layout
+// out bool [rows, n], scores [rows, n] contiguous, bias f64 [n] contiguous or undefined (topk.*)
+void topk_mask(const Tensor& out, const Tensor& scores, int64_t k, const Tensor& bias);
 
 // ---- softmax (softmax.*) along dim ----
 void softmax(const Tensor& out, const Tensor& a, int64_t dim);
