@@ -27,6 +27,9 @@ DeviceState& state(int device) {
   MLR_CHECK(device >= 0 && device < kMaxDevices, "cuda: device index {} out of range", device);
   DeviceState& s = states[device];
   std::call_once(s.init, [&] {
+    const int available = device_count();
+    MLR_CHECK(device < available, "cuda:{}: no such CUDA device (this machine has {}{})", device, available,
+              available == 0 ? "; no GPU or no driver was found" : "");
     MLR_CUDA_CHECK(cudaSetDevice(device));
     MLR_CUDA_CHECK(cudaStreamCreateWithFlags(&s.stream, cudaStreamNonBlocking));
     // Keep freed memory in the pool instead of returning it to the driver at each sync.
