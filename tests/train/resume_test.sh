@@ -4,20 +4,25 @@
 # the resumed steps to log exactly the losses of the uninterrupted run and to end with bit-identical
 # weights.
 # Usage: resume_test.sh <mlr-train> <scratch dir>   (run from the repository root)
+# RESUME_STEPS (default 40, even) sets the length of the run; the checkpoint is at half of it.
 set -eu
 train=$1
 dir=$2
 shift 2
+steps=${RESUME_STEPS:-40}
+half=$((steps / 2))
 # Extra arguments are overrides for both runs (e.g. adapter.dropout=0.1: the dropout masks must resume too).
 rm -rf "$dir"
-"$train" configs/demo.yaml output_dir="$dir" log.interval=1 "$@" --no-progress-bar > "$dir.first.log" 2>&1
+"$train" configs/demo.yaml output_dir="$dir" log.interval=1 train.steps=$steps save.interval=$half "$@" \
+  --no-progress-bar > "$dir.first.log" 2>&1 || { cat "$dir.first.log"; exit 1; }
 rm -rf "$dir.straight" && cp -r "$dir/final" "$dir.straight"
-rm -rf "$dir/checkpoints/step-40" "$dir/final"
-"$train" configs/demo.yaml output_dir="$dir" log.interval=1 "$@" --no-progress-bar --resume > "$dir.resume.log" 2>&1
-grep -q "resumed from .*step-20 at step 20" "$dir.resume.log"
-# metrics.jsonl: steps 1..40 of the first run, then 21..40 of the resumed one.
-first=$(grep '"loss"' "$dir/metrics.jsonl" | head -n 40 | tail -n 20)
-second=$(grep '"loss"' "$dir/metrics.jsonl" | tail -n 20)
+rm -rf "$dir/checkpoints/step-$steps" "$dir/final"
+"$train" configs/demo.yaml output_dir="$dir" log.interval=1 train.steps=$steps save.interval=$half "$@" \
+  --no-progress-bar --resume > "$dir.resume.log" 2>&1 || { cat "$dir.resume.log"; exit 1; }
+grep -q "resumed from .*step-$half at step $half" "$dir.resume.log"
+# metrics.jsonl: steps 1..steps of the first run, then half+1..steps of the resumed one.
+first=$(grep '"loss"' "$dir/metrics.jsonl" | head -n $steps | tail -n $half)
+second=$(grep '"loss"' "$dir/metrics.jsonl" | tail -n $half)
 strip() { sed -e 's/"tokens_per_s":[^,}]*//' -e 's/"peak_memory_bytes":[^,}]*//' -e 's/"mfu":[^,}]*//'; }
 if [ "$(echo "$first" | strip)" != "$(echo "$second" | strip)" ]; then
   echo "resumed losses differ:"; echo "$first" | strip; echo "---"; echo "$second" | strip
@@ -27,4 +32,4 @@ fi
 weights=adapter_model.safetensors
 [ -f "$dir/final/$weights" ] || weights=model.safetensors
 cmp "$dir/final/$weights" "$dir.straight/$weights"
-echo "resume reproduces steps 21-40 exactly, final weights bit-identical"
+echo "resume reproduces steps $((half + 1))-$steps exactly, final weights bit-identical"
