@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "llama/model.h"
+#include "llama/generate.h"
 #include "llama/safetensors.h"
 #include "tensor/kernels/cuda/runtime.h"
 #include "tensor/ops.h"
@@ -299,5 +300,22 @@ TEST_CASE("model on CUDA: packed and padded batches give the CPU's logits, loss 
     padded.labels = from_vector(labels, {3, 10});
     cuda_model->set_gradient_checkpointing(true);
     check_same_as_cpu(*cpu_model, *cuda_model, padded, name + " padded, checkpointed on CUDA");
+  }
+}
+
+TEST_CASE("generate on CUDA: greedy tokens equal transformers' generate on every fixture model") {
+  PoisonGuard poison;
+  for (const std::string name : kFixtures) {
+    CAPTURE(name);
+    const fs::path dir = kModels / name;
+    auto model = LlamaForCausalLM::from_pretrained(dir.string(), DType::f32, Device::cuda(0));
+    model->eval();
+    SafetensorsFile ref = SafetensorsFile::open((dir / "reference.safetensors").string());
+    const Tensor expected = ref.get("generate.output_ids");
+    GenerationConfig cfg;
+    cfg.max_new_tokens = expected.size(1);
+    // The KV cache lives on the device; prompts and results come and go through the host.
+    GenerationOutput out = generate(*model, ref.get("generate.input_ids"), ref.get("generate.attention_mask"), cfg);
+    CHECK(out.output_ids.to_vector<int64_t>() == expected.to_vector<int64_t>());
   }
 }
