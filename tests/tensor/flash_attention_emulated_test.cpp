@@ -3,8 +3,8 @@
 // loops, masks, online softmax and fragment arithmetic as on the GPU, checked in CI where there is
 // no GPU. Outputs start as NaN, so an element a kernel forgets to write fails.
 //
-// What the emulation does not check: timing-dependent behaviour (cp.async lands at once here) and
-// the hardware's own accumulation order inside an mma; the GPU suite (ops_cuda_test) covers those.
+// What the emulation does not check: real parallel timing and the hardware's own accumulation
+// order inside an mma; the GPU suite (ops_cuda_test) covers those.
 #include <doctest/doctest.h>
 
 #if defined(MLR_CUDA_KERNELS)

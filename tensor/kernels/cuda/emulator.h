@@ -21,8 +21,10 @@
 //   A (16 x 16): register r of lane (g, t) holds A[g + 8 (r & 1)][2t + 8 (r >> 1) + {0, 1}]
 //   B (16 x 8):  register r holds B[2t + 8 r + {0, 1}][g]
 //   C (16 x 8):  element e holds C[g + 8 (e >> 1)][2t + (e & 1)]
-// Shared memory is filled with 0xFF bytes (NaN in bf16, f16 and f32) before each block, so a tile
-// read before it is written shows up in the results; cp.async copies at once.
+// Dynamic shared memory is filled with 0xFF bytes (NaN in bf16, f16 and f32) before each block, so
+// a tile read before it is written shows up in the results; cp.async lands only at the
+// cp.async.wait_group that covers it; rounds alternate ascending and descending thread order, so a
+// missing barrier between a write and another thread's read is met in one of the two orders.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -35,6 +37,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <deque>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -111,8 +114,15 @@ inline void fiber_switch(FiberContext& from, FiberContext& to) { swapcontext(&fr
 
 enum class Wait { none, block, warp };
 
+struct AsyncCopy {
+  unsigned char* shared;
+  unsigned char bytes[16];
+};
+
 struct Thread {
   FiberContext context;
+  std::vector<AsyncCopy> uncommitted;         // cp.async issued since the last commit
+  std::deque<std::vector<AsyncCopy>> committed;  // committed groups, oldest first
   uint3 index;
   bool done = false;
   Wait wait = Wait::none;
@@ -129,6 +139,7 @@ struct State {
   dim3 grid, block;
   uint3 block_index;
   uint64_t block_linear = 0;
+  uint64_t round = 0;
   std::vector<Thread> threads;
   std::vector<std::unique_ptr<unsigned char[]>> stacks;  // one per thread, reused across launches
   FiberContext scheduler;
@@ -162,9 +173,28 @@ inline std::array<Slot, 32>& next_exchange() {
 
 inline unsigned char* dynamic_shared_memory() { return reinterpret_cast<unsigned char*>(state().shared.data()); }
 
+// cp.async: the source is read when the copy is issued, the shared destination written only when
+// a cp.async.wait_group covers its group, so a kernel that reads a tile before waiting sees the
+// old contents (NaN poison at first).
 inline void copy16(void* shared, const void* global, bool valid) {
-  if (valid) std::memcpy(shared, global, 16);
-  else std::memset(shared, 0, 16);
+  Thread& t = self();
+  AsyncCopy c{static_cast<unsigned char*>(shared), {}};
+  if (valid) std::memcpy(c.bytes, global, 16);
+  else std::memset(c.bytes, 0, 16);
+  t.uncommitted.push_back(c);
+}
+inline void async_commit() {
+  Thread& t = self();
+  t.committed.push_back(std::move(t.uncommitted));
+  t.uncommitted.clear();
+}
+// Completes every committed group but the newest n (uncommitted copies stay pending).
+inline void async_wait(int n) {
+  Thread& t = self();
+  while (static_cast<int>(t.committed.size()) > n) {
+    for (const AsyncCopy& c : t.committed.front()) std::memcpy(c.shared, c.bytes, 16);
+    t.committed.pop_front();
+  }
 }
 
 template <typename T>
@@ -268,9 +298,13 @@ inline void launch(dim3 grid, dim3 block, size_t shared_bytes, std::function<voi
       t.index = uint3{unsigned(i) % block.x, (unsigned(i) / block.x) % block.y, unsigned(i) / (block.x * block.y)};
       fiber_init(t.context, s.stacks[i].get(), kStack, thread_entry);
     }
-    for (;;) {
+    // Rounds alternate between ascending and descending thread order, so that a read of shared
+    // memory that a missing barrier leaves racing with a write of another thread meets the
+    // unwritten value in one of the two orders.
+    for (s.round = 0;; ++s.round) {
       bool live = false;
-      for (int i = 0; i < threads; ++i) {
+      for (int j = 0; j < threads; ++j) {
+        const int i = s.round % 2 == 0 ? j : threads - 1 - j;
         if (s.threads[i].done) continue;
         live = true;
         s.current = i;
