@@ -7,9 +7,7 @@
 // column-major [n, m] matrix A^T, so:
 //   n >= m: factor A^T = U' S V'^T as it lies; then A = V' S U'^T: U = V' (from VT'), Vt = U'^T;
 //   n <  m: transpose on the device (A^T row-major = A column-major) and factor A = U S V^T directly.
-#ifndef MLR_CUDA_EMULATION
 #include <cusolverDn.h>
-#endif
 
 #include <vector>
 
@@ -17,7 +15,6 @@
 #include "tensor/kernels/cuda/cuda_utils.cuh"
 #include "tensor/ops.h"
 
-#ifndef MLR_CUDA_EMULATION
 #define MLR_CUSOLVER_CHECK(expr)                                                                             \
   do {                                                                                                       \
     cusolverStatus_t mlr_status_ = (expr);                                                                   \
@@ -25,7 +22,6 @@
       throw ::mlr::Error(::fmt::format("cusolver: {} failed at {}:{} (status {})", #expr, __FILE__, __LINE__, \
                                        static_cast<int>(mlr_status_)));                                      \
   } while (0)
-#endif
 
 namespace mlr {
 
@@ -33,10 +29,6 @@ Svd svd_cusolver(const Tensor& matrix, bool vectors) {
   MLR_CHECK(matrix.device().is_cuda() && matrix.dim() == 2 && matrix.is_floating_point(),
             "svd (cuda): expected a floating 2-D matrix on a CUDA device, got {} on {}", shape_str(matrix.shape()),
             matrix.device().str());
-#ifdef MLR_CUDA_EMULATION
-  MLR_CHECK(false, "svd (cuda): cuSOLVER is not part of the emulated CUDA build (MLR_CUDA_EMULATION)");
-  return {};
-#else
   const int64_t m64 = matrix.size(0), n64 = matrix.size(1);
   MLR_CHECK(m64 > 0 && n64 > 0 && m64 < (1LL << 31) && n64 < (1LL << 31), "svd (cuda): matrix {} is empty or too large",
             shape_str(matrix.shape()));
@@ -85,7 +77,6 @@ Svd svd_cusolver(const Tensor& matrix, bool vectors) {
   out.U = from_vector(U, {m, k});
   out.Vt = from_vector(Vt, {k, n});
   return out;
-#endif
 }
 
 }  // namespace mlr
