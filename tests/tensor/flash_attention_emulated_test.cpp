@@ -127,6 +127,39 @@ TEST_CASE("flash attention kernels, emulated on the CPU, against the CPU attenti
   }
 }
 
+TEST_CASE("cuda emulator: mma.sync m16n8k16 with the fragment layout of the PTX ISA; warp shuffles") {
+  // A [16, 16] and B [16, 8] in bf16; lane (g, t) = (lane / 4, lane % 4) holds
+  //   a[r] = A[g + 8 (r & 1)][2t + 8 (r >> 1) + {0, 1}],  b[r] = B[2t + 8 r + {0, 1}][g]
+  // and receives D[g + 8 (e >> 1)][2t + (e & 1)] in d[e].
+  std::vector<float> a(16 * 16), b(16 * 8), want(16 * 8, 0.f), got(16 * 8, NAN);
+  for (size_t i = 0; i < a.size(); ++i) a[i] = __bfloat162float(__float2bfloat16(std::sin(0.7f * float(i))));
+  for (size_t i = 0; i < b.size(); ++i) b[i] = __bfloat162float(__float2bfloat16(std::cos(1.3f * float(i))));
+  for (int i = 0; i < 16; ++i)
+    for (int j = 0; j < 8; ++j)
+      for (int k = 0; k < 16; ++k) want[i * 8 + j] += a[i * 16 + k] * b[k * 8 + j];
+  auto pack = [](float lo, float hi) {
+    return uint32_t(__bfloat16_as_ushort(__float2bfloat16(lo))) |
+           (uint32_t(__bfloat16_as_ushort(__float2bfloat16(hi))) << 16);
+  };
+  std::vector<int> shuffled(32, -1);
+  emu::launch(dim3(1), dim3(32), 0, [&] {
+    const int lane = int(threadIdx.x), g = lane / 4, t = lane % 4;
+    uint32_t ra[4];
+    for (int r = 0; r < 4; ++r) {
+      const int row = g + 8 * (r & 1), col = 2 * t + 8 * (r >> 1);
+      ra[r] = pack(a[row * 16 + col], a[row * 16 + col + 1]);
+    }
+    const uint32_t b0 = pack(b[(2 * t) * 8 + g], b[(2 * t + 1) * 8 + g]);
+    const uint32_t b1 = pack(b[(2 * t + 8) * 8 + g], b[(2 * t + 9) * 8 + g]);
+    float d[4] = {0.f, 0.f, 0.f, 0.f};
+    emu::mma16816<__nv_bfloat16>(d, ra, b0, b1);
+    for (int e = 0; e < 4; ++e) got[(g + 8 * (e >> 1)) * 8 + 2 * t + (e & 1)] = d[e];
+    shuffled[lane] = __shfl_xor_sync(0xffffffffu, lane * 10, 5);
+  });
+  for (size_t i = 0; i < want.size(); ++i) CHECK(got[i] == doctest::Approx(want[i]).epsilon(1e-5));
+  for (int lane = 0; lane < 32; ++lane) CHECK(shuffled[lane] == (lane ^ 5) * 10);
+}
+
 TEST_CASE("cuda emulator: a divergent __syncthreads is reported") {
   CHECK_THROWS_WITH_AS(emu::launch(dim3(1), dim3(64), 0,
                                    [] {

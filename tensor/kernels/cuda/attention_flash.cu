@@ -47,6 +47,7 @@ bool flash_attention_supports(const Tensor& q, const Tensor& k, const Tensor& v)
   const DType t = q.dtype();
   if (t != DType::bf16 && t != DType::f16) return false;
   if (q.dim() != 4 || (q.size(3) != 64 && q.size(3) != 128)) return false;
+  if (q.size(0) * q.size(2) > 65535) return false;  // batch x heads is grid.y
   if (!q.device().is_cuda() || compute_capability_major(q.device().index) < 8) return false;
   return aligned16(q) && aligned16(k) && aligned16(v);
 }
