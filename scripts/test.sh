@@ -14,7 +14,7 @@ if [ -f "$cuda_home/include/cuda_runtime.h" ]; then
   if command -v ninja >/dev/null 2>&1; then generator=(-G Ninja); fi
   if [ ! -f build-emulated/CMakeCache.txt ]; then
     cmake -S . -B build-emulated "${generator[@]}" -DCMAKE_BUILD_TYPE=Release -DMLR_CUDA_EMULATION=ON \
-      -DMLR_BUILD_BENCH=OFF -DCUDAToolkit_ROOT="$cuda_home"
+      -DCUDAToolkit_ROOT="$cuda_home"
   fi
   cmake --build build-emulated -j "$(nproc)" --target cuda_tests
   echo "== the CUDA suites on the emulated device (CPU) =="

@@ -4,7 +4,7 @@
 // against the bf16 GEMM rate at 8192^3 measured in the same run.
 // Bytes counted: what the kernel must read and write at least once (inputs + outputs).
 // Attention FLOPs as in shared/BASELINES.md: 4*B*H*S^2*D/2 forward (causal), 2.5x that backward.
-// Usage: kernels_bench [--quick]   (--quick: smaller shapes, for a smoke run)
+// Usage: kernels_bench [--quick | --smoke]   (--quick: smaller shapes; --smoke: tiny shapes, one run each)
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -24,8 +24,14 @@ using namespace mlr;
 
 namespace {
 
+bool g_smoke = false;  // --smoke: one run of each kernel at tiny shapes (a check that all of it runs)
+
 // Median of `reps` timed runs after `warmup` untimed ones, in seconds.
 double time_it(const std::function<void()>& fn, int warmup = 3, int reps = 10) {
+  if (g_smoke) {
+    warmup = 0;
+    reps = 1;
+  }
   for (int i = 0; i < warmup; ++i) fn();
   cuda::synchronize(0);
   std::vector<double> times;
@@ -59,13 +65,15 @@ int main(int argc, char** argv) {
     return 0;
   }
   const bool quick = argc > 1 && std::strcmp(argv[1], "--quick") == 0;
-  const int64_t tokens = quick ? 1024 : 8192, hidden = 4096, inter = quick ? 4096 : 11008, vocab = 32000;
-  const int64_t gemm_n = quick ? 4096 : 8192;
+  g_smoke = argc > 1 && std::strcmp(argv[1], "--smoke") == 0;
+  const int64_t tokens = g_smoke ? 64 : quick ? 1024 : 8192, hidden = g_smoke ? 256 : 4096,
+                inter = g_smoke ? 512 : quick ? 4096 : 11008, vocab = g_smoke ? 1000 : 32000;
+  const int64_t gemm_n = g_smoke ? 128 : quick ? 4096 : 8192;
   const DType bf = DType::bf16;
   std::vector<Row> rows;
 
   // Ceilings measured here: copy bandwidth (bytes read + written) and the bf16 GEMM rate.
-  Tensor big = rnd({int64_t(1) << (quick ? 28 : 30)}, DType::f32);  // 1 or 4 GiB
+  Tensor big = rnd({int64_t(1) << (g_smoke ? 16 : quick ? 28 : 30)}, DType::f32);  // 1 or 4 GiB
   Tensor big_dst = empty_like(big);
   const double copy_s = time_it([&] { big_dst.copy_(big); });
   const double copy_gbs = 2.0 * big.numel() * 4 / copy_s / 1e9;
@@ -116,7 +124,7 @@ int main(int argc, char** argv) {
     bandwidth("swiglu backward", shape, 5 * e * gate.numel(), [&] { swiglu_backward(dh, gate, up, dg, du); });
   }
   {  // Cross-entropy over the vocabulary
-    const int64_t n = quick ? 1024 : 8192;
+    const int64_t n = g_smoke ? 64 : quick ? 1024 : 8192;
     Tensor logits = rnd({n, vocab}, bf);
     Tensor targets = arange(0, n, 1, {DType::i64, Device::cuda(0)});
     CrossEntropyOutput f = cross_entropy_forward(logits, targets);
@@ -134,7 +142,7 @@ int main(int argc, char** argv) {
           [&] { linear(x, wup); });
   }
   {  // Attention, batch 4 (1 in quick mode), 32 heads, seq 2048, head dim 128, causal
-    const int64_t b = quick ? 1 : 4, s = 2048, h = 32, d = 128;
+    const int64_t b = quick || g_smoke ? 1 : 4, s = g_smoke ? 128 : 2048, h = g_smoke ? 2 : 32, d = 128;
     Tensor q = rnd({b, s, h, d}, bf), k = rnd({b, s, h, d}, bf), v = rnd({b, s, h, d}, bf), dout = rnd({b, s, h, d}, bf);
     const double scale = 1.0 / std::sqrt(double(d));
     const double fwd = 4.0 * b * h * s * s * d / 2;

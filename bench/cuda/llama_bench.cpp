@@ -15,7 +15,7 @@
 //     H100, measured on another day) sits next to ours: measure it again in the same session before
 //     quoting a ratio as final.
 //
-// Usage: llama_bench [--quick] [--load-shape 1.1B|7B] [--dir DIR] [--steps N] [--warmup N] [--no-load] [--keep]
+// Usage: llama_bench [--quick] [--smoke] [--load-shape 1.1B|7B] [--dir DIR] [--steps N] [--warmup N] [--no-load] [--keep]
 //   --quick       the 1.1B (TinyLlama-shaped) rows and a 1.1B checkpoint for (a); default: every row and
 //                 a 7B (LLaMA-2-shaped) checkpoint
 //   --load-shape  the checkpoint shape of (a) whatever --quick says (e.g. --quick --load-shape 7B)
@@ -77,8 +77,30 @@ LlamaConfig tinyllama_1b() {
   return c;
 }
 
+// --smoke: two layers, head dim 64 (the flash kernel's), 512-token vocabulary: every code path of
+// the benchmark in seconds (a check that it runs, on a GPU or the emulated device; no figures).
+LlamaConfig smoke_config() {
+  LlamaConfig c;
+  c.hidden_size = 256;
+  c.num_hidden_layers = 2;
+  c.num_attention_heads = 4;
+  c.num_key_value_heads = 2;
+  c.head_dim = 64;
+  c.intermediate_size = 512;
+  c.vocab_size = 512;
+  c.rms_norm_eps = 1e-5;
+  c.max_position_embeddings = 256;
+  return c;
+}
+
+LlamaConfig config_of(const std::string& shape) {
+  if (shape == "7B") return llama2_7b();
+  if (shape == "1.1B") return tinyllama_1b();
+  return smoke_config();
+}
+
 struct Options {
-  bool quick = false, load = true, keep = false;
+  bool quick = false, smoke = false, load = true, keep = false;
   std::string dir = "/tmp";
   std::string load_shape;  // empty: 1.1B with --quick, else 7B
   int steps = 5, warmup = 2;
@@ -101,6 +123,7 @@ Options parse_args(int argc, char** argv) {
       return argv[++i];
     };
     if (a == "--quick") o.quick = true;
+    else if (a == "--smoke") o.smoke = true;
     else if (a == "--no-load") o.load = false;
     else if (a == "--keep") o.keep = true;
     else if (a == "--dir") o.dir = value();
@@ -112,11 +135,15 @@ Options parse_args(int argc, char** argv) {
     else if (a == "--steps") o.steps = parse_count(a, value());
     else if (a == "--warmup") o.warmup = parse_count(a, value());
     else
-      throw Error(fmt::format("llama_bench: unknown argument '{}' (usage: llama_bench [--quick] [--load-shape 1.1B|7B] [--dir DIR] "
+      throw Error(fmt::format("llama_bench: unknown argument '{}' (usage: llama_bench [--quick] [--smoke] [--load-shape 1.1B|7B] [--dir DIR] "
                               "[--steps N] [--warmup N] [--no-load] [--keep])",
                               a));
   }
   MLR_CHECK(o.steps >= 1, "llama_bench: --steps must be at least 1");
+  if (o.smoke) {
+    o.steps = 1;
+    o.warmup = 0;
+  }
   return o;
 }
 
@@ -198,7 +225,7 @@ struct Result {
 
 Result run_row(const Row& row, const Options& options) {
   Result result;
-  const LlamaConfig config = row.shape == "7B" ? llama2_7b() : tinyllama_1b();
+  const LlamaConfig config = config_of(row.shape);
   reset_peak_memory(kGpu);
   try {
     Generator gen(7);
@@ -267,6 +294,16 @@ Result run_row(const Row& row, const Options& options) {
   return result;
 }
 
+// The methods of the 1.1B rows at the smoke shape.
+std::vector<Row> smoke_rows() {
+  return {
+      {"smoke", Method::lora, 8, 1, false, 1, 64, false, true, "-", 0, 0},
+      {"smoke", Method::lora, 8, 1, true, 1, 64, true, true, "-", 0, 0},
+      {"smoke", Method::multilora, 8, 2, false, 1, 64, false, true, "-", 0, 0},
+      {"smoke", Method::full, 0, 1, false, 1, 64, false, true, "-", 0, 0},
+  };
+}
+
 std::vector<Row> all_rows() {
   // BASELINES.md: transformers + PEFT, bf16, SDPA, fused torch AdamW, H100 80GB (2026-11-22).
   return {
@@ -292,11 +329,14 @@ int main(int argc, char** argv) {
       std::printf("llama_bench: no CUDA device on this machine\n");
       return 0;
     }
-    std::printf("llama_bench%s: bf16 weights and activations on cuda:0; %d warm-up + %d timed steps per row (median)\n\n",
-                options.quick ? " --quick" : "", options.warmup, options.steps);
+    std::printf("llama_bench%s%s: bf16 weights and activations on cuda:0; %d warm-up + %d timed steps per row (median)\n\n",
+                options.quick ? " --quick" : "", options.smoke ? " --smoke" : "", options.warmup, options.steps);
     if (options.load) {
-      const std::string shape = !options.load_shape.empty() ? options.load_shape : options.quick ? "1.1B" : "7B";
-      checkpoint_load(shape == "7B" ? llama2_7b() : tinyllama_1b(), shape, options);
+      const std::string shape = options.smoke                ? "smoke"
+                                : !options.load_shape.empty() ? options.load_shape
+                                : options.quick               ? "1.1B"
+                                                              : "7B";
+      checkpoint_load(config_of(shape), shape, options);
     }
     std::printf("(b) training steps (forward, cross-entropy, backward, AdamW, zero_grad)\n");
     std::printf("%-5s | %-54s | %-9s | %-4s | %9s | %8s | %6s | %-42s | %12s | %8s\n", "model", "method", "batch",
@@ -308,7 +348,7 @@ int main(int argc, char** argv) {
     auto same_setting = [](const Row& r) {
       return fmt::format("{} {}x{} {} r{}", r.shape, r.batch, r.seq, r.checkpointing, r.rank);
     };
-    for (const Row& row : all_rows()) {
+    for (const Row& row : options.smoke ? smoke_rows() : all_rows()) {
       if (options.quick && !row.quick) continue;
       const Result r = run_row(row, options);
       const std::string batch = fmt::format("{} x {}", row.batch, row.seq);
