@@ -66,10 +66,15 @@ function(mlr_test module)
     target_compile_definitions(test_${module}_cuda PRIVATE MLR_SOURCE_DIR="${PROJECT_SOURCE_DIR}" MLR_CUDA_TEST_BINARY=1)
     add_test(NAME ${module}_cuda COMMAND test_${module}_cuda WORKING_DIRECTORY ${PROJECT_SOURCE_DIR})
     set_tests_properties(${module}_cuda PROPERTIES LABELS "cuda" SKIP_RETURN_CODE 77)
-    # `cuda_tests` builds every CUDA suite (scripts/test.sh builds only these in the emulated build).
-    if(NOT TARGET cuda_tests)
-      add_custom_target(cuda_tests)
-    endif()
-    add_dependencies(cuda_tests test_${module}_cuda)
+    mlr_cuda_test_targets(test_${module}_cuda)
   endif()
+endfunction()
+
+# mlr_cuda_test_targets(TARGET ...): programs that tests labelled "cuda" run. The `cuda_tests`
+# target builds them all (scripts/test.sh builds only these in the emulated CUDA build).
+function(mlr_cuda_test_targets)
+  if(NOT TARGET cuda_tests)
+    add_custom_target(cuda_tests)
+  endif()
+  add_dependencies(cuda_tests ${ARGN})
 endfunction()

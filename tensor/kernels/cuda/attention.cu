@@ -21,6 +21,7 @@
 #include <cstdlib>
 #include <string>
 
+#include "tensor/kernels/cuda/attention_documents.cuh"
 #include "tensor/kernels/cuda/cuda_utils.cuh"
 #include "tensor/kernels/cuda/kernels.h"
 #include "tensor/kernels/kernel_checks.h"
@@ -38,23 +39,8 @@ struct Geometry {
   int64_t docs;       // entries of cu minus one
 };
 
-// [start, end) of the document holding position i.
 __device__ __forceinline__ void document_of(const Geometry& g, int64_t i, int64_t& start, int64_t& end) {
-  if (g.cu == nullptr) {
-    start = 0;
-    end = g.seq;
-    return;
-  }
-  int64_t lo = 0, hi = g.docs - 1;  // the last c with cu[c] <= i, among documents c in [0, docs)
-  while (lo < hi) {
-    const int64_t mid = (lo + hi + 1) / 2;
-    if (g.cu[mid] <= i) lo = mid;
-    else hi = mid - 1;
-  }
-  // Skip empty documents that share the start.
-  while (lo + 1 < g.docs && g.cu[lo + 1] <= i) ++lo;
-  start = g.cu[lo];
-  end = g.cu[lo + 1];
+  document_bounds(g.cu, g.docs, g.seq, i, start, end);
 }
 
 template <typename A>

@@ -1,6 +1,8 @@
 // Host side of the tensor-core flash attention (kernels and their description in
 // attention_flash.cuh): support checks, shared-memory limits, launches.
 #include <atomic>
+#include <initializer_list>
+#include <mutex>
 
 #include "tensor/kernels/cuda/attention_flash.cuh"
 #include "tensor/kernels/cuda/kernels.h"
@@ -9,13 +11,6 @@
 namespace mlr::cuda {
 
 namespace {
-
-// Raises a kernel's dynamic shared-memory limit past the default 48 KiB (a cheap host call, made
-// before every launch so that it holds on whichever device is current).
-template <typename Kernel>
-void allow_smem(Kernel kernel, size_t bytes) {
-  MLR_CUDA_CHECK(cudaFuncSetAttribute(reinterpret_cast<const void*>(kernel), cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)));
-}
 
 // Calls f(T{}, integral_constant<D>) for the supported dtypes and head dims.
 template <typename F>
@@ -28,17 +23,43 @@ void dispatch_flash(DType dtype, int64_t dim, F&& f) {
   else with_dim(__half{});
 }
 
+constexpr int kMaxDevices = 64;
+
 bool aligned16(const Tensor& t) { return reinterpret_cast<uintptr_t>(t.data_ptr()) % 16 == 0; }
 
 int compute_capability_major(int device) {
-  MLR_CHECK(device >= 0 && device < 64, "cuda: device index {} out of range", device);
-  static std::atomic<int> cache[64] = {};
+  MLR_CHECK(device >= 0 && device < kMaxDevices, "cuda: device index {} out of range", device);
+  static std::atomic<int> cache[kMaxDevices] = {};
   int major = cache[device].load(std::memory_order_relaxed);
   if (major == 0) {
     MLR_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
     cache[device].store(major, std::memory_order_relaxed);
   }
   return major;
+}
+
+// Raises a kernel's dynamic shared-memory limit past the default 48 KiB, once per device (the
+// attribute belongs to the device's context; the launch path then pays nothing).
+template <auto kernel>
+void allow_smem(size_t bytes, int device) {
+  static std::once_flag done[kMaxDevices];  // per kernel (template argument) and device
+  MLR_CHECK(device >= 0 && device < kMaxDevices, "cuda: device index {} out of range", device);
+  std::call_once(done[device], [&] {
+    MLR_CUDA_CHECK(cudaFuncSetAttribute(reinterpret_cast<const void*>(kernel),
+                                        cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)));
+  });
+}
+
+// The checks both entry points make, and the packed-document lengths as i32 on the device.
+Tensor checked_documents(const char* op, const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& cu_seqlens,
+                         std::initializer_list<const Tensor*> outputs) {
+  bool aligned = flash_attention_supports(q, k, v);
+  for (const Tensor* t : outputs) aligned = aligned && aligned16(*t);
+  MLR_CHECK(aligned,
+            "{}: needs bf16/f16 tensors with head dim 64 or 128, 16-byte aligned, on sm_80 or newer (got {}, head "
+            "dim {})",
+            op, dtype_name(q.dtype()), q.size(3));
+  return cu_seqlens.defined() ? cu_seqlens.to(DType::i32).contiguous() : Tensor();
 }
 
 }  // namespace
@@ -56,12 +77,8 @@ void flash_attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, 
                              const Tensor& cu_seqlens, const Tensor& out, const Tensor& lse) {
   const char* op = "flash_attention_forward";
   check_kernel_contiguous(op, "cuda", {&q, &k, &v, &out, &lse});
-  MLR_CHECK(flash_attention_supports(q, k, v) && aligned16(out),
-            "{}: needs bf16/f16 tensors with head dim 64 or 128, 16-byte aligned, on sm_80 or newer (got {}, head "
-            "dim {})",
-            op, dtype_name(q.dtype()), q.size(3));
   cudaStream_t stream = device_stream(q);
-  const Tensor cu = cu_seqlens.defined() ? cu_seqlens.to(DType::i32).contiguous() : Tensor();
+  const Tensor cu = checked_documents(op, q, k, v, cu_seqlens, {&out});
   const Geometry geo = geometry_of(q, k, cu);
   if (geo.batch * geo.heads * geo.seq == 0) return;
   const float scale_log2 = float(scale) * kLog2e;
@@ -69,7 +86,7 @@ void flash_attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, 
   dispatch_flash(q.dtype(), q.size(3), [&](auto tag, auto dim) {
     using T = decltype(tag);
     constexpr int D = decltype(dim)::value;
-    allow_smem(flash_forward_kernel<T, D>, kForwardSmem<D>);
+    allow_smem<flash_forward_kernel<T, D>>(kForwardSmem<D>, q.device().index);
     MLR_LAUNCH((grid, kThreads, kForwardSmem<D>, stream), flash_forward_kernel<T, D>)(
         static_cast<const T*>(q.data_ptr()), static_cast<const T*>(k.data_ptr()), static_cast<const T*>(v.data_ptr()),
         static_cast<T*>(out.data_ptr()), static_cast<float*>(lse.data_ptr()), geo, scale_log2);
@@ -82,12 +99,8 @@ void flash_attention_backward(const Tensor& dout, const Tensor& q, const Tensor&
                               const Tensor& dq, const Tensor& dk, const Tensor& dv) {
   const char* op = "flash_attention_backward";
   check_kernel_contiguous(op, "cuda", {&dout, &q, &k, &v, &out, &lse, &dq, &dk, &dv});
-  MLR_CHECK(flash_attention_supports(q, k, v) && aligned16(dout) && aligned16(dq) && aligned16(dk) && aligned16(dv),
-            "{}: needs bf16/f16 tensors with head dim 64 or 128, 16-byte aligned, on sm_80 or newer (got {}, head "
-            "dim {})",
-            op, dtype_name(q.dtype()), q.size(3));
   cudaStream_t stream = device_stream(q);
-  const Tensor cu = cu_seqlens.defined() ? cu_seqlens.to(DType::i32).contiguous() : Tensor();
+  const Tensor cu = checked_documents(op, q, k, v, cu_seqlens, {&dout, &dq, &dk, &dv});
   const Geometry geo = geometry_of(q, k, cu);
   const int64_t q_rows = geo.batch * geo.heads * geo.seq;
   if (q_rows == 0) return;
@@ -107,12 +120,12 @@ void flash_attention_backward(const Tensor& dout, const Tensor& q, const Tensor&
     MLR_LAUNCH((unsigned(std::max<int64_t>(1, std::min(wanted, cap))), kThreads, 0, stream), flash_dsum_kernel<T, D>)(
         pdout, static_cast<const T*>(out.data_ptr()), pdsum, geo);
     MLR_CUDA_CHECK_LAUNCH();
-    allow_smem(flash_dkv_kernel<T, D>, kDkvSmem<D>);
+    allow_smem<flash_dkv_kernel<T, D>>(kDkvSmem<D>, q.device().index);
     MLR_LAUNCH((dim3(tiles, unsigned(geo.batch * geo.kv_heads)), kThreads, kDkvSmem<D>, stream), flash_dkv_kernel<T, D>)(
         pdout, pq, pk, pv, plse, pdsum, static_cast<T*>(dk.data_ptr()), static_cast<T*>(dv.data_ptr()), geo, scale_f,
         scale_log2);
     MLR_CUDA_CHECK_LAUNCH();
-    allow_smem(flash_dq_kernel<T, D>, kDqSmem<D>);
+    allow_smem<flash_dq_kernel<T, D>>(kDqSmem<D>, q.device().index);
     MLR_LAUNCH((dim3(tiles, unsigned(geo.batch * geo.heads)), kThreads, kDqSmem<D>, stream), flash_dq_kernel<T, D>)(
         pdout, pq, pk, pv, plse, pdsum, static_cast<T*>(dq.data_ptr()), geo, scale_f, scale_log2);
     MLR_CUDA_CHECK_LAUNCH();

@@ -30,6 +30,7 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "tensor/kernels/cuda/attention_documents.cuh"
 #include "tensor/kernels/cuda/cuda_utils.cuh"
 
 // CPU tests run these kernels under tensor/kernels/cuda/emulator.h, which defines MLR_CUDA_EMULATION and
@@ -58,22 +59,8 @@ struct Geometry {
   int64_t docs;       // entries of cu minus one
 };
 
-// [start, end) of the document holding position i (i < seq).
 __device__ __forceinline__ void document_of(const Geometry& g, int64_t i, int64_t& start, int64_t& end) {
-  if (g.cu == nullptr) {
-    start = 0;
-    end = g.seq;
-    return;
-  }
-  int64_t lo = 0, hi = g.docs - 1;  // the last document c with cu[c] <= i
-  while (lo < hi) {
-    const int64_t mid = (lo + hi + 1) / 2;
-    if (g.cu[mid] <= i) lo = mid;
-    else hi = mid - 1;
-  }
-  while (lo + 1 < g.docs && g.cu[lo + 1] <= i) ++lo;
-  start = g.cu[lo];
-  end = g.cu[lo + 1];
+  document_bounds(g.cu, g.docs, g.seq, i, start, end);
 }
 
 // ---- tensor-core and copy primitives ----
@@ -236,6 +223,50 @@ __device__ __forceinline__ float quad_sum(float v) {
   return v + __shfl_xor_sync(0xffffffffu, v, 2);
 }
 
+// ---- the key tiles of a query tile (forward and dQ) ----
+
+// Keys a tile of query rows [m0, m0 + kTileRows) attends to: key tiles kb_begin..kb_end, and the
+// start of the last row's document (key tiles at or past it need no document mask).
+struct QueryTileKeys {
+  int64_t kb_begin, kb_end, last_start;
+};
+__device__ __forceinline__ QueryTileKeys keys_of_query_tile(const Geometry& geo, int64_t m0) {
+  const int64_t last = min64(m0 + kTileRows - 1, geo.seq - 1);
+  int64_t first_start, last_start, e;
+  document_of(geo, m0, first_start, e);
+  document_of(geo, last, last_start, e);
+  return {first_start / kKeyTile, last / kKeyTile, last_start};
+}
+
+// The first key a query row may see: its document's start; past the sequence (a padding row of the
+// last tile) one past the row, which masks every key.
+__device__ __forceinline__ int64_t first_key_of(const Geometry& geo, int64_t row) {
+  if (row >= geo.seq) return row + 1;
+  int64_t start, end;
+  document_of(geo, row, start, end);
+  return start;
+}
+
+// The double-buffered K/V pipeline: before working on key tile kb (buffer (kb - kb_begin) & 1),
+// start copying tile kb + 1 into the other buffer, wait for tile kb, and make it visible to the
+// block. Returns the buffer of tile kb.
+template <int D, typename T>
+__device__ __forceinline__ int next_key_tile(T* sk, T* sv, const T* k, const T* v, const Geometry& geo, int64_t b,
+                                             int64_t hk, int64_t kb, const QueryTileKeys& keys) {
+  const int buf = int(kb - keys.kb_begin) & 1;
+  if (kb < keys.kb_end) {
+    constexpr int kTile = kKeyTile * kStride<D>;
+    load_tile_async<kKeyTile, D>(sk + (buf ^ 1) * kTile, k, b, (kb + 1) * kKeyTile, hk, geo.kv_heads, geo.seq);
+    load_tile_async<kKeyTile, D>(sv + (buf ^ 1) * kTile, v, b, (kb + 1) * kKeyTile, hk, geo.kv_heads, geo.seq);
+    cp_async_commit();
+    cp_async_wait<1>();
+  } else {
+    cp_async_wait<0>();
+  }
+  __syncthreads();
+  return buf;
+}
+
 // ---- forward ----
 
 template <typename T, int D>
@@ -255,34 +286,19 @@ __global__ void __launch_bounds__(kThreads) flash_forward_kernel(const T* q, con
 #pragma unroll
   for (int r = 0; r < 2; ++r) {
     row[r] = m0 + warp * 16 + g + 8 * r;
-    int64_t e;
-    if (row[r] < seq) document_of(geo, row[r], start[r], e);
-    else start[r] = row[r] + 1;  // padding row: every key masked
+    start[r] = first_key_of(geo, row[r]);
   }
-  const int64_t last = min64(m0 + kTileRows - 1, seq - 1);
-  int64_t first_start, last_start, e;
-  document_of(geo, m0, first_start, e);
-  document_of(geo, last, last_start, e);
-  const int64_t kb_begin = first_start / kKeyTile, kb_end = last / kKeyTile;
+  const QueryTileKeys keys = keys_of_query_tile(geo, m0);
 
   load_tile_async<kTileRows, D>(sq, q, b, m0, h, geo.heads, seq);
-  load_tile_async<kKeyTile, D>(sk, k, b, kb_begin * kKeyTile, hk, geo.kv_heads, seq);
-  load_tile_async<kKeyTile, D>(sv, v, b, kb_begin * kKeyTile, hk, geo.kv_heads, seq);
+  load_tile_async<kKeyTile, D>(sk, k, b, keys.kb_begin * kKeyTile, hk, geo.kv_heads, seq);
+  load_tile_async<kKeyTile, D>(sv, v, b, keys.kb_begin * kKeyTile, hk, geo.kv_heads, seq);
   cp_async_commit();
 
   float o[D / 8][4] = {};
   float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
-  for (int64_t kb = kb_begin; kb <= kb_end; ++kb) {
-    const int buf = int(kb - kb_begin) & 1;
-    if (kb < kb_end) {  // prefetch the next key tile into the other buffer
-      load_tile_async<kKeyTile, D>(sk + (buf ^ 1) * kKeyTile * S_, k, b, (kb + 1) * kKeyTile, hk, geo.kv_heads, seq);
-      load_tile_async<kKeyTile, D>(sv + (buf ^ 1) * kKeyTile * S_, v, b, (kb + 1) * kKeyTile, hk, geo.kv_heads, seq);
-      cp_async_commit();
-      cp_async_wait<1>();
-    } else {
-      cp_async_wait<0>();
-    }
-    __syncthreads();
+  for (int64_t kb = keys.kb_begin; kb <= keys.kb_end; ++kb) {
+    const int buf = next_key_tile<D>(sk, sv, k, v, geo, b, hk, kb, keys);
     const T* tk = sk + buf * kKeyTile * S_;
     const T* tv = sv + buf * kKeyTile * S_;
 
@@ -290,7 +306,7 @@ __global__ void __launch_bounds__(kThreads) flash_forward_kernel(const T* q, con
     gemm_abt<D>(s, sq, warp * 16, tk, g, t);
 
     const int64_t n0 = kb * kKeyTile;
-    const bool masked = n0 + kKeyTile - 1 > m0 || n0 < last_start;
+    const bool masked = n0 + kKeyTile - 1 > m0 || n0 < keys.last_start;
 #pragma unroll
     for (int n = 0; n < kKeyTile / 8; ++n)
 #pragma unroll
@@ -492,45 +508,26 @@ __global__ void __launch_bounds__(kThreads) flash_dq_kernel(const T* dout, const
 #pragma unroll
   for (int r = 0; r < 2; ++r) {
     row[r] = m0 + warp * 16 + g + 8 * r;
-    int64_t e;
-    if (row[r] < seq) {
-      document_of(geo, row[r], start[r], e);
-      const int64_t stat = (b * geo.heads + h) * seq + row[r];
-      row_lse[r] = lse[stat] * kLog2e;
-      row_dsum[r] = dsum[stat];
-    } else {
-      start[r] = row[r] + 1;
-      row_lse[r] = row_dsum[r] = 0.f;
-    }
+    start[r] = first_key_of(geo, row[r]);
+    const int64_t stat = (b * geo.heads + h) * seq + row[r];
+    row_lse[r] = row[r] < seq ? lse[stat] * kLog2e : 0.f;
+    row_dsum[r] = row[r] < seq ? dsum[stat] : 0.f;
   }
-  const int64_t last = min64(m0 + kTileRows - 1, seq - 1);
-  int64_t first_start, last_start, e;
-  document_of(geo, m0, first_start, e);
-  document_of(geo, last, last_start, e);
-  const int64_t kb_begin = first_start / kKeyTile, kb_end = last / kKeyTile;
+  const QueryTileKeys keys = keys_of_query_tile(geo, m0);
 
   load_tile_async<kTileRows, D>(sq, q, b, m0, h, geo.heads, seq);
   load_tile_async<kTileRows, D>(sdo, dout, b, m0, h, geo.heads, seq);
-  load_tile_async<kKeyTile, D>(sk, k, b, kb_begin * kKeyTile, hk, geo.kv_heads, seq);
-  load_tile_async<kKeyTile, D>(sv, v, b, kb_begin * kKeyTile, hk, geo.kv_heads, seq);
+  load_tile_async<kKeyTile, D>(sk, k, b, keys.kb_begin * kKeyTile, hk, geo.kv_heads, seq);
+  load_tile_async<kKeyTile, D>(sv, v, b, keys.kb_begin * kKeyTile, hk, geo.kv_heads, seq);
   cp_async_commit();
 
   float dq_acc[D / 8][4] = {};
-  for (int64_t kb = kb_begin; kb <= kb_end; ++kb) {
-    const int buf = int(kb - kb_begin) & 1;
-    if (kb < kb_end) {
-      load_tile_async<kKeyTile, D>(sk + (buf ^ 1) * kKeyTile * S_, k, b, (kb + 1) * kKeyTile, hk, geo.kv_heads, seq);
-      load_tile_async<kKeyTile, D>(sv + (buf ^ 1) * kKeyTile * S_, v, b, (kb + 1) * kKeyTile, hk, geo.kv_heads, seq);
-      cp_async_commit();
-      cp_async_wait<1>();
-    } else {
-      cp_async_wait<0>();
-    }
-    __syncthreads();
+  for (int64_t kb = keys.kb_begin; kb <= keys.kb_end; ++kb) {
+    const int buf = next_key_tile<D>(sk, sv, k, v, geo, b, hk, kb, keys);
     const T* tk = sk + buf * kKeyTile * S_;
     const T* tv = sv + buf * kKeyTile * S_;
     const int64_t n0 = kb * kKeyTile;
-    const bool masked = n0 + kKeyTile - 1 > m0 || n0 < last_start;
+    const bool masked = n0 + kKeyTile - 1 > m0 || n0 < keys.last_start;
 
     float p[kKeyTile / 8][4] = {};
     gemm_abt<D>(p, sq, warp * 16, tk, g, t);

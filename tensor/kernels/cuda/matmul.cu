@@ -237,21 +237,11 @@ void emulated_matmul(const LtOperand& first, const void* first_ptr, int64_t firs
 void lt_matmul(int, cudaStream_t, DType dtype, const LtOperand& first, const void* first_ptr,
                int64_t first_batch_stride, const LtOperand& second, const void* second_ptr,
                int64_t second_batch_stride, void* out_ptr, int64_t m, int64_t n, int32_t batch) {
-  switch (dtype) {
-    case DType::f32:
-      return emulated_matmul<float, float>(first, first_ptr, first_batch_stride, second, second_ptr,
-                                           second_batch_stride, out_ptr, m, n, batch);
-    case DType::bf16:
-      return emulated_matmul<__nv_bfloat16, float>(first, first_ptr, first_batch_stride, second, second_ptr,
-                                                   second_batch_stride, out_ptr, m, n, batch);
-    case DType::f16:
-      return emulated_matmul<__half, float>(first, first_ptr, first_batch_stride, second, second_ptr,
-                                            second_batch_stride, out_ptr, m, n, batch);
-    case DType::f64:
-      return emulated_matmul<double, double>(first, first_ptr, first_batch_stride, second, second_ptr,
-                                             second_batch_stride, out_ptr, m, n, batch);
-    default: MLR_CHECK(false, "matmul (cuda kernel): dtype {} is not supported", dtype);
-  }
+  dispatch_floating(dtype, "matmul (cuda kernel)", [&](auto tag) {
+    using T = decltype(tag);
+    emulated_matmul<T, acc_t<T>>(first, first_ptr, first_batch_stride, second, second_ptr, second_batch_stride, out_ptr,
+                                 m, n, batch);
+  });
 }
 
 #endif  // MLR_CUDA_EMULATION
