@@ -4,6 +4,7 @@
 #include <cmath>
 #include <numeric>
 
+#include "autograd/checkpoint.h"
 #include "autograd/functions.h"
 #include "autograd/grad_mode.h"
 #include "tensor/error.h"
@@ -70,9 +71,10 @@ Variable SmoraLinear::forward(const Variable& x) {
   Variable xs = to_dtype(x, lora_A_.dtype());
   Variable s = scores(xs);
   Tensor selected = select_ranks(s.data());
-  if (training_) {
+  if (training_ && !in_checkpoint_recompute()) {
     // Per-rank token counts for load balancing (column sums of the mask, i64), in train mode
-    // whatever the grad mode. They stay on the device until read (flush_counts).
+    // whatever the grad mode, once per forward (not again when a checkpoint reruns this layer).
+    // They stay on the device until read (flush_counts).
     Tensor per_rank = sum(selected.reshape({-1, config_.r}), {0});
     pending_counts_ = pending_counts_.defined() ? add(pending_counts_, per_rank) : per_rank;
   }

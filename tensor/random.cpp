@@ -7,6 +7,41 @@
 
 namespace mlr {
 
+namespace {
+thread_local GeneratorRecorder* innermost_recorder = nullptr;
+}  // namespace
+
+uint64_t Generator::reserve(uint64_t counters) {
+  for (GeneratorRecorder* r = innermost_recorder; r; r = r->enclosing_) r->note_draw(state_);
+  const uint64_t o = state_->offset;
+  state_->offset += counters;
+  return o;
+}
+
+GeneratorRecorder::GeneratorRecorder() : enclosing_(innermost_recorder) { innermost_recorder = this; }
+
+GeneratorRecorder::~GeneratorRecorder() { innermost_recorder = enclosing_; }
+
+void GeneratorRecorder::note_draw(const std::shared_ptr<GeneratorState>& state) {
+  // A segment draws from a handful of generators: a linear scan beats any index.
+  for (const Entry& e : entries_)
+    if (!e.state.owner_before(state) && !state.owner_before(e.state)) return;
+  entries_.push_back({state, *state});
+}
+
+GeneratorReplay::GeneratorReplay(const std::vector<GeneratorRecorder::Entry>& recorded) {
+  for (const GeneratorRecorder::Entry& e : recorded) {
+    std::shared_ptr<GeneratorState> state = e.state.lock();
+    if (!state) continue;  // its Generator is gone, so nothing can draw from it
+    restore_.emplace_back(state, *state);
+    *state = e.at_first_draw;
+  }
+}
+
+GeneratorReplay::~GeneratorReplay() {
+  for (auto& [state, before] : restore_) *state = before;
+}
+
 Generator& default_generator() {
   static Generator gen(0);
   return gen;

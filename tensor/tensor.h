@@ -9,6 +9,7 @@
 #include <iosfwd>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "tensor/device.h"
@@ -140,19 +141,70 @@ Tensor tensor(std::initializer_list<T> values, TensorOptions options = {dtype_of
 // A Generator is (seed, offset). A call that draws n numbers consumes ceil(n/4) counters for
 // uniform and ceil(n/2) for normal, and element i of the output depends only on (seed, offset, i),
 // not on the device or the number of threads.
+// The (seed, offset) pair lives in a shared GeneratorState that the Generator owns: a
+// GeneratorRecorder (below) holds it weakly, so a record never dangles when its Generator is
+// destroyed. A copy is an independent stream that starts where the original stands; assignment
+// copies the values and keeps the target's identity.
+struct GeneratorState {
+  uint64_t seed = 0;
+  uint64_t offset = 0;
+};
+
 class Generator {
  public:
-  explicit Generator(uint64_t seed = 0) : seed_(seed) {}
-  uint64_t seed() const { return seed_; }
-  uint64_t offset() const { return offset_; }
-  void set_state(uint64_t seed, uint64_t offset) { seed_ = seed; offset_ = offset; }
-  // Returns the current offset and advances it by `counters`.
-  uint64_t reserve(uint64_t counters) { uint64_t o = offset_; offset_ += counters; return o; }
+  explicit Generator(uint64_t seed = 0) : state_(std::make_shared<GeneratorState>(GeneratorState{seed, 0})) {}
+  Generator(const Generator& other) : state_(std::make_shared<GeneratorState>(*other.state_)) {}
+  Generator& operator=(const Generator& other) {
+    *state_ = *other.state_;
+    return *this;
+  }
+  uint64_t seed() const { return state_->seed; }
+  uint64_t offset() const { return state_->offset; }
+  void set_state(uint64_t seed, uint64_t offset) { *state_ = {seed, offset}; }
+  // Returns the current offset and advances it by `counters`; the recorders active on this thread
+  // see the state before the draw.
+  uint64_t reserve(uint64_t counters);
 
  private:
-  uint64_t seed_;
-  uint64_t offset_ = 0;
+  std::shared_ptr<GeneratorState> state_;
 };
+
+// Records, while alive, the state that each Generator had when it first drew on this thread
+// (recorders nest: every active one sees every draw). Activation checkpointing uses it to replay
+// a segment's random numbers exactly, whichever generators the segment draws from.
+class GeneratorRecorder {
+ public:
+  struct Entry {
+    std::weak_ptr<GeneratorState> state;  // expired when the Generator is gone
+    GeneratorState at_first_draw;
+  };
+  GeneratorRecorder();
+  ~GeneratorRecorder();
+  GeneratorRecorder(const GeneratorRecorder&) = delete;
+  GeneratorRecorder& operator=(const GeneratorRecorder&) = delete;
+  // In order of first draw.
+  const std::vector<Entry>& entries() const { return entries_; }
+  void note_draw(const std::shared_ptr<GeneratorState>& state);
+
+ private:
+  friend class Generator;  // walks the chain of active recorders
+  std::vector<Entry> entries_;
+  GeneratorRecorder* enclosing_;
+};
+
+// Sets every recorded generator that still exists to its state at first draw; the destructor
+// puts each back to the state it had when the replay began.
+class GeneratorReplay {
+ public:
+  explicit GeneratorReplay(const std::vector<GeneratorRecorder::Entry>& recorded);
+  ~GeneratorReplay();
+  GeneratorReplay(const GeneratorReplay&) = delete;
+  GeneratorReplay& operator=(const GeneratorReplay&) = delete;
+
+ private:
+  std::vector<std::pair<std::shared_ptr<GeneratorState>, GeneratorState>> restore_;
+};
+
 Generator& default_generator();
 void manual_seed(uint64_t seed);
 
