@@ -5,6 +5,7 @@
 
 #include <fmt/ranges.h>
 
+#include "multilora/dora.h"
 #include "multilora/lora.h"
 #include "multilora/multilora.h"
 #include "multilora/smora.h"
@@ -15,7 +16,7 @@ namespace mlr {
 // static, and the linker drops an object file nothing refers to, registration and all.
 const std::vector<const AdapterType*>& adapter_types() {
   static const std::vector<const AdapterType*> types = {&lora_adapter_type(), &multilora_adapter_type(),
-                                                        &smora_adapter_type()};
+                                                        &smora_adapter_type(), &dora_adapter_type()};
   return types;
 }
 

@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <set>
 
+#include "multilora/dora.h"
 #include "multilora/inject.h"
 #include "multilora/multilora.h"
 #include "multilora/smora.h"
@@ -161,7 +162,8 @@ TEST_CASE("inject: save from a model, inject from the file into a fresh model: s
   smora.r = 4;
   smora.top_k = 2;
   const std::vector<std::shared_ptr<const AdapterConfig>> configs = {
-      std::make_shared<LoraConfig>(), std::make_shared<MultiLoraConfig>(multilora), std::make_shared<SmoraConfig>(smora)};
+      std::make_shared<LoraConfig>(), std::make_shared<MultiLoraConfig>(multilora), std::make_shared<SmoraConfig>(smora),
+      std::make_shared<DoraConfig>()};
   REQUIRE(configs.size() == adapter_types().size());
   for (const auto& config : configs) {
     INFO(config->type().name);

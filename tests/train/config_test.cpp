@@ -3,6 +3,7 @@
 #include <doctest/doctest.h>
 
 #include "data/config.h"
+#include "multilora/dora.h"
 #include "multilora/multilora.h"
 #include "multilora/smora.h"
 #include "train/config.h"
@@ -83,6 +84,8 @@ TEST_CASE("train config: every adapter type's keys, and the resolved YAML of eac
     CHECK(to_yaml(back) == to_yaml(c));
     CHECK(back.adapter.settings->yaml_fields() == c.adapter.settings->yaml_fields());
   }
+  const TrainConfig dora = parse_train_config(kYaml, "run.yaml", {"adapter.type=dora", "adapter.rslora=true"}, "");
+  CHECK(dynamic_cast<const DoraConfig&>(*dora.adapter.settings).use_rslora);
   CHECK(parse_train_config(kYaml, "run.yaml", {"adapter.type=full"}, "").adapter.settings == nullptr);
 }
 
@@ -109,7 +112,7 @@ TEST_CASE("train config: errors name the file, line and key") {
   // The MultiLoRA scale mode and init use adapter_config.json's words.
   fails_with(kYaml, {"adapter.scale=scalar"}, "'adapter.scale' was renamed scale_mode");
   fails_with(kYaml, {"adapter.init=kaiming"}, "'adapter.init' is \"kaiming\", expected one of: gaussian, kaiming_uniform");
-  fails_with(kYaml, {"adapter.type=ia3"}, "'adapter.type' is \"ia3\", expected one of: full, lora, multilora, smora");
+  fails_with(kYaml, {"adapter.type=ia3"}, "'adapter.type' is \"ia3\", expected one of: dora, full, lora, multilora, smora");
   fails_with(kYaml, {"adapter.target_modules=[qproj]"}, "has \"qproj\"");
   fails_with(kYaml, {"train.precision=fp8"}, "'train.precision' is \"fp8\", expected one of");
   fails_with("train: {steps: 3}\n", {}, "'model.path' is required");
