@@ -1,6 +1,6 @@
 // mlr-eval: benchmark a LLaMA-family model as lm-evaluation-harness does (eval/README.md states the
 // prompts, the scoring and the quirks we reproduce). Base checkpoints, base + adapter (unmerged, any
-// adapter type, or --merge for LoRA/MultiLoRA) and merged checkpoints.
+// registered adapter type, or --merge for the types that merge) and merged checkpoints.
 //
 //   mlr-eval --model /models/Llama-2-7b-hf --tasks mmlu --num-fewshot 5 --data-dir /data
 //   mlr-eval --model base/ --adapter runs/multilora/final --tasks boolq,cb,copa --data-dir /data \
@@ -67,8 +67,8 @@ int main(int argc, char** argv) {
   uint64_t seed = 1234;
   bool merge = false, no_bos = false, no_shared_prefix = false;
   app.add_option("--model", model_dir, "Hugging Face checkpoint directory")->required();
-  app.add_option("--adapter", adapter_dir, "adapter directory (LoRA, MultiLoRA or SMoRA)");
-  app.add_flag("--merge", merge, "merge the adapter into the weights before scoring (LoRA, MultiLoRA)");
+  app.add_option("--adapter", adapter_dir, "adapter directory (any registered adapter type: its adapter_config.json says which)");
+  app.add_flag("--merge", merge, "merge the adapter into the weights before scoring (types with a fixed dense update, e.g. LoRA, MultiLoRA, DoRA)");
   app.add_option("--tasks", tasks_arg, "comma-separated: mmlu, mmlu_<subject>, boolq, cb, copa, multirc, sglue_rte, wic, "
                                        "wsc, gsm8k, arc_easy, arc_challenge, hellaswag, piqa, winogrande")->required();
   app.add_option("--data-dir", data_dir, "directory with the task files in the public layout");

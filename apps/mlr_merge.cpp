@@ -1,7 +1,8 @@
-// mlr-merge: fold a LoRA or MultiLoRA adapter into its base model and write a Hugging Face
-// checkpoint directory that transformers loads (config.json, safetensors shards + index past
-// --max-shard-gb, tokenizer files copied). The merge accumulates W0 + dW in f32 and casts once.
-// SMoRA adapters depend on the input through their router and cannot be merged: that is an error.
+// mlr-merge: fold an adapter (any registered type with a fixed dense update: LoRA, MultiLoRA, DoRA)
+// into its base model and write a Hugging Face checkpoint directory that transformers loads
+// (config.json, safetensors shards + index past --max-shard-gb, tokenizer files copied). The merge computes the merged weight in f32 and casts
+// once. An adapter whose update depends on the input (SMoRA's router) cannot be merged: the error
+// says why.
 //
 //   mlr-merge --model /models/Llama-2-7b-hf --adapter runs/lora-7b/final --out merged/ [--dtype bf16]
 #include <filesystem>
@@ -19,7 +20,7 @@
 namespace fs = std::filesystem;
 
 int main(int argc, char** argv) {
-  CLI::App app{"mlr-merge: merge a LoRA / MultiLoRA adapter into its base model"};
+  CLI::App app{"mlr-merge: merge an adapter (LoRA, MultiLoRA, DoRA, ...) into its base model"};
   std::string model_dir, adapter_dir, out_dir, dtype_name_arg = "f32";
   double max_shard_gb = 5.0;
   app.add_option("--model", model_dir, "base checkpoint directory")->required();

@@ -1,5 +1,5 @@
-// mlr-train: fine-tune a LLaMA-family checkpoint with LoRA, MultiLoRA, SMoRA or full fine-tuning
-// on a mixture of datasets. Thin: parses the command line, loads the YAML configuration with its
+// mlr-train: fine-tune a LLaMA-family checkpoint with an adapter (LoRA, MultiLoRA, SMoRA, DoRA: any
+// type of multilora/registry.h) or full fine-tuning on a mixture of datasets. Thin: parses the command line, loads the YAML configuration with its
 // key=value overrides, and calls mlr::run_training (train/trainer.h).
 //
 //   mlr-train configs/multilora.yaml optim.lr=1e-4 train.steps=2000
@@ -15,7 +15,7 @@
 #include "train/trainer.h"
 
 int main(int argc, char** argv) {
-  CLI::App app{"mlr-train: LoRA / MultiLoRA / SMoRA / full fine-tuning of LLaMA-family models"};
+  CLI::App app{"mlr-train: LoRA / MultiLoRA / SMoRA / DoRA / full fine-tuning of LLaMA-family models"};
   std::string config_path;
   std::vector<std::string> overrides;
   bool resume = false, no_bar = false;

@@ -2,19 +2,11 @@
 
 #include "autograd/functions.h"
 #include "autograd/grad_mode.h"
+#include "multilora/registry.h"
 #include "tensor/error.h"
 #include "tensor/ops.h"
 
 namespace mlr {
-
-const char* adapter_kind_name(AdapterKind kind) {
-  switch (kind) {
-    case AdapterKind::lora: return "LORA";
-    case AdapterKind::multilora: return "MULTILORA";
-    case AdapterKind::smora: return "SMORA";
-  }
-  return "?";
-}
 
 DType default_adapter_dtype(DType base_dtype) { return base_dtype == DType::f64 ? DType::f64 : DType::f32; }
 
@@ -51,6 +43,12 @@ Variable AdaptedLinear::base_forward(const Variable& x) const {
   return linear(x, weight_.detach(), bias_.defined() ? bias_.detach() : Variable());
 }
 
+Variable AdaptedLinear::base_product(const Variable& x) const {
+  MLR_CHECK(x.dim() >= 1 && x.size(-1) == in_features(), "adapter: input shape {} does not end in {} features",
+            shape_str(x.shape()), in_features());
+  return linear(x, weight_.detach());
+}
+
 const Tensor& AdaptedLinear::base_bias() const {
   static const Tensor undefined;
   return bias_.defined() ? bias_.data() : undefined;
@@ -62,20 +60,25 @@ Variable AdaptedLinear::add_update(const Variable& base, const Variable& update)
   return add(base, update.dtype() == base.dtype() ? update : cast(update, base.dtype()));
 }
 
+Tensor AdaptedLinear::merged_weight(const Tensor& w0) { return add(w0, delta_weight()); }
+
+Tensor AdaptedLinear::unmerged_weight(const Tensor& merged) { return sub(merged, delta_weight()); }
+
 void AdaptedLinear::merge() {
-  MLR_CHECK(!merged_, "adapter merge: this {} adapter is already merged", adapter_kind_name(kind()));
-  Tensor delta = delta_weight();  // f32 (f64 for an f64 base)
+  MLR_CHECK(!merged_, "adapter merge: this {} adapter is already merged", type().display_name);
+  if (auto reason = merge_unsupported_reason()) throw Error(*reason);
+  const DType acc = weight_.dtype() == DType::f64 ? DType::f64 : DType::f32;
   Tensor w = weight_.data();
-  Tensor merged = add(cast(w, delta.dtype()), delta);
+  Tensor merged = merged_weight(cast(w, acc));
   w.copy_(merged);  // one cast into W0's dtype, in W0's own storage
   merged_ = true;
 }
 
 void AdaptedLinear::unmerge() {
-  MLR_CHECK(merged_, "adapter unmerge: this {} adapter is not merged", adapter_kind_name(kind()));
-  Tensor delta = delta_weight();
+  MLR_CHECK(merged_, "adapter unmerge: this {} adapter is not merged", type().display_name);
+  const DType acc = weight_.dtype() == DType::f64 ? DType::f64 : DType::f32;
   Tensor w = weight_.data();
-  Tensor restored = sub(cast(w, delta.dtype()), delta);
+  Tensor restored = unmerged_weight(cast(w, acc));
   w.copy_(restored);
   merged_ = false;
 }

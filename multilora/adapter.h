@@ -1,6 +1,6 @@
 // AdaptedLinear: a frozen linear layer y = W0 x (+ bias) plus a trainable low-rank update.
-// The three adapters of this folder (LoRA, MultiLoRA, SMoRA) derive from it; see README.md for the
-// math of each and for the adapter-file layout.
+// The adapters of this folder (LoRA, MultiLoRA, SMoRA, DoRA) derive from it and register their
+// type in multilora/registry.h; see README.md for the math of each and for the adapter-file layout.
 //
 // The base weight W0 [out, in] and bias are held as Variables shared with whoever handed them over
 // (a model's Linear: when the model moves or reloads them, the adapter sees it), but used as
@@ -11,6 +11,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -22,8 +23,7 @@
 
 namespace mlr {
 
-enum class AdapterKind { lora, multilora, smora };
-const char* adapter_kind_name(AdapterKind kind);  // "LORA", "MULTILORA", "SMORA" (PEFT's peft_type)
+struct AdapterType;  // multilora/registry.h
 
 // The dtype adapter parameters default to: f64 for an f64 base weight (gradchecks), else f32
 // (bf16/f16 bases keep f32 adapters; inputs are cast to it and the update cast back).
@@ -42,7 +42,8 @@ class AdaptedLinear {
   AdaptedLinear(const AdaptedLinear&) = delete;
   AdaptedLinear& operator=(const AdaptedLinear&) = delete;
 
-  virtual AdapterKind kind() const = 0;
+  // The registered type (name, file format, config readers).
+  virtual const AdapterType& type() const = 0;
   // y = W0 x + bias + update(x); x [..., in] -> [..., out]. When merged, just the base product.
   virtual Variable forward(const Variable& x) = 0;
   // The adapter's tensors as stored in adapter files, by name relative to the module path
@@ -58,15 +59,35 @@ class AdaptedLinear {
   std::vector<Variable> parameters() const;
   // The hyperparameters that go into adapter_config.json (shared by every module of a file).
   virtual nlohmann::json config_json() const = 0;
-  // The dense update dW [out, in] in f32 (f64 for an f64 base). SMoRA throws: its update
-  // depends on the input.
+  // The dense update dW [out, in] in f32 (f64 for an f64 base), so that the adapted layer is
+  // W0 + dW. Throws when merge_unsupported_reason() says why there is none.
   virtual Tensor delta_weight() const = 0;
+  // Why no single weight matrix reproduces this adapter (SMoRA: an input-dependent update), or
+  // nothing when merge() works.
+  virtual std::optional<std::string> merge_unsupported_reason() const { return std::nullopt; }
 
-  // W0 += dW (accumulated in f32, cast once into W0's dtype); forward then skips the adapter.
+  // W0 <- merged_weight(W0) (computed in f32, cast once into W0's dtype); forward then skips the
+  // adapter.
   void merge();
-  // W0 -= dW: restores W0 up to the rounding of W0's dtype.
+  // W0 <- unmerged_weight(W0): restores W0 up to the rounding of W0's dtype.
   void unmerge();
   bool merged() const { return merged_; }
+
+  // ---- hooks the trainer calls, whatever the type (defaults: nothing to do) ----
+  // After each optimizer step (SMoRA: its load-balancing bias update).
+  virtual void after_optimizer_step() {}
+  // Training state beyond the adapter's tensors and dropout stream, for a checkpoint: stored in
+  // trainer_state.json under training_state_key(), by module path; null when there is none.
+  virtual std::string training_state_key() const { return {}; }
+  virtual nlohmann::json training_state() const { return nullptr; }
+  virtual void restore_training_state(const nlohmann::json& state) {}
+  // Figures for the step's metrics.jsonl record (and TensorBoard when tensorboard_tag is set).
+  struct Metric {
+    std::string name;
+    double value = 0;
+    std::string tensorboard_tag;
+  };
+  virtual std::vector<Metric> step_metrics() const { return {}; }
 
   // The Philox stream of this adapter's dropout masks: its (seed, offset) is part of a training
   // checkpoint, so a resumed run draws the same masks as an uninterrupted one.
@@ -89,6 +110,12 @@ class AdaptedLinear {
   Variable base_forward(const Variable& x) const;
   // base + update, the update cast back to the base's dtype.
   Variable add_update(const Variable& base, const Variable& update) const;
+  // W0 x without the bias, W0 constant.
+  Variable base_product(const Variable& x) const;
+  // The weight merge() writes and unmerge() restores, from the current one (f32, f64 for an f64
+  // base): W0 + dW and W - dW unless the type overrides them (DoRA rescales rows).
+  virtual Tensor merged_weight(const Tensor& w0);
+  virtual Tensor unmerged_weight(const Tensor& merged);
   // x in the dtype of the adapter's parameters.
   static Variable to_dtype(const Variable& x, DType dtype);
 

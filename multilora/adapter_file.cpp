@@ -8,6 +8,7 @@
 #include <sstream>
 
 #include "llama/safetensors.h"
+#include "multilora/registry.h"
 #include "tensor/error.h"
 #include "tensor/ops.h"
 
@@ -18,15 +19,6 @@ namespace mlr {
 namespace {
 
 constexpr const char* kKeyPrefix = "base_model.model.";
-
-// The structural fields: two adapters (or a file and an adapter) agreeing on these hold tensors of
-// the same shapes and compute the same function. Training-only fields (dropout, init, learnable
-// scale, bias update rate) may differ.
-const std::vector<std::string>& structural_fields() {
-  static const std::vector<std::string> fields = {"peft_type", "r",     "lora_alpha", "use_rslora",  "n_modules",
-                                                  "ranks",     "scale_mode", "top_k", "gate_scale", "score_function"};
-  return fields;
-}
 
 // JSON numbers compare by value (8 and 8.0 are the same alpha).
 bool json_equal(const json& a, const json& b) {
@@ -40,28 +32,6 @@ bool json_equal(const json& a, const json& b) {
   return a == b;
 }
 
-// A whole number stays an integer in JSON (PEFT writes "lora_alpha": 8).
-json number(double v) {
-  if (std::floor(v) == v && std::fabs(v) < 1e15) return static_cast<int64_t>(v);
-  return v;
-}
-
-template <typename T>
-T get_field(const json& config, const std::string& key, const char* what) {
-  MLR_CHECK(config.contains(key), "adapter_config.json: missing field \"{}\" ({})", key, what);
-  try {
-    return config.at(key).get<T>();
-  } catch (const json::exception&) {
-    throw Error(fmt::format("adapter_config.json: field \"{}\" is {}, expected {}", key, config.at(key).dump(), what));
-  }
-}
-
-template <typename T>
-T get_field_or(const json& config, const std::string& key, T fallback, const char* what) {
-  if (!config.contains(key) || config.at(key).is_null()) return fallback;
-  return get_field<T>(config, key, what);
-}
-
 std::string slurp(const fs::path& p) {
   std::ifstream in(p, std::ios::binary);
   MLR_CHECK(in.good(), "adapter: cannot open {}", p.string());
@@ -72,14 +42,18 @@ std::string slurp(const fs::path& p) {
 
 json file_config_of(const std::vector<NamedAdapter>& adapters, const AdapterSaveOptions& options) {
   MLR_CHECK(!adapters.empty(), "save_adapter: no adapters to save");
+  MLR_CHECK(adapters.front().adapter != nullptr, "save_adapter: adapter for '{}' is null", adapters.front().module_path);
+  const AdapterType& type = adapters.front().adapter->type();
   json config = adapters.front().adapter->config_json();
   std::set<std::string> targets, paths;
   for (const NamedAdapter& na : adapters) {
     MLR_CHECK(na.adapter != nullptr, "save_adapter: adapter for '{}' is null", na.module_path);
     MLR_CHECK(!na.module_path.empty(), "save_adapter: an adapter has an empty module path");
     MLR_CHECK(paths.insert(na.module_path).second, "save_adapter: module path '{}' appears twice", na.module_path);
+    MLR_CHECK(&na.adapter->type() == &type, "save_adapter: '{}' is a {} adapter but '{}' is {}; one file holds one type",
+              na.module_path, na.adapter->type().display_name, adapters.front().module_path, type.display_name);
     json c = na.adapter->config_json();
-    for (const std::string& f : structural_fields()) {
+    for (const std::string& f : type.structural_fields) {
       bool same = c.contains(f) == config.contains(f) && (!c.contains(f) || json_equal(c.at(f), config.at(f)));
       MLR_CHECK(same, "save_adapter: '{}' has {} = {} but '{}' has {}; one adapter_config.json cannot describe both",
                 na.module_path, f, c.value(f, json()).dump(), adapters.front().module_path,
@@ -88,24 +62,25 @@ json file_config_of(const std::vector<NamedAdapter>& adapters, const AdapterSave
     auto dot = na.module_path.rfind('.');
     targets.insert(dot == std::string::npos ? na.module_path : na.module_path.substr(dot + 1));
   }
-  config["lora_alpha"] = number(config.at("lora_alpha").get<double>());
-  if (config.contains("gate_scale")) config["gate_scale"] = number(config.at("gate_scale").get<double>());
-  // The LoraConfig fields PEFT expects (its defaults), so PEFT's from_pretrained loads a LORA file.
   config["target_modules"] = std::vector<std::string>(targets.begin(), targets.end());
   config["base_model_name_or_path"] =
       options.base_model_name_or_path.empty() ? json() : json(options.base_model_name_or_path);
   config["task_type"] = options.task_type.empty() ? json() : json(options.task_type);
-  config["bias"] = "none";
-  config["fan_in_fan_out"] = false;
-  config["inference_mode"] = true;
-  config["init_lora_weights"] = true;
-  config["modules_to_save"] = nullptr;
-  config["layers_to_transform"] = nullptr;
-  config["layers_pattern"] = nullptr;
-  config["rank_pattern"] = json::object();
-  config["alpha_pattern"] = json::object();
-  config["use_dora"] = false;
-  config["revision"] = nullptr;
+  // The LoraConfig fields PEFT expects (its defaults) where the type does not set them, so PEFT's
+  // from_pretrained loads a LORA file.
+  const json peft_defaults = {{"bias", "none"},
+                              {"fan_in_fan_out", false},
+                              {"inference_mode", true},
+                              {"init_lora_weights", true},
+                              {"modules_to_save", nullptr},
+                              {"layers_to_transform", nullptr},
+                              {"layers_pattern", nullptr},
+                              {"rank_pattern", json::object()},
+                              {"alpha_pattern", json::object()},
+                              {"use_dora", false},
+                              {"revision", nullptr}};
+  for (auto& [key, value] : peft_defaults.items())
+    if (!config.contains(key)) config[key] = value;
   return config;
 }
 
@@ -139,14 +114,6 @@ void save_adapter(const std::string& dir, const std::vector<NamedAdapter>& adapt
   MLR_CHECK(!ec, "save_adapter: cannot rename {} to {}: {}", tmp.string(), cfg.string(), ec.message());
 }
 
-AdapterKind adapter_kind_from_json(const json& config) {
-  std::string t = get_field<std::string>(config, "peft_type", "a string");
-  if (t == "LORA") return AdapterKind::lora;
-  if (t == "MULTILORA") return AdapterKind::multilora;
-  if (t == "SMORA") return AdapterKind::smora;
-  throw Error(fmt::format("adapter_config.json: peft_type \"{}\" is not one of LORA, MULTILORA, SMORA", t));
-}
-
 AdapterFile read_adapter_file(const std::string& dir) {
   fs::path cfg = fs::path(dir) / kAdapterConfigFile, weights = fs::path(dir) / kAdapterWeightsFile;
   MLR_CHECK(fs::exists(cfg), "adapter: {} not found (is {} an adapter directory?)", cfg.string(), dir);
@@ -161,16 +128,13 @@ AdapterFile read_adapter_file(const std::string& dir) {
   MLR_CHECK(file.config.is_object(), "adapter: {}: expected a JSON object, got {}", cfg.string(),
             file.config.type_name());
   try {
-    adapter_kind_from_json(file.config);
+    adapter_type_of_file(file.config);
     for (const char* pattern : {"rank_pattern", "alpha_pattern"}) {
       if (file.config.contains(pattern) && !file.config.at(pattern).is_null())
         MLR_CHECK(file.config.at(pattern).is_object() && file.config.at(pattern).empty(),
                   "{} = {} is not supported: every module must share r and lora_alpha", pattern,
                   file.config.at(pattern).dump());
     }
-    if (file.config.contains("use_dora"))
-      MLR_CHECK(!file.config.at("use_dora").is_boolean() || !file.config.at("use_dora").get<bool>(),
-                "use_dora = true is not supported (DoRA adds a magnitude vector this engine does not implement)");
     if (file.config.contains("bias") && file.config.at("bias").is_string())
       MLR_CHECK(file.config.at("bias").get<std::string>() == "none",
                 "bias = \"{}\" is not supported (only \"none\": base biases stay frozen)",
@@ -205,11 +169,11 @@ void load_adapter(const std::string& dir, const std::vector<NamedAdapter>& adapt
   for (const NamedAdapter& na : adapters) {
     MLR_CHECK(na.adapter != nullptr, "load_adapter: adapter for '{}' is null", na.module_path);
     json c = na.adapter->config_json();
-    for (const std::string& f : structural_fields()) {
+    for (const std::string& f : na.adapter->type().structural_fields) {
       if (!c.contains(f)) continue;
       json want = c.at(f);
       json have = file.config.contains(f) ? file.config.at(f) : json();
-      if (f == "use_rslora" && have.is_null()) have = false;  // PEFT's default
+      if (have.is_null() && want.is_boolean()) have = false;  // PEFT's default for its flags (use_rslora, use_dora)
       if (!json_equal(want, have) && reported.insert(f).second)
         problems.push_back(fmt::format("config field \"{}\" is {} in the file, {} in the model ('{}')", f,
                                        have.dump(), want.dump(), na.module_path));
@@ -243,66 +207,6 @@ void load_adapter(const std::string& dir, const std::vector<NamedAdapter>& adapt
     Tensor dst = v.data();
     dst.copy_(file.tensors.at(key));
   }
-}
-
-LoraConfig lora_config_from_json(const json& config) {
-  MLR_CHECK(adapter_kind_from_json(config) == AdapterKind::lora, "adapter_config.json: peft_type is {}, expected LORA",
-            config.at("peft_type").dump());
-  LoraConfig c;
-  c.r = get_field<int64_t>(config, "r", "a positive integer");
-  c.alpha = get_field<double>(config, "lora_alpha", "a number");
-  c.dropout = get_field_or<double>(config, "lora_dropout", 0.0, "a number");
-  c.use_rslora = get_field_or<bool>(config, "use_rslora", false, "a boolean");
-  MLR_CHECK(c.r > 0, "adapter_config.json: r = {} must be positive", c.r);
-  return c;
-}
-
-MultiLoraConfig multilora_config_from_json(const json& config) {
-  MLR_CHECK(adapter_kind_from_json(config) == AdapterKind::multilora,
-            "adapter_config.json: peft_type is {}, expected MULTILORA", config.at("peft_type").dump());
-  MultiLoraConfig c;
-  c.ranks = get_field<std::vector<int64_t>>(config, "ranks", "an array of module ranks");
-  c.n_modules = static_cast<int64_t>(c.ranks.size());
-  c.r = get_field<int64_t>(config, "r", "a positive integer");
-  int64_t total = 0;
-  for (int64_t ri : c.ranks) total += ri;
-  MLR_CHECK(total == c.r, "adapter_config.json: ranks {} sum to {}, but r = {}", config.at("ranks").dump(), total, c.r);
-  if (config.contains("n_modules"))
-    MLR_CHECK(get_field<int64_t>(config, "n_modules", "an integer") == c.n_modules,
-              "adapter_config.json: n_modules = {} but ranks lists {} modules", config.at("n_modules").dump(),
-              c.n_modules);
-  c.alpha = get_field<double>(config, "lora_alpha", "a number");
-  c.dropout = get_field_or<double>(config, "lora_dropout", 0.0, "a number");
-  std::string mode = get_field_or<std::string>(config, "scale_mode", "per_module", "\"per_module\" or \"per_channel\"");
-  MLR_CHECK(mode == "per_module" || mode == "per_channel",
-            "adapter_config.json: scale_mode \"{}\" is not per_module or per_channel", mode);
-  c.scale_mode = mode == "per_module" ? MultiLoraScale::per_module : MultiLoraScale::per_channel;
-  c.learnable_scale = get_field_or<bool>(config, "learnable_scale", true, "a boolean");
-  c.scale_init = get_field_or<double>(config, "scale_init", 0.0, "a number");
-  std::string init = get_field_or<std::string>(config, "init", "kaiming_uniform", "\"kaiming_uniform\" or \"gaussian\"");
-  MLR_CHECK(init == "kaiming_uniform" || init == "gaussian",
-            "adapter_config.json: init \"{}\" is not kaiming_uniform or gaussian", init);
-  c.init = init == "gaussian" ? MultiLoraInit::gaussian : MultiLoraInit::kaiming_uniform;
-  return c;
-}
-
-SmoraConfig smora_config_from_json(const json& config) {
-  MLR_CHECK(adapter_kind_from_json(config) == AdapterKind::smora, "adapter_config.json: peft_type is {}, expected SMORA",
-            config.at("peft_type").dump());
-  SmoraConfig c;
-  c.r = get_field<int64_t>(config, "r", "a positive integer");
-  c.top_k = get_field<int64_t>(config, "top_k", "a positive integer");
-  c.alpha = get_field<double>(config, "lora_alpha", "a number");
-  if (config.contains("gate_scale")) c.gate_scale = get_field<double>(config, "gate_scale", "a number");
-  std::string score = get_field_or<std::string>(config, "score_function", "sigmoid", "\"sigmoid\" or \"softmax\"");
-  MLR_CHECK(score == "sigmoid" || score == "softmax",
-            "adapter_config.json: score_function \"{}\" is not sigmoid or softmax", score);
-  c.score = score == "softmax" ? SmoraScore::softmax : SmoraScore::sigmoid;
-  c.bias_update_rate = get_field_or<double>(config, "bias_update_rate", 1e-5, "a number");
-  c.dropout = get_field_or<double>(config, "lora_dropout", 0.0, "a number");
-  MLR_CHECK(c.r > 0 && c.top_k >= 1 && c.top_k <= c.r, "adapter_config.json: top_k = {} must be in [1, r = {}]",
-            c.top_k, c.r);
-  return c;
 }
 
 }  // namespace mlr

@@ -3,8 +3,10 @@
 //   <dir>/adapter_model.safetensors  base_model.model.<module path>.<tensor name>
 // where <module path> is the Hugging Face module name (model.layers.0.self_attn.q_proj) and the
 // tensor names are the adapters' named_tensors(): lora_A.weight, lora_B.weight, and for
-// MultiLoRA multilora_scale, for SMoRA smora_router.weight and smora_bias. A LoRA file written
-// here loads in PEFT and PEFT's LoRA files load here.
+// MultiLoRA multilora_scale, for SMoRA smora_router.weight and smora_bias, for DoRA
+// lora_magnitude_vector. The config's fields are the adapter type's config_json() plus PEFT's
+// defaults for LoraConfig; the type is found by multilora/registry.h's adapter_type_of_file. LoRA
+// and DoRA files written here load in PEFT and PEFT's load here.
 #pragma once
 
 #include <map>
@@ -14,9 +16,6 @@
 #include <nlohmann/json.hpp>
 
 #include "multilora/adapter.h"
-#include "multilora/lora.h"
-#include "multilora/multilora.h"
-#include "multilora/smora.h"
 
 namespace mlr {
 
@@ -38,7 +37,7 @@ struct AdapterSaveOptions {  // empty strings are written as null
 std::string adapter_tensor_key(const std::string& module_path, const std::string& tensor_name);
 
 // Writes adapter_config.json and adapter_model.safetensors into `dir` (created if needed). All
-// adapters must be of one kind with the same hyperparameters (one config describes them all).
+// adapters must be of one type with the same hyperparameters (one config describes them all).
 void save_adapter(const std::string& dir, const std::vector<NamedAdapter>& adapters,
                   const AdapterSaveOptions& options = {});
 
@@ -46,21 +45,15 @@ struct AdapterFile {
   nlohmann::json config;
   std::map<std::string, Tensor> tensors;  // full keys, as stored
 };
-// Reads and validates the two files (JSON syntax, peft_type known, the safetensors header).
+// Reads and validates the two files (JSON syntax, a registered type, the safetensors header).
 AdapterFile read_adapter_file(const std::string& dir);
 
-// Loads `dir` into existing adapters: the file's kind and structural hyperparameters (r, alpha,
-// rsLoRA, ranks, scale mode, top_k, ...) must match, and its tensor keys and shapes must be exactly
+// Loads `dir` into existing adapters: the file's type and structural hyperparameters (r, alpha,
+// rsLoRA, ranks, scale mode, top_k, ...: AdapterType::structural_fields) must match, and its tensor keys and shapes must be exactly
 // those the adapters expect. Any mismatch gives one mlr::Error listing every missing, unexpected
 // and mis-shaped tensor and every differing field. Values are converted to each adapter's dtype
 // and copied in place (parameters keep their identity).
 void load_adapter(const std::string& dir, const std::vector<NamedAdapter>& adapters);
-
-// Adapter configs from an adapter_config.json object (fields as save_adapter writes them).
-AdapterKind adapter_kind_from_json(const nlohmann::json& config);
-LoraConfig lora_config_from_json(const nlohmann::json& config);
-MultiLoraConfig multilora_config_from_json(const nlohmann::json& config);
-SmoraConfig smora_config_from_json(const nlohmann::json& config);
 
 // The module paths a file holds adapters for, sorted.
 std::vector<std::string> adapter_module_paths(const AdapterFile& file);

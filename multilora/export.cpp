@@ -14,10 +14,9 @@ namespace mlr {
 void save_merged_pretrained(LlamaForCausalLM& model, const std::string& dir, uint64_t max_shard_bytes) {
   std::vector<AdaptedLinear*> merged_here;
   for (auto& na : find_adapters(model)) {
-    MLR_CHECK(na.adapter->kind() != AdapterKind::smora,
-              "save_merged_pretrained: the SMoRA adapter at '{}' cannot be merged: its update depends on the input "
-              "through the router, so no plain checkpoint reproduces the adapted model",
-              na.module_path);
+    const auto reason = na.adapter->merge_unsupported_reason();
+    MLR_CHECK(!reason, "save_merged_pretrained: the {} adapter at '{}' cannot be merged ({}), so no plain checkpoint "
+              "reproduces the adapted model", na.adapter->type().display_name, na.module_path, *reason);
   }
   for (auto& na : find_adapters(model)) {
     if (!na.adapter->merged()) {

@@ -21,29 +21,6 @@ std::string last_component(const std::string& path) {
   return dot == std::string::npos ? path : path.substr(dot + 1);
 }
 
-std::unique_ptr<AdaptedLinear> make_adapter(const Linear& linear, const InjectionSpec& spec, Generator& gen,
-                                            uint64_t dropout_seed) {
-  Variable w = linear.weight(), b = linear.bias();
-  switch (spec.kind) {
-    case AdapterKind::lora: {
-      LoraConfig c = spec.lora;
-      c.dropout_seed = dropout_seed;
-      return std::make_unique<LoraLinear>(w, b, c, gen);
-    }
-    case AdapterKind::multilora: {
-      MultiLoraConfig c = spec.multilora;
-      c.dropout_seed = dropout_seed;
-      return std::make_unique<MultiLoraLinear>(w, b, c, gen);
-    }
-    case AdapterKind::smora: {
-      SmoraConfig c = spec.smora;
-      c.dropout_seed = dropout_seed;
-      return std::make_unique<SmoraLinear>(w, b, c, gen);
-    }
-  }
-  throw Error("inject_adapters: unknown adapter kind");
-}
-
 // Wraps the Linears at `paths` (already validated) with adapters made from `spec`.
 std::vector<NamedAdapter> wrap(Module& root, const std::vector<std::string>& paths, const InjectionSpec& spec) {
   // Freeze the model, except adapters injected earlier, which stay as they were.
@@ -52,11 +29,12 @@ std::vector<NamedAdapter> wrap(Module& root, const std::vector<std::string>& pat
     for (const Variable& p : na.adapter->parameters()) earlier.push_back(p);
   root.requires_grad_(false);
   for (Variable& p : earlier) p.set_requires_grad(true);
+  MLR_CHECK(spec.adapter != nullptr, "inject_adapters: the spec has no adapter config");
   Generator gen(spec.seed);
   std::vector<NamedAdapter> out;
   for (size_t i = 0; i < paths.size(); ++i) {
     auto linear = std::dynamic_pointer_cast<Linear>(root.module_at(paths[i]));
-    auto module = std::make_shared<AdapterModule>(linear, make_adapter(*linear, spec, gen, spec.seed + 1 + i));
+    auto module = std::make_shared<AdapterModule>(linear, spec.adapter->make_adapter(linear->weight(), linear->bias(), gen, spec.seed + 1 + i));
     root.replace_module(paths[i], module);
     out.push_back({paths[i], &module->adapter()});
   }
@@ -105,7 +83,7 @@ Variable AdapterModule::forward(const Variable& x) {
 }
 
 std::string AdapterModule::extra_repr() const {
-  return fmt::format("{}, in={}, out={}, merged={}", adapter_kind_name(adapter_->kind()), adapter_->in_features(),
+  return fmt::format("{}, in={}, out={}, merged={}", adapter_->type().display_name, adapter_->in_features(),
                      adapter_->out_features(), adapter_->merged());
 }
 
@@ -150,12 +128,7 @@ std::vector<NamedAdapter> inject_adapters(Module& root, const InjectionSpec& spe
 std::vector<NamedAdapter> inject_adapter_from_file(Module& root, const std::string& dir) {
   AdapterFile file = read_adapter_file(dir);
   InjectionSpec spec;
-  spec.kind = adapter_kind_from_json(file.config);
-  switch (spec.kind) {
-    case AdapterKind::lora: spec.lora = lora_config_from_json(file.config); break;
-    case AdapterKind::multilora: spec.multilora = multilora_config_from_json(file.config); break;
-    case AdapterKind::smora: spec.smora = smora_config_from_json(file.config); break;
-  }
+  spec.adapter = adapter_type_of_file(file.config).from_json(file.config);
   std::vector<std::string> paths = adapter_module_paths(file);
   MLR_CHECK(!paths.empty(), "adapter: {} holds no <module>.lora_A.weight / .lora_B.weight tensors", dir);
   std::vector<std::string> problems;

@@ -1,8 +1,10 @@
 // Putting adapters into a model: every Linear whose module name (the last component of its path)
 // is a target, optionally only in some decoder layers, is replaced by an AdapterModule wrapping it.
 //
+//   MultiLoraConfig multilora;  // or any registered type's config (multilora/registry.h)
+//   multilora.r = 8;
 //   InjectionSpec spec;
-//   spec.kind = AdapterKind::multilora;
+//   spec.adapter = std::make_shared<MultiLoraConfig>(multilora);
 //   spec.target_modules = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"};
 //   spec.layers_to_transform = {0, 1, 2};          // empty: every layer
 //   std::vector<NamedAdapter> adapters = inject_adapters(model, spec);
@@ -25,6 +27,8 @@
 
 #include "multilora/adapter.h"
 #include "multilora/adapter_file.h"
+#include "multilora/lora.h"
+#include "multilora/registry.h"
 #include "nn/layers.h"
 #include "nn/module.h"
 
@@ -48,14 +52,12 @@ class AdapterModule : public UnaryModule {
 };
 
 struct InjectionSpec {
-  AdapterKind kind = AdapterKind::lora;
+  // The adapter type and its hyperparameters; every targeted Linear gets an adapter made from it.
+  std::shared_ptr<const AdapterConfig> adapter = std::make_shared<LoraConfig>();
   std::vector<std::string> target_modules = {"q_proj", "v_proj"};
   // Decoder layer indices (the N of "layers.N." in the path); empty: all. With a list, modules
   // outside any "layers.N." are not adapted (PEFT's layers_to_transform).
   std::vector<int64_t> layers_to_transform;
-  LoraConfig lora;
-  MultiLoraConfig multilora;
-  SmoraConfig smora;
   // Adapter initial values come from one Philox stream seeded here, module by module in model
   // order; module i's dropout stream is seeded with seed + 1 + i.
   uint64_t seed = 0;
@@ -72,7 +74,7 @@ std::vector<NamedAdapter> inject_adapters(Module& root, const InjectionSpec& spe
 std::vector<NamedAdapter> inject_adapter_from_file(Module& root, const std::string& dir);
 // The adapters in a model, in module order.
 std::vector<NamedAdapter> find_adapters(const Module& root);
-// merge / unmerge every adapter (SMoRA: the error of AdaptedLinear::merge).
+// merge / unmerge every adapter (an adapter that cannot merge, SMoRA: the error of AdaptedLinear::merge).
 void merge_adapters(const Module& root);
 void unmerge_adapters(const Module& root);
 // The model's state dict without adapter tensors, in registration order, after merging every

@@ -107,13 +107,13 @@ nlohmann::json MultiLoraLinear::config_json() const {
           {"r", config_.r},
           {"n_modules", config_.n_modules},
           {"ranks", ranks_},
-          {"lora_alpha", config_.alpha},
+          {"lora_alpha", json_number(config_.alpha)},
           {"lora_dropout", config_.dropout},
           {"use_rslora", false},
-          {"scale_mode", config_.scale_mode == MultiLoraScale::per_module ? "per_module" : "per_channel"},
+          {"scale_mode", multilora_scale_name(config_.scale_mode)},
           {"learnable_scale", config_.learnable_scale},
           {"scale_init", config_.scale_init},
-          {"init", config_.init == MultiLoraInit::kaiming_uniform ? "kaiming_uniform" : "gaussian"}};
+          {"init", multilora_init_name(config_.init)}};
 }
 
 Tensor MultiLoraLinear::delta_weight() const {
@@ -123,6 +123,124 @@ Tensor MultiLoraLinear::delta_weight() const {
   Tensor ratio = rank_ratio_.to(a.device(), acc);
   if (config_.scale_mode == MultiLoraScale::per_module) return matmul(b, mul(a, mul(per_rank, ratio).unsqueeze(1)));
   return matmul(mul(b, mul(per_rank.t(), ratio)), a);
+}
+
+const char* multilora_scale_name(MultiLoraScale mode) {
+  return mode == MultiLoraScale::per_module ? "per_module" : "per_channel";
+}
+
+const char* multilora_init_name(MultiLoraInit init) {
+  return init == MultiLoraInit::kaiming_uniform ? "kaiming_uniform" : "gaussian";
+}
+
+const AdapterType& MultiLoraConfig::type() const { return multilora_adapter_type(); }
+
+std::unique_ptr<AdaptedLinear> MultiLoraConfig::make_adapter(Variable weight, Variable bias, Generator& init,
+                                                             uint64_t seed) const {
+  MultiLoraConfig c = *this;
+  c.dropout_seed = seed;
+  return std::make_unique<MultiLoraLinear>(std::move(weight), std::move(bias), c, init);
+}
+
+nlohmann::json MultiLoraConfig::yaml_fields() const {
+  return {{"r", r},
+          {"alpha", alpha},
+          {"dropout", dropout},
+          {"n_modules", n_modules},
+          {"ranks", ranks},
+          {"scale_mode", multilora_scale_name(scale_mode)},
+          {"fixed_scale", !learnable_scale},
+          {"scale_init", scale_init},
+          {"init", multilora_init_name(init)}};
+}
+
+MultiLoraConfig multilora_config_from_json(const nlohmann::json& config) {
+  MLR_CHECK(json_peft_type_is(config, "MULTILORA"), "adapter_config.json: peft_type is {}, expected MULTILORA",
+            config.value("peft_type", nlohmann::json()).dump());
+  MultiLoraConfig c;
+  c.ranks = json_field<std::vector<int64_t>>(config, "ranks", "an array of module ranks");
+  c.n_modules = static_cast<int64_t>(c.ranks.size());
+  c.r = json_field<int64_t>(config, "r", "a positive integer");
+  int64_t total = 0;
+  for (int64_t ri : c.ranks) total += ri;
+  MLR_CHECK(total == c.r, "adapter_config.json: ranks {} sum to {}, but r = {}", config.at("ranks").dump(), total, c.r);
+  if (config.contains("n_modules"))
+    MLR_CHECK(json_field<int64_t>(config, "n_modules", "an integer") == c.n_modules,
+              "adapter_config.json: n_modules = {} but ranks lists {} modules", config.at("n_modules").dump(),
+              c.n_modules);
+  c.alpha = json_field<double>(config, "lora_alpha", "a number");
+  c.dropout = json_field_or<double>(config, "lora_dropout", 0.0, "a number");
+  std::string mode = json_field_or<std::string>(config, "scale_mode", "per_module", "\"per_module\" or \"per_channel\"");
+  MLR_CHECK(mode == "per_module" || mode == "per_channel",
+            "adapter_config.json: scale_mode \"{}\" is not per_module or per_channel", mode);
+  c.scale_mode = mode == "per_module" ? MultiLoraScale::per_module : MultiLoraScale::per_channel;
+  c.learnable_scale = json_field_or<bool>(config, "learnable_scale", true, "a boolean");
+  c.scale_init = json_field_or<double>(config, "scale_init", 0.0, "a number");
+  std::string init = json_field_or<std::string>(config, "init", "kaiming_uniform", "\"kaiming_uniform\" or \"gaussian\"");
+  MLR_CHECK(init == "kaiming_uniform" || init == "gaussian",
+            "adapter_config.json: init \"{}\" is not kaiming_uniform or gaussian", init);
+  c.init = init == "gaussian" ? MultiLoraInit::gaussian : MultiLoraInit::kaiming_uniform;
+  return c;
+}
+
+namespace {
+
+std::shared_ptr<const AdapterConfig> multilora_config_from_yaml(const ConfigFields& section) {
+  auto c = std::make_shared<MultiLoraConfig>();
+  c->alpha = 16;  // the run configuration's defaults
+  c->n_modules = 4;
+  std::string renamed;
+  section.str("scale", renamed);
+  section.require(renamed.empty(), "scale", "was renamed scale_mode, with the values of adapter_config.json: "
+                                            "per_module | per_channel");
+  std::string mode = multilora_scale_name(c->scale_mode), init = multilora_init_name(c->init);
+  bool fixed_scale = false;
+  section.integer("r", c->r);
+  section.number("alpha", c->alpha);
+  section.number("dropout", c->dropout);
+  section.integer("n_modules", c->n_modules);
+  section.integers("ranks", c->ranks);
+  section.str("scale_mode", mode);
+  section.boolean("fixed_scale", fixed_scale);
+  section.number("scale_init", c->scale_init);
+  section.str("init", init);
+  section.one_of("scale_mode", mode, {"per_module", "per_channel"});
+  section.one_of("init", init, {"kaiming_uniform", "gaussian"});
+  c->scale_mode = mode == "per_module" ? MultiLoraScale::per_module : MultiLoraScale::per_channel;
+  c->init = init == "gaussian" ? MultiLoraInit::gaussian : MultiLoraInit::kaiming_uniform;
+  c->learnable_scale = !fixed_scale;
+  section.require(c->r > 0, "r", fmt::format("must be positive, got {}", c->r));
+  section.require(c->alpha > 0, "alpha", fmt::format("must be positive, got {}", c->alpha));
+  section.require(c->dropout >= 0 && c->dropout < 1, "dropout", fmt::format("must be in [0, 1), got {}", c->dropout));
+  section.require(c->n_modules > 0, "n_modules", fmt::format("must be positive, got {}", c->n_modules));
+  section.require(c->ranks.empty() || static_cast<int64_t>(c->ranks.size()) == c->n_modules, "ranks",
+                  fmt::format("has {} entries for n_modules {}", c->ranks.size(), c->n_modules));
+  try {
+    multilora_ranks(*c);  // the library's own rule for splitting r
+  } catch (const Error& e) {
+    const std::string key = c->ranks.empty() ? "r" : "ranks";
+    section.require(false, key, fmt::format("does not fit: {}", std::string(e.what()).substr(std::string("mlr: ").size())));
+  }
+  return c;
+}
+
+}  // namespace
+
+const AdapterType& multilora_adapter_type() {
+  static const AdapterType type{
+      .name = "multilora",
+      .display_name = "MultiLoRA",
+      .peft_type = "MULTILORA",
+      .reads_file = nullptr,
+      .from_json = [](const nlohmann::json& config) -> std::shared_ptr<const AdapterConfig> {
+        return std::make_shared<MultiLoraConfig>(multilora_config_from_json(config));
+      },
+      .yaml_keys = {"r", "alpha", "dropout", "n_modules", "ranks", "scale_mode", "scale", "fixed_scale",
+                    "scale_init", "init"},
+      .from_yaml = multilora_config_from_yaml,
+      .structural_fields = {"peft_type", "r", "lora_alpha", "use_rslora", "n_modules", "ranks", "scale_mode"},
+  };
+  return type;
 }
 
 }  // namespace mlr

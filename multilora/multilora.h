@@ -19,13 +19,16 @@
 #include <vector>
 
 #include "multilora/adapter.h"
+#include "multilora/registry.h"
 
 namespace mlr {
 
 enum class MultiLoraScale { per_module, per_channel };
 enum class MultiLoraInit { kaiming_uniform, gaussian };
 
-struct MultiLoraConfig {
+// In YAML and in adapter_config.json alike: scale_mode per_module | per_channel, init
+// kaiming_uniform | gaussian.
+struct MultiLoraConfig : AdapterConfig {
   int64_t r = 8;          // total rank R (split as evenly as possible, larger ranks first)
   int64_t n_modules = 2;
   std::vector<int64_t> ranks;  // explicit r_i (overrides r and n_modules when non-empty)
@@ -39,9 +42,22 @@ struct MultiLoraConfig {
   bool zero_init_b = false;   // B = 0 as in LoRA (for the n = 1 equivalence with LoRA)
   std::optional<DType> dtype;
   uint64_t dropout_seed = 0;
+
+  const AdapterType& type() const override;
+  std::unique_ptr<AdaptedLinear> make_adapter(Variable weight, Variable bias, Generator& init,
+                                              uint64_t dropout_seed) const override;
+  nlohmann::json yaml_fields() const override;
 };
 
-// The module ranks a config asks for: `ranks` if given, else r split over n_modules.
+// The registration: YAML adapter.type "multilora", peft_type MULTILORA.
+const AdapterType& multilora_adapter_type();
+MultiLoraConfig multilora_config_from_json(const nlohmann::json& config);
+const char* multilora_scale_name(MultiLoraScale mode);  // "per_module", "per_channel"
+const char* multilora_init_name(MultiLoraInit init);    // "kaiming_uniform", "gaussian"
+
+// The module ranks a config asks for: `ranks` if given, else r split over n_modules as evenly as
+// possible, larger ranks first (r = 10, n = 4: 3, 3, 2, 2); r must be at least n_modules. The run
+// configuration checks its adapter section with this same function.
 std::vector<int64_t> multilora_ranks(const MultiLoraConfig& config);
 
 // The stacked update alone; x [..., in], A [R, in], B [out, R], scales [n] (per module) or
@@ -54,7 +70,7 @@ class MultiLoraLinear : public AdaptedLinear {
   // A_i, B_i drawn from `gen` module by module (A_1, B_1, A_2, B_2, ...); scales = scale_init.
   MultiLoraLinear(Variable weight, Variable bias, const MultiLoraConfig& config, Generator& gen);
 
-  AdapterKind kind() const override { return AdapterKind::multilora; }
+  const AdapterType& type() const override { return multilora_adapter_type(); }
   Generator& dropout_generator() override { return dropout_gen_; }
   Variable forward(const Variable& x) override;
   // lora_A.weight [R, in], lora_B.weight [out, R], multilora_scale [n] or [n, out].

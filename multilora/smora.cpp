@@ -101,19 +101,20 @@ nlohmann::json SmoraLinear::config_json() const {
   return {{"peft_type", "SMORA"},
           {"r", config_.r},
           {"top_k", config_.top_k},
-          {"lora_alpha", config_.alpha},
-          {"gate_scale", gate_scale()},
+          {"lora_alpha", json_number(config_.alpha)},
+          {"gate_scale", json_number(gate_scale())},
           {"score_function", config_.score == SmoraScore::sigmoid ? "sigmoid" : "softmax"},
           {"bias_update_rate", config_.bias_update_rate},
           {"lora_dropout", config_.dropout},
           {"use_rslora", false}};
 }
 
-Tensor SmoraLinear::delta_weight() const {
-  throw Error(
-      "smora: cannot merge or take a dense update: SMoRA's update B diag(g(x)) A depends on the input "
-      "through the router's per-token top-k gates, so no single weight matrix reproduces it");
+std::optional<std::string> SmoraLinear::merge_unsupported_reason() const {
+  return "smora: cannot merge or take a dense update: SMoRA's update B diag(g(x)) A depends on the input "
+         "through the router's per-token top-k gates, so no single weight matrix reproduces it";
 }
+
+Tensor SmoraLinear::delta_weight() const { throw Error(*merge_unsupported_reason()); }
 
 bool SmoraLinear::rebind_state(const std::string& name, const Variable& handle) {
   if (name != "smora_bias") return false;
@@ -165,6 +166,95 @@ void SmoraLinear::set_total_counts(const std::vector<int64_t>& counts) {
             total_counts_.size());
   for (int64_t c : counts) MLR_CHECK(c >= 0, "SMoRA: negative load count {}", c);
   total_counts_ = counts;
+}
+
+void SmoraLinear::restore_training_state(const nlohmann::json& state) {
+  MLR_CHECK(state.is_array(), "SMoRA: the saved load counts are {}, expected an array", state.dump());
+  set_total_counts(state.get<std::vector<int64_t>>());
+}
+
+std::vector<AdaptedLinear::Metric> SmoraLinear::step_metrics() const {
+  const SmoraLoadStats s = load_stats();
+  return {{"smora_max_over_mean_load", s.max_over_mean, "smora/max_over_mean_load"},
+          {"smora_load_cv", s.coefficient_of_variation, ""}};
+}
+
+const AdapterType& SmoraConfig::type() const { return smora_adapter_type(); }
+
+std::unique_ptr<AdaptedLinear> SmoraConfig::make_adapter(Variable weight, Variable bias, Generator& init,
+                                                         uint64_t seed) const {
+  SmoraConfig c = *this;
+  c.dropout_seed = seed;
+  return std::make_unique<SmoraLinear>(std::move(weight), std::move(bias), c, init);
+}
+
+nlohmann::json SmoraConfig::yaml_fields() const {
+  return {{"r", r},
+          {"alpha", alpha},
+          {"dropout", dropout},
+          {"top_k", top_k},
+          {"router", score == SmoraScore::sigmoid ? "sigmoid" : "softmax"},
+          {"balance_rate", bias_update_rate}};
+}
+
+SmoraConfig smora_config_from_json(const nlohmann::json& config) {
+  MLR_CHECK(json_peft_type_is(config, "SMORA"), "adapter_config.json: peft_type is {}, expected SMORA",
+            config.value("peft_type", nlohmann::json()).dump());
+  SmoraConfig c;
+  c.r = json_field<int64_t>(config, "r", "a positive integer");
+  c.top_k = json_field<int64_t>(config, "top_k", "a positive integer");
+  c.alpha = json_field<double>(config, "lora_alpha", "a number");
+  if (config.contains("gate_scale")) c.gate_scale = json_field<double>(config, "gate_scale", "a number");
+  std::string score = json_field_or<std::string>(config, "score_function", "sigmoid", "\"sigmoid\" or \"softmax\"");
+  MLR_CHECK(score == "sigmoid" || score == "softmax",
+            "adapter_config.json: score_function \"{}\" is not sigmoid or softmax", score);
+  c.score = score == "softmax" ? SmoraScore::softmax : SmoraScore::sigmoid;
+  c.bias_update_rate = json_field_or<double>(config, "bias_update_rate", 1e-5, "a number");
+  c.dropout = json_field_or<double>(config, "lora_dropout", 0.0, "a number");
+  MLR_CHECK(c.r > 0 && c.top_k >= 1 && c.top_k <= c.r, "adapter_config.json: top_k = {} must be in [1, r = {}]",
+            c.top_k, c.r);
+  return c;
+}
+
+namespace {
+
+std::shared_ptr<const AdapterConfig> smora_config_from_yaml(const ConfigFields& section) {
+  auto c = std::make_shared<SmoraConfig>();
+  c->alpha = 16;  // the run configuration's defaults
+  c->top_k = 4;
+  std::string router = "sigmoid";
+  section.integer("r", c->r);
+  section.number("alpha", c->alpha);
+  section.number("dropout", c->dropout);
+  section.integer("top_k", c->top_k);
+  section.str("router", router);
+  section.number("balance_rate", c->bias_update_rate);
+  section.one_of("router", router, {"sigmoid", "softmax"});
+  c->score = router == "softmax" ? SmoraScore::softmax : SmoraScore::sigmoid;
+  section.require(c->r > 0, "r", fmt::format("must be positive, got {}", c->r));
+  section.require(c->alpha > 0, "alpha", fmt::format("must be positive, got {}", c->alpha));
+  section.require(c->dropout >= 0 && c->dropout < 1, "dropout", fmt::format("must be in [0, 1), got {}", c->dropout));
+  section.require(c->top_k >= 1 && c->top_k <= c->r, "top_k",
+                  fmt::format("must be in [1, r = {}], got {}", c->r, c->top_k));
+  return c;
+}
+
+}  // namespace
+
+const AdapterType& smora_adapter_type() {
+  static const AdapterType type{
+      .name = "smora",
+      .display_name = "SMoRA",
+      .peft_type = "SMORA",
+      .reads_file = nullptr,
+      .from_json = [](const nlohmann::json& config) -> std::shared_ptr<const AdapterConfig> {
+        return std::make_shared<SmoraConfig>(smora_config_from_json(config));
+      },
+      .yaml_keys = {"r", "alpha", "dropout", "top_k", "router", "balance_rate"},
+      .from_yaml = smora_config_from_yaml,
+      .structural_fields = {"peft_type", "r", "lora_alpha", "use_rslora", "top_k", "gate_scale", "score_function"},
+  };
+  return type;
 }
 
 }  // namespace mlr

@@ -25,12 +25,13 @@
 #include <vector>
 
 #include "multilora/adapter.h"
+#include "multilora/registry.h"
 
 namespace mlr {
 
 enum class SmoraScore { sigmoid, softmax };
 
-struct SmoraConfig {
+struct SmoraConfig : AdapterConfig {
   int64_t r = 8;
   int64_t top_k = 2;
   double alpha = 8.0;
@@ -40,7 +41,17 @@ struct SmoraConfig {
   double dropout = 0.0;
   std::optional<DType> dtype;
   uint64_t dropout_seed = 0;
+
+  const AdapterType& type() const override;
+  std::unique_ptr<AdaptedLinear> make_adapter(Variable weight, Variable bias, Generator& init,
+                                              uint64_t dropout_seed) const override;
+  nlohmann::json yaml_fields() const override;
 };
+
+// The registration: YAML adapter.type "smora" (keys r, alpha, dropout, top_k, router,
+// balance_rate), peft_type SMORA.
+const AdapterType& smora_adapter_type();
+SmoraConfig smora_config_from_json(const nlohmann::json& config);
 
 // Router scores [..., r]: sigmoid(W_g x), or softmax over the ranks.
 Variable smora_scores(const Variable& x, const Variable& router, SmoraScore score);
@@ -64,7 +75,7 @@ class SmoraLinear : public AdaptedLinear {
   // A and W_g Kaiming-uniform (a = sqrt 5) from `gen`, B zeros, bias zeros.
   SmoraLinear(Variable weight, Variable bias, const SmoraConfig& config, Generator& gen);
 
-  AdapterKind kind() const override { return AdapterKind::smora; }
+  const AdapterType& type() const override { return smora_adapter_type(); }
   Generator& dropout_generator() override { return dropout_gen_; }
   Variable forward(const Variable& x) override;
   // The forward with a given selection mask [..., r] (bool, k true per token) instead of top-k
@@ -80,6 +91,15 @@ class SmoraLinear : public AdaptedLinear {
   nlohmann::json config_json() const override;
   // Throws: the update depends on the input through the router.
   Tensor delta_weight() const override;
+  std::optional<std::string> merge_unsupported_reason() const override;
+
+  // Trainer hooks: the load-balancing update after each step; the cumulative counts in checkpoints
+  // (trainer_state.json's "smora_total_counts"); max/mean load and its coefficient of variation.
+  void after_optimizer_step() override { update_load_balance(); }
+  std::string training_state_key() const override { return "smora_total_counts"; }
+  nlohmann::json training_state() const override { return total_counts_; }
+  void restore_training_state(const nlohmann::json& state) override;
+  std::vector<Metric> step_metrics() const override;
 
   void update_load_balance();
   SmoraLoadStats load_stats() const;

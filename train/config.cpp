@@ -7,6 +7,7 @@
 
 #include <fmt/format.h>
 #include <fmt/ranges.h>
+#include <nlohmann/json.hpp>
 #include <yaml-cpp/yaml.h>
 
 #include "tensor/error.h"
@@ -148,6 +149,85 @@ fs::path resolve(const fs::path& base, const std::string& p) {
   return path.is_absolute() || base.empty() ? path : base / path;
 }
 
+// The adapter section as the adapter registry reads it (multilora/registry.h).
+class AdapterFields : public ConfigFields {
+ public:
+  explicit AdapterFields(const Section& section) : section_(section) {}
+  void integer(const std::string& k, int64_t& out) const override { section_.integer(k, out); }
+  void number(const std::string& k, double& out) const override { section_.number(k, out); }
+  void boolean(const std::string& k, bool& out) const override { section_.boolean(k, out); }
+  void str(const std::string& k, std::string& out) const override { section_.str(k, out); }
+  void integers(const std::string& k, std::vector<int64_t>& out) const override { section_.list(k, out, "an integer"); }
+  void one_of(const std::string& k, const std::string& value, const std::set<std::string>& allowed) const override {
+    section_.one_of(k, value, allowed);
+  }
+  void require(bool ok, const std::string& k, const std::string& what) const override { section_.require(ok, k, what); }
+
+ private:
+  const Section& section_;
+};
+
+// type, target_modules, layers, init_from, and the type's own keys through its registration.
+AdapterSection parse_adapter_section(const Section& adapter, const fs::path& base_dir) {
+  std::set<std::string> known = {"type", "target_modules", "layers", "init_from"};
+  const std::set<std::string> type_keys = adapter_yaml_keys();
+  known.insert(type_keys.begin(), type_keys.end());
+  adapter.only(known);
+  AdapterSection a;
+  adapter.str("type", a.type);
+  std::set<std::string> types = {"full"};
+  for (const AdapterType* t : adapter_types()) types.insert(t->name);
+  adapter.one_of("type", a.type, types);
+  adapter.list("target_modules", a.target_modules, "a module name");
+  adapter.list("layers", a.layers, "a layer index");
+  adapter.str("init_from", a.init_from);
+  adapter.require(a.init_from.empty() || a.type != "full", "init_from",
+                  "applies to adapters; for full fine-tuning point model.path at the checkpoint to start from");
+  a.init_from = resolve(base_dir, a.init_from).string();
+  const std::set<std::string> modules = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"};
+  for (const std::string& m : a.target_modules)
+    adapter.require(modules.count(m) > 0, "target_modules",
+                    fmt::format("has \"{}\", expected names among {}", m, fmt::join(modules, ", ")));
+  adapter.require(a.type == "full" || !a.target_modules.empty(), "target_modules", "is empty");
+  for (int64_t l : a.layers) adapter.require(l >= 0, "layers", fmt::format("has a negative index {}", l));
+  if (a.type != "full") a.settings = adapter_type(a.type).from_yaml(AdapterFields(adapter));
+  return a;
+}
+
+// A JSON scalar or array of scalars (an adapter config's yaml_fields) as YAML.
+void emit_json_value(YAML::Emitter& out, const nlohmann::json& v) {
+  if (v.is_array()) {
+    out << YAML::Flow << YAML::BeginSeq;
+    for (const auto& item : v) emit_json_value(out, item);
+    out << YAML::EndSeq;
+  } else if (v.is_boolean()) {
+    out << v.get<bool>();
+  } else if (v.is_number_integer()) {
+    out << v.get<int64_t>();
+  } else if (v.is_number()) {
+    out << v.get<double>();
+  } else if (v.is_string()) {
+    out << v.get<std::string>();
+  } else {
+    out << YAML::Null;
+  }
+}
+
+void emit_adapter_section(YAML::Emitter& out, const AdapterSection& a) {
+  out << YAML::Key << "adapter" << YAML::Value << YAML::BeginMap;
+  out << YAML::Key << "type" << YAML::Value << a.type << YAML::Key << "target_modules" << YAML::Value << YAML::Flow
+      << a.target_modules << YAML::Key << "layers" << YAML::Value << YAML::Flow << a.layers << YAML::Key
+      << "init_from" << YAML::Value << a.init_from;
+  if (a.settings) {
+    const nlohmann::json fields = a.settings->yaml_fields();
+    for (const auto& [key, value] : fields.items()) {
+      out << YAML::Key << key << YAML::Value;
+      emit_json_value(out, value);
+    }
+  }
+  out << YAML::EndMap;
+}
+
 }  // namespace
 
 TrainConfig parse_train_config(const std::string& yaml_text, const std::string& name,
@@ -179,57 +259,7 @@ TrainConfig parse_train_config(const std::string& yaml_text, const std::string& 
   model.require(!c.model.path.empty(), "path", "is required (a Hugging Face checkpoint directory)");
   c.model.path = resolve(base_dir, c.model.path).string();
 
-  const Section adapter(root["adapter"], name, "adapter", overridden);
-  adapter.only({"type", "r", "alpha", "dropout", "rslora", "target_modules", "layers", "init_from", "n_modules", "ranks", "scale",
-                "fixed_scale", "scale_init", "init", "top_k", "router", "balance_rate"});
-  AdapterSection& a = c.adapter;
-  adapter.str("type", a.type);
-  adapter.one_of("type", a.type, {"lora", "multilora", "smora", "full"});
-  adapter.integer("r", a.r);
-  adapter.number("alpha", a.alpha);
-  adapter.number("dropout", a.dropout);
-  adapter.boolean("rslora", a.rslora);
-  adapter.list("target_modules", a.target_modules, "a module name");
-  adapter.list("layers", a.layers, "a layer index");
-  adapter.str("init_from", a.init_from);
-  adapter.require(a.init_from.empty() || a.type != "full", "init_from",
-                  "applies to adapters; for full fine-tuning point model.path at the checkpoint to start from");
-  a.init_from = resolve(base_dir, a.init_from).string();
-  adapter.integer("n_modules", a.n_modules);
-  adapter.list("ranks", a.ranks, "a rank");
-  adapter.str("scale", a.scale);
-  adapter.boolean("fixed_scale", a.fixed_scale);
-  adapter.number("scale_init", a.scale_init);
-  adapter.str("init", a.init);
-  adapter.integer("top_k", a.top_k);
-  adapter.str("router", a.router);
-  adapter.number("balance_rate", a.balance_rate);
-  adapter.require(a.r > 0, "r", fmt::format("must be positive, got {}", a.r));
-  adapter.require(a.alpha > 0, "alpha", fmt::format("must be positive, got {}", a.alpha));
-  adapter.require(a.dropout >= 0 && a.dropout < 1, "dropout", fmt::format("must be in [0, 1), got {}", a.dropout));
-  const std::set<std::string> modules = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"};
-  for (const std::string& m : a.target_modules)
-    adapter.require(modules.count(m) > 0, "target_modules",
-                    fmt::format("has \"{}\", expected names among {}", m, fmt::join(modules, ", ")));
-  adapter.require(a.type == "full" || !a.target_modules.empty(), "target_modules", "is empty");
-  for (int64_t l : a.layers) adapter.require(l >= 0, "layers", fmt::format("has a negative index {}", l));
-  adapter.one_of("scale", a.scale, {"scalar", "per_channel"});
-  adapter.one_of("init", a.init, {"kaiming", "gaussian"});
-  adapter.one_of("router", a.router, {"sigmoid", "softmax"});
-  if (a.type == "multilora") {
-    adapter.require(a.n_modules > 0, "n_modules", fmt::format("must be positive, got {}", a.n_modules));
-    if (a.ranks.empty()) {
-      adapter.require(a.r % a.n_modules == 0, "r",
-                      fmt::format("{} is not divisible by n_modules {} (give adapter.ranks to split it unevenly)", a.r,
-                                  a.n_modules));
-    } else {
-      adapter.require(static_cast<int64_t>(a.ranks.size()) == a.n_modules, "ranks",
-                      fmt::format("has {} entries for n_modules {}", a.ranks.size(), a.n_modules));
-      for (int64_t r : a.ranks) adapter.require(r > 0, "ranks", fmt::format("has a non-positive rank {}", r));
-    }
-  }
-  if (a.type == "smora")
-    adapter.require(a.top_k >= 1 && a.top_k <= a.r, "top_k", fmt::format("must be in [1, r = {}], got {}", a.r, a.top_k));
+  c.adapter = parse_adapter_section(Section(root["adapter"], name, "adapter", overridden), base_dir);
 
   if (root["data"]) {
     const YAML::Node data = root["data"];
@@ -328,18 +358,7 @@ std::string to_yaml(const TrainConfig& c) {
   out << YAML::Key << "model" << YAML::Value << YAML::BeginMap << YAML::Key << "path" << YAML::Value << c.model.path
       << YAML::Key << "device" << YAML::Value << c.model.device
       << YAML::EndMap;
-  const AdapterSection& a = c.adapter;
-  out << YAML::Key << "adapter" << YAML::Value << YAML::BeginMap;
-  out << YAML::Key << "type" << YAML::Value << a.type << YAML::Key << "r" << YAML::Value << a.r << YAML::Key << "alpha"
-      << YAML::Value << a.alpha << YAML::Key << "dropout" << YAML::Value << a.dropout << YAML::Key << "rslora"
-      << YAML::Value << a.rslora << YAML::Key << "target_modules" << YAML::Value << YAML::Flow << a.target_modules
-      << YAML::Key << "layers" << YAML::Value << YAML::Flow << a.layers << YAML::Key << "init_from" << YAML::Value
-      << a.init_from << YAML::Key << "n_modules" << YAML::Value
-      << a.n_modules << YAML::Key << "ranks" << YAML::Value << YAML::Flow << a.ranks << YAML::Key << "scale"
-      << YAML::Value << a.scale << YAML::Key << "fixed_scale" << YAML::Value << a.fixed_scale << YAML::Key
-      << "scale_init" << YAML::Value << a.scale_init << YAML::Key << "init" << YAML::Value << a.init << YAML::Key
-      << "top_k" << YAML::Value << a.top_k << YAML::Key << "router" << YAML::Value << a.router << YAML::Key
-      << "balance_rate" << YAML::Value << a.balance_rate << YAML::EndMap;
+  emit_adapter_section(out, c.adapter);
   if (!c.data_yaml.empty()) out << YAML::Key << "data" << YAML::Value << YAML::Load(c.data_yaml);
   out << YAML::Key << "train" << YAML::Value << YAML::BeginMap << YAML::Key << "steps" << YAML::Value << c.train.steps
       << YAML::Key << "grad_accum" << YAML::Value << c.train.grad_accum << YAML::Key << "precision" << YAML::Value

@@ -18,8 +18,11 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <memory>
 #include <string>
 #include <vector>
+
+#include "multilora/registry.h"
 
 namespace mlr {
 
@@ -29,27 +32,17 @@ struct ModelSection {
 };
 
 struct AdapterSection {
-  std::string type = "lora";  // lora | multilora | smora | full
-  int64_t r = 8;              // total rank (MultiLoRA: split over n_modules unless ranks are given)
-  double alpha = 16;
-  double dropout = 0.0;
-  bool rslora = false;  // scale alpha / sqrt(r) instead of alpha / r
+  // A registered adapter type (multilora/registry.h: lora, multilora, smora, dora) or full
+  // (every weight trains, no adapter).
+  std::string type = "lora";
   std::vector<std::string> target_modules = {"q_proj", "v_proj"};
   std::vector<int64_t> layers;  // empty: every layer
-  // An adapter directory to start from (continue training it); its kind and hyperparameters must
+  // An adapter directory to start from (continue training it); its type and hyperparameters must
   // match this section. Empty: fresh initialisation.
   std::string init_from;
-  // MultiLoRA
-  int64_t n_modules = 4;
-  std::vector<int64_t> ranks;        // per module; empty: r / n_modules each
-  std::string scale = "scalar";      // scalar | per_channel
-  bool fixed_scale = false;          // keep the scales at their initial value
-  double scale_init = 0.0;
-  std::string init = "kaiming";      // kaiming | gaussian
-  // SMoRA
-  int64_t top_k = 4;
-  std::string router = "sigmoid";    // sigmoid | softmax
-  double balance_rate = 1e-5;        // u of the bias update
+  // The type's hyperparameters, read by its registration from the rest of the section (r, alpha,
+  // dropout and the type's own keys, configs/README.md); null for full fine-tuning.
+  std::shared_ptr<const AdapterConfig> settings;
 };
 
 struct TrainSection {

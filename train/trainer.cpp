@@ -36,7 +36,6 @@
 #include "llama/safetensors.h"
 #include "llama/tokenizer.h"
 #include "multilora/inject.h"
-#include "multilora/smora.h"
 #include "optim/adamw.h"
 #include "optim/grad_utils.h"
 #include "optim/loss_scaler.h"
@@ -73,50 +72,18 @@ struct Trainable {
   bool full = false;
 };
 
-InjectionSpec injection_spec(const AdapterSection& a, uint64_t seed) {
-  InjectionSpec spec;
-  spec.target_modules = a.target_modules;
-  spec.layers_to_transform = a.layers;
-  spec.seed = seed;
-  if (a.type == "lora") {
-    spec.kind = AdapterKind::lora;
-    spec.lora.r = a.r;
-    spec.lora.alpha = a.alpha;
-    spec.lora.dropout = a.dropout;
-    spec.lora.use_rslora = a.rslora;
-    spec.lora.dtype = DType::f32;
-  } else if (a.type == "multilora") {
-    spec.kind = AdapterKind::multilora;
-    spec.multilora.r = a.r;
-    spec.multilora.n_modules = a.n_modules;
-    spec.multilora.ranks = a.ranks;
-    spec.multilora.alpha = a.alpha;
-    spec.multilora.dropout = a.dropout;
-    spec.multilora.scale_mode = a.scale == "per_channel" ? MultiLoraScale::per_channel : MultiLoraScale::per_module;
-    spec.multilora.learnable_scale = !a.fixed_scale;
-    spec.multilora.scale_init = a.scale_init;
-    spec.multilora.init = a.init == "gaussian" ? MultiLoraInit::gaussian : MultiLoraInit::kaiming_uniform;
-    spec.multilora.dtype = DType::f32;
-  } else {
-    spec.kind = AdapterKind::smora;
-    spec.smora.r = a.r;
-    spec.smora.top_k = a.top_k;
-    spec.smora.alpha = a.alpha;
-    spec.smora.score = a.router == "softmax" ? SmoraScore::softmax : SmoraScore::sigmoid;
-    spec.smora.bias_update_rate = a.balance_rate;
-    spec.smora.dropout = a.dropout;
-    spec.smora.dtype = DType::f32;
-  }
-  return spec;
-}
-
 Trainable setup_trainable(LlamaForCausalLM& model, const TrainConfig& config) {
   Trainable t;
   if (config.adapter.type == "full") {
     t.full = true;
     model.requires_grad_(true);
   } else {
-    t.adapters = inject_adapters(model, injection_spec(config.adapter, static_cast<uint64_t>(config.seed)));
+    InjectionSpec spec;
+    spec.adapter = config.adapter.settings;
+    spec.target_modules = config.adapter.target_modules;
+    spec.layers_to_transform = config.adapter.layers;
+    spec.seed = static_cast<uint64_t>(config.seed);
+    t.adapters = inject_adapters(model, spec);
     if (!config.adapter.init_from.empty()) load_adapter(config.adapter.init_from, t.adapters);
   }
   t.named = model.named_parameters(/*trainable_only=*/true);
@@ -218,6 +185,362 @@ nlohmann::json read_json_file(const fs::path& path) {
   }
 }
 
+// ---- the adapters' state in trainer_state.json beyond their tensors ----
+// "adapter_dropout_rng": {module: [seed, offset]}, and each type's training state under its key
+// (SMoRA: "smora_total_counts": {module: counts}).
+void save_adapter_training_state(const std::vector<NamedAdapter>& adapters, nlohmann::json& state) {
+  nlohmann::json dropout = nlohmann::json::object();
+  for (const NamedAdapter& a : adapters) {
+    const Generator& g = a.adapter->dropout_generator();
+    dropout[a.module_path] = {g.seed(), g.offset()};
+    const std::string key = a.adapter->training_state_key();
+    if (!key.empty()) state[key][a.module_path] = a.adapter->training_state();
+  }
+  state["adapter_dropout_rng"] = dropout;
+}
+
+void restore_adapter_training_state(const std::vector<NamedAdapter>& adapters, const nlohmann::json& state,
+                                    const fs::path& file) {
+  for (const NamedAdapter& a : adapters) {
+    if (state.contains("adapter_dropout_rng")) {
+      const nlohmann::json& dropout = state.at("adapter_dropout_rng");
+      MLR_CHECK(dropout.contains(a.module_path), "mlr-train --resume: {} has no dropout state for {}", file.string(),
+                a.module_path);
+      const auto& g = dropout.at(a.module_path);
+      a.adapter->dropout_generator().set_state(g.at(0).get<uint64_t>(), g.at(1).get<uint64_t>());
+    }
+    const std::string key = a.adapter->training_state_key();
+    if (key.empty() || !state.contains(key)) continue;
+    MLR_CHECK(state.at(key).contains(a.module_path), "mlr-train --resume: {} has no \"{}\" for {}", file.string(), key,
+              a.module_path);
+    a.adapter->restore_training_state(state.at(key).at(a.module_path));
+  }
+}
+
+// What one optimizer step did.
+struct StepResult {
+  double loss = 0;  // mean over the micro-batches
+  double lr = 0;
+  double grad_norm = 0;
+  bool stepped = true;  // false: skipped for non-finite fp16 gradients
+  int64_t tokens = 0;
+  double seconds = 0;
+};
+
+// One run of run_training: set up in the constructor, then run() loops over the steps.
+class TrainingRun {
+ public:
+  TrainingRun(const TrainConfig& config, const TrainOptions& options);
+  TrainReport run();
+
+ private:
+  void write_resolved_config();
+  void load_model_and_data();
+  void build_optimizer();
+  void resume_from_checkpoint();
+  void open_logs();
+  StepResult train_step();
+  void log_step(const StepResult& r);
+  void evaluate_if_due();
+  double heldout_loss();
+  void task_eval(int64_t at_step);
+  void save_checkpoint(int64_t at_step);
+
+  const TrainConfig& config_;
+  const TrainOptions& options_;
+  std::ostream& out_;
+  const fs::path output_dir_;
+  const Device device_;
+  const DType dtype_;
+  std::shared_ptr<LlamaForCausalLM> model_;
+  std::unique_ptr<Tokenizer> tokenizer_;
+  Trainable trainable_;
+  DataPipeline train_data_;
+  std::optional<DataPipeline> heldout_;
+  std::optional<eval::LoadedTasks> eval_tasks_;  // benchmark tasks of the periodic evaluation
+  std::unique_ptr<AdamW> optimizer_;
+  LrSchedule schedule_;
+  std::unique_ptr<DynamicLossScaler> scaler_;
+  std::vector<Variable> params_;
+  CheckpointDirectory checkpoints_;
+  std::optional<data::LoaderState> loader_state_;  // where a resumed run's loader continues
+  std::unique_ptr<data::Loader> loader_;
+  std::unique_ptr<MetricsLog> metrics_;
+  std::unique_ptr<TensorBoardWriter> tensorboard_;
+  TrainReport report_;
+  int64_t step_ = 0;
+  std::chrono::steady_clock::time_point run_start_;
+};
+
+TrainingRun::TrainingRun(const TrainConfig& config, const TrainOptions& options)
+    : config_(config),
+      options_(options),
+      out_(options.out ? *options.out : std::cout),
+      output_dir_(config.output_dir),
+      device_(pick_device(config.model.device)),
+      dtype_(compute_dtype(config.train.precision)),
+      checkpoints_((output_dir_ / "checkpoints").string()) {
+  write_resolved_config();
+  manual_seed(static_cast<uint64_t>(config_.seed));
+  load_model_and_data();
+  build_optimizer();
+  if (options_.resume) resume_from_checkpoint();
+  report_.start_step = step_;
+  loader_ = make_loader(train_data_, loader_state_ ? &*loader_state_ : nullptr);
+  open_logs();
+}
+
+void TrainingRun::write_resolved_config() {
+  fs::create_directories(output_dir_);
+  atomic_write_file((output_dir_ / "config.resolved.yaml").string(), to_yaml(config_));
+  out_ << "resolved configuration (" << (output_dir_ / "config.resolved.yaml").string() << "):\n"
+       << to_yaml(config_) << std::flush;
+}
+
+// Model, tokenizer, adapters; the training data, and the held-out data and benchmark tasks when
+// evaluation is on (eval.interval > 0).
+void TrainingRun::load_model_and_data() {
+  model_ = LlamaForCausalLM::from_pretrained(config_.model.path, dtype_, device_);
+  model_->set_gradient_checkpointing(config_.train.activation_checkpointing);
+  tokenizer_ = load_tokenizer(config_.model.path);
+  trainable_ = setup_trainable(*model_, config_);
+  model_->train();
+  MLR_CHECK(!config_.data_yaml.empty(), "mlr-train: the configuration has no data section");
+  train_data_ = prepare_data(config_.data_yaml, "data", config_, *tokenizer_);
+  const bool evaluating = config_.eval.interval > 0;
+  if (evaluating && config_.eval.heldout_batches > 0)
+    heldout_ = prepare_data(config_.eval.data_yaml, "eval.data", config_, *tokenizer_);
+  if (evaluating && !config_.eval.tasks.empty())
+    eval_tasks_ = eval::load_named_tasks(config_.eval.tasks, config_.eval.data_dir);
+}
+
+// AdamW over the trainable parameters, the learning-rate schedule, fp16 loss scaling.
+void TrainingRun::build_optimizer() {
+  const OptimSection& o = config_.optim;
+  AdamWOptions adam;
+  adam.lr = o.lr;
+  adam.beta1 = o.beta1;
+  adam.beta2 = o.beta2;
+  adam.eps = o.eps;
+  adam.weight_decay = o.weight_decay;
+  NoDecayRules no_decay;
+  if (o.decay_norms_biases_scales) no_decay.patterns.clear();
+  optimizer_ = std::make_unique<AdamW>(make_param_groups(trainable_.named, adam, no_decay));
+  schedule_.kind = parse_lr_schedule_kind(o.schedule);
+  schedule_.base_lr = o.lr;
+  schedule_.warmup_steps = o.warmup_steps;
+  schedule_.total_steps = config_.train.steps;
+  schedule_.min_lr_ratio = o.min_lr_ratio;
+  schedule_.validate();
+  LossScalerOptions scaler_options;
+  scaler_options.enabled = dtype_ == DType::f16;
+  scaler_options.init_scale = o.loss_scale_init;
+  scaler_options.growth_interval = o.loss_scale_growth_interval;
+  scaler_ = std::make_unique<DynamicLossScaler>(scaler_options);
+  params_ = optimizer_->parameters();
+}
+
+// Weights, optimizer, loss scaler, loader position and random streams from the newest complete
+// checkpoint.
+void TrainingRun::resume_from_checkpoint() {
+  const auto latest = checkpoints_.latest();
+  MLR_CHECK(latest.has_value(), "mlr-train --resume: no complete checkpoint in {}",
+            (output_dir_ / "checkpoints").string());
+  const fs::path dir(*latest);
+  const fs::path state_file = dir / "trainer_state.json";
+  const nlohmann::json state = read_json_file(state_file);
+  load_trainable(*model_, trainable_, (dir / "weights").string());
+  TrainingState optim_state;
+  optim_state.tensors = load_checkpoint_tensors((dir / "optimizer.safetensors").string(), std::nullopt, device_);
+  optim_state.scalars = state.at("optimizer");
+  optimizer_->load_state_dict(optim_state);
+  scaler_->load_state_dict(state.at("loss_scaler"));
+  loader_state_ = data::LoaderState::from_json(state.at("loader").dump(), state_file.string());
+  default_generator().set_state(state.at("rng").at("seed").get<uint64_t>(),
+                                state.at("rng").at("offset").get<uint64_t>());
+  restore_adapter_training_state(trainable_.adapters, state, state_file);
+  step_ = state.at("step").get<int64_t>();
+  out_ << fmt::format("resumed from {} at step {}\n", dir.string(), step_);
+}
+
+void TrainingRun::open_logs() {
+  metrics_ = std::make_unique<MetricsLog>((output_dir_ / "metrics.jsonl").string(), options_.resume);
+  if (config_.log.tensorboard)
+    tensorboard_ = std::make_unique<TensorBoardWriter>((output_dir_ / "tensorboard").string());
+  out_ << fmt::format("training {} of {} parameters ({} tensors) on {} in {}, {} steps x {} micro-batches\n",
+                      model_->num_parameters(true), model_->num_parameters(), trainable_.named.size(), device_.str(),
+                      dtype_name(dtype_), config_.train.steps, config_.train.grad_accum)
+       << std::flush;
+}
+
+// grad_accum micro-batches, then clipping, the optimizer step and the adapters' after-step hooks.
+StepResult TrainingRun::train_step() {
+  const auto t0 = std::chrono::steady_clock::now();
+  StepResult r;
+  r.lr = schedule_.lr(step_);
+  optimizer_->set_lr_factor(schedule_.factor(step_));
+  const double accum = static_cast<double>(config_.train.grad_accum);
+  for (int64_t micro = 0; micro < config_.train.grad_accum; ++micro) {
+    const DeviceBatch batch = to_device(loader_->next(), device_);
+    Variable loss = batch_loss(*model_, batch);
+    r.loss += loss.data().to(DType::f64).item<double>() / accum;
+    r.tokens += batch.real_tokens;
+    Variable scaled = scaler_->scale_loss(mul(loss, 1.0 / accum));
+    scaled.backward();
+  }
+  scaler_->unscale_(*optimizer_);
+  r.grad_norm = config_.optim.clip_grad_norm > 0 ? clip_grad_norm_(params_, config_.optim.clip_grad_norm)
+                                                  : global_grad_norm(params_);
+  r.stepped = scaler_->step(*optimizer_);
+  scaler_->update();
+  optimizer_->zero_grad();
+  for (const NamedAdapter& a : trainable_.adapters) a.adapter->after_optimizer_step();
+  ++step_;
+  report_.losses.push_back(r.loss);
+  if (device_.is_cuda()) synchronize(device_);
+  r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return r;
+}
+
+// The step line, the metrics.jsonl record and TensorBoard scalars (every log.interval steps and at
+// the end), and the progress bar.
+void TrainingRun::log_step(const StepResult& r) {
+  const int64_t total = config_.train.steps;
+  if (step_ % config_.log.interval == 0 || step_ == total) {
+    const double tokens_per_s = r.tokens / std::max(r.seconds, 1e-9);
+    const double peak = peak_flops(device_, dtype_);
+    const double mfu = peak > 0 ? tokens_per_s * flops_per_token(*model_, trainable_.full) / peak : -1;
+    const MemoryStats mem = memory_stats(device_);
+    const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - run_start_).count();
+    const double eta = elapsed / static_cast<double>(step_ - report_.start_step) * static_cast<double>(total - step_);
+    out_ << fmt::format("step {}/{} | loss {:.4f} | lr {:.3e} | grad norm {:.3f}{} | {:.0f} tok/s | MFU {} | mem {} | ETA {}\n",
+                        step_, total, r.loss, r.lr, r.grad_norm, r.stepped ? "" : " (skipped: inf/NaN)", tokens_per_s,
+                        mfu >= 0 ? fmt::format("{:.1f}%", 100 * mfu) : std::string("n/a"),
+                        human_bytes(static_cast<double>(mem.peak_bytes)), human_duration(eta))
+         << std::flush;
+    nlohmann::json record = {{"step", step_},          {"loss", r.loss},           {"lr", r.lr},
+                             {"grad_norm", r.grad_norm}, {"tokens_per_s", tokens_per_s}, {"peak_memory_bytes", mem.peak_bytes},
+                             {"skipped", !r.stepped},  {"loss_scale", scaler_->scale()}};
+    if (mfu >= 0) record["mfu"] = mfu;
+    std::vector<std::pair<std::string, float>> scalars = {{"train/loss", static_cast<float>(r.loss)},
+                                                          {"train/lr", static_cast<float>(r.lr)},
+                                                          {"train/grad_norm", static_cast<float>(r.grad_norm)},
+                                                          {"train/tokens_per_s", static_cast<float>(tokens_per_s)}};
+    if (!trainable_.adapters.empty()) {  // the first adapter's figures stand for the run
+      for (const AdaptedLinear::Metric& m : trainable_.adapters.front().adapter->step_metrics()) {
+        record[m.name] = m.value;
+        if (!m.tensorboard_tag.empty()) scalars.push_back({m.tensorboard_tag, static_cast<float>(m.value)});
+      }
+    }
+    metrics_->write(record);
+    if (tensorboard_) tensorboard_->add_scalars(scalars, step_);
+  }
+  if (options_.progress_bar && isatty(STDERR_FILENO))
+    std::cerr << "\r" << progress_bar(step_, total) << " " << step_ << "/" << total << (step_ == total ? "\n" : "")
+              << std::flush;
+}
+
+void TrainingRun::evaluate_if_due() {
+  const bool due = config_.eval.interval > 0 && (step_ % config_.eval.interval == 0 || step_ == config_.train.steps);
+  if (!due) return;
+  if (eval_tasks_) task_eval(step_);
+  if (heldout_) {
+    const double l = heldout_loss();
+    report_.heldout_losses.push_back(l);
+    out_ << fmt::format("eval step {} | held-out loss {:.4f} | perplexity {:.2f}\n", step_, l, std::exp(l))
+         << std::flush;
+    metrics_->write({{"step", step_}, {"heldout_loss", l}});
+    if (tensorboard_) tensorboard_->add_scalar("eval/heldout_loss", l, step_);
+  }
+}
+
+double TrainingRun::heldout_loss() {
+  NoGradGuard no_grad;
+  model_->eval();
+  auto eval_loader = make_loader(*heldout_, nullptr);
+  double total = 0;
+  for (int64_t i = 0; i < config_.eval.heldout_batches; ++i)
+    total += batch_loss(*model_, to_device(eval_loader->next(), device_)).data().to(DType::f64).item<double>();
+  model_->train();
+  return total / static_cast<double>(config_.eval.heldout_batches);
+}
+
+// The benchmark tasks scored as mlr-eval scores them (lm-evaluation-harness rules), adapters
+// unmerged, dropout off; logs every task's and group's metrics.
+void TrainingRun::task_eval(int64_t at_step) {
+  NoGradGuard no_grad;
+  model_->eval();
+  eval::LlamaContinuationModel lm(*model_);
+  eval::TokenizedScorer scorer(*tokenizer_, lm, config_.model.path);
+  eval::EvalOptions eval_options;
+  if (config_.eval.limit > 0) eval_options.limit = static_cast<double>(config_.eval.limit);
+  const eval::EvalResults results = eval::evaluate(eval_tasks_->tasks, eval_tasks_->groups, scorer, eval_options);
+  model_->train();
+  nlohmann::json record = {{"step", at_step}, {"tasks", nlohmann::json::object()}};
+  std::vector<std::pair<std::string, float>> scalars;
+  std::string line = fmt::format("eval step {} |", at_step);
+  auto add = [&](const std::string& name, const std::vector<eval::MetricValue>& metrics, bool show) {
+    for (const eval::MetricValue& m : metrics) {
+      record["tasks"][name][m.name] = m.value;
+      scalars.push_back({fmt::format("eval/{}/{}", name, m.name), static_cast<float>(m.value)});
+      if (show && m.name == "acc") line += fmt::format(" {} acc {:.4f} |", name, m.value);
+    }
+  };
+  // Every task in the logs; on the line, the groups and the tasks outside any group.
+  std::set<std::string> grouped;
+  for (const eval::TaskGroup& g : eval_tasks_->groups)
+    for (const std::string& c : g.children) grouped.insert(c);
+  for (const eval::TaskResult& t : results.tasks) add(t.name, t.metrics, !grouped.count(t.name));
+  for (const eval::GroupResult& g : results.groups) add(g.name, g.metrics, g.name == "mmlu" || !grouped.count(g.name));
+  out_ << line << "\n" << std::flush;
+  metrics_->write(record);
+  if (tensorboard_) tensorboard_->add_scalars(scalars, at_step);
+}
+
+void TrainingRun::save_checkpoint(int64_t at_step) {
+  const std::string staging = checkpoints_.begin(at_step);
+  save_trainable(*model_, trainable_, config_, (fs::path(staging) / "weights").string());
+  const TrainingState optim_state = optimizer_->state_dict();
+  std::vector<std::pair<std::string, Tensor>> tensors(optim_state.tensors.begin(), optim_state.tensors.end());
+  save_safetensors((fs::path(staging) / "optimizer.safetensors").string(), tensors);
+  nlohmann::json state;
+  state["step"] = at_step;
+  state["optimizer"] = optim_state.scalars;
+  state["lr_schedule"] = schedule_.state_dict();
+  state["loss_scaler"] = scaler_->state_dict();
+  state["loader"] = nlohmann::json::parse(loader_->state().to_json());
+  state["rng"] = {{"seed", default_generator().seed()}, {"offset", default_generator().offset()}};
+  save_adapter_training_state(trainable_.adapters, state);
+  atomic_write_file((fs::path(staging) / "trainer_state.json").string(), state.dump(2));
+  const std::string path = checkpoints_.commit(at_step, config_.save.keep_last);
+  out_ << fmt::format("saved checkpoint {}\n", path) << std::flush;
+}
+
+TrainReport TrainingRun::run() {
+  run_start_ = std::chrono::steady_clock::now();
+  while (step_ < config_.train.steps) {
+    log_step(train_step());
+    evaluate_if_due();
+    if (g_stop_requested.load()) {
+      out_ << "stop requested: saving a checkpoint\n";
+      save_checkpoint(step_);
+      report_.interrupted = true;
+      report_.steps_done = step_;
+      g_stop_requested.store(false);  // the request is served; a later run in this process starts clean
+      return report_;
+    }
+    if (config_.save.interval > 0 && step_ % config_.save.interval == 0 && step_ < config_.train.steps)
+      save_checkpoint(step_);
+  }
+  save_checkpoint(step_);
+  const fs::path final_dir = output_dir_ / "final";
+  save_trainable(*model_, trainable_, config_, final_dir.string());
+  out_ << fmt::format("done: {} steps, final weights in {}\n", step_, final_dir.string());
+  report_.steps_done = step_;
+  report_.final_dir = final_dir.string();
+  return report_;
+}
+
 }  // namespace
 
 void request_training_stop() { g_stop_requested.store(true); }
@@ -228,270 +551,7 @@ void install_training_signal_handlers() {
 }
 
 TrainReport run_training(const TrainConfig& config, const TrainOptions& options) {
-  std::ostream& out = options.out ? *options.out : std::cout;
-  const fs::path output_dir(config.output_dir);
-  fs::create_directories(output_dir);
-  atomic_write_file((output_dir / "config.resolved.yaml").string(), to_yaml(config));
-  out << "resolved configuration (" << (output_dir / "config.resolved.yaml").string() << "):\n"
-      << to_yaml(config) << std::flush;
-
-  const Device device = pick_device(config.model.device);
-  const DType dtype = compute_dtype(config.train.precision);
-  manual_seed(static_cast<uint64_t>(config.seed));
-
-  // Model, tokenizer, adapters.
-  auto model = LlamaForCausalLM::from_pretrained(config.model.path, dtype, device);
-  model->set_gradient_checkpointing(config.train.activation_checkpointing);
-  const auto tokenizer = load_tokenizer(config.model.path);
-  Trainable trainable = setup_trainable(*model, config);
-  model->train();
-
-  // Data.
-  MLR_CHECK(!config.data_yaml.empty(), "mlr-train: the configuration has no data section");
-  DataPipeline train_data = prepare_data(config.data_yaml, "data", config, *tokenizer);
-  std::optional<DataPipeline> heldout;
-  // Evaluation runs every eval.interval steps; 0 switches it off (the tasks and data are then not loaded).
-  const bool evaluating = config.eval.interval > 0;
-  if (evaluating && config.eval.heldout_batches > 0)
-    heldout = prepare_data(config.eval.data_yaml, "eval.data", config, *tokenizer);
-  // Benchmark tasks for the periodic evaluation, loaded once.
-  std::optional<eval::LoadedTasks> eval_tasks;
-  if (evaluating && !config.eval.tasks.empty()) eval_tasks = eval::load_named_tasks(config.eval.tasks, config.eval.data_dir);
-
-  // Optimizer, schedule, loss scaling.
-  AdamWOptions adam;
-  adam.lr = config.optim.lr;
-  adam.beta1 = config.optim.beta1;
-  adam.beta2 = config.optim.beta2;
-  adam.eps = config.optim.eps;
-  adam.weight_decay = config.optim.weight_decay;
-  NoDecayRules no_decay;
-  if (config.optim.decay_norms_biases_scales) no_decay.patterns.clear();
-  AdamW optimizer(make_param_groups(trainable.named, adam, no_decay));
-  LrSchedule schedule;
-  schedule.kind = parse_lr_schedule_kind(config.optim.schedule);
-  schedule.base_lr = config.optim.lr;
-  schedule.warmup_steps = config.optim.warmup_steps;
-  schedule.total_steps = config.train.steps;
-  schedule.min_lr_ratio = config.optim.min_lr_ratio;
-  schedule.validate();
-  LossScalerOptions scaler_options;
-  scaler_options.enabled = dtype == DType::f16;
-  scaler_options.init_scale = config.optim.loss_scale_init;
-  scaler_options.growth_interval = config.optim.loss_scale_growth_interval;
-  DynamicLossScaler scaler(scaler_options);
-  const std::vector<Variable> params = optimizer.parameters();
-
-  // Resume.
-  CheckpointDirectory checkpoints((output_dir / "checkpoints").string());
-  TrainReport report;
-  int64_t step = 0;
-  std::optional<data::LoaderState> loader_state;
-  if (options.resume) {
-    const auto latest = checkpoints.latest();
-    MLR_CHECK(latest.has_value(), "mlr-train --resume: no complete checkpoint in {}",
-              (output_dir / "checkpoints").string());
-    const fs::path dir(*latest);
-    const nlohmann::json state = read_json_file(dir / "trainer_state.json");
-    load_trainable(*model, trainable, (dir / "weights").string());
-    TrainingState optim_state;
-    optim_state.tensors = load_checkpoint_tensors((dir / "optimizer.safetensors").string(), std::nullopt, device);
-    optim_state.scalars = state.at("optimizer");
-    optimizer.load_state_dict(optim_state);
-    scaler.load_state_dict(state.at("loss_scaler"));
-    loader_state = data::LoaderState::from_json(state.at("loader").dump(), (dir / "trainer_state.json").string());
-    default_generator().set_state(state.at("rng").at("seed").get<uint64_t>(), state.at("rng").at("offset").get<uint64_t>());
-    if (state.contains("adapter_dropout_rng")) {
-      const nlohmann::json& dropout = state.at("adapter_dropout_rng");
-      for (const NamedAdapter& a : trainable.adapters) {
-        MLR_CHECK(dropout.contains(a.module_path), "mlr-train --resume: {} has no dropout state for {}",
-                  (dir / "trainer_state.json").string(), a.module_path);
-        const auto& g = dropout.at(a.module_path);
-        a.adapter->dropout_generator().set_state(g.at(0).get<uint64_t>(), g.at(1).get<uint64_t>());
-      }
-    }
-    if (state.contains("smora_total_counts")) {
-      for (const NamedAdapter& a : trainable.adapters)
-        if (auto* smora = dynamic_cast<SmoraLinear*>(a.adapter))
-          smora->set_total_counts(state.at("smora_total_counts").at(a.module_path).get<std::vector<int64_t>>());
-    }
-    step = state.at("step").get<int64_t>();
-    out << fmt::format("resumed from {} at step {}\n", dir.string(), step);
-  }
-  report.start_step = step;
-  auto loader = make_loader(train_data, loader_state ? &*loader_state : nullptr);
-
-  MetricsLog metrics((output_dir / "metrics.jsonl").string(), options.resume);
-  std::unique_ptr<TensorBoardWriter> tensorboard;
-  if (config.log.tensorboard) tensorboard = std::make_unique<TensorBoardWriter>((output_dir / "tensorboard").string());
-
-  const double model_flops_per_token = flops_per_token(*model, trainable.full);
-  const double peak = peak_flops(device, dtype);
-  const bool bar = options.progress_bar && isatty(STDERR_FILENO);
-  out << fmt::format("training {} of {} parameters ({} tensors) on {} in {}, {} steps x {} micro-batches\n",
-                     model->num_parameters(true), model->num_parameters(), trainable.named.size(), device.str(),
-                     dtype_name(dtype), config.train.steps, config.train.grad_accum)
-      << std::flush;
-
-  auto save_checkpoint = [&](int64_t at_step) {
-    const std::string staging = checkpoints.begin(at_step);
-    save_trainable(*model, trainable, config, (fs::path(staging) / "weights").string());
-    const TrainingState optim_state = optimizer.state_dict();
-    std::vector<std::pair<std::string, Tensor>> tensors(optim_state.tensors.begin(), optim_state.tensors.end());
-    save_safetensors((fs::path(staging) / "optimizer.safetensors").string(), tensors);
-    nlohmann::json state;
-    state["step"] = at_step;
-    state["optimizer"] = optim_state.scalars;
-    state["lr_schedule"] = schedule.state_dict();
-    state["loss_scaler"] = scaler.state_dict();
-    state["loader"] = nlohmann::json::parse(loader->state().to_json());
-    state["rng"] = {{"seed", default_generator().seed()}, {"offset", default_generator().offset()}};
-    nlohmann::json dropout = nlohmann::json::object();
-    for (const NamedAdapter& a : trainable.adapters) {
-      const Generator& g = a.adapter->dropout_generator();
-      dropout[a.module_path] = {g.seed(), g.offset()};
-    }
-    state["adapter_dropout_rng"] = dropout;
-    nlohmann::json smora_counts = nlohmann::json::object();
-    for (const NamedAdapter& a : trainable.adapters)
-      if (auto* smora = dynamic_cast<SmoraLinear*>(a.adapter)) smora_counts[a.module_path] = smora->total_counts();
-    if (!smora_counts.empty()) state["smora_total_counts"] = smora_counts;
-    atomic_write_file((fs::path(staging) / "trainer_state.json").string(), state.dump(2));
-    const std::string path = checkpoints.commit(at_step, config.save.keep_last);
-    out << fmt::format("saved checkpoint {}\n", path) << std::flush;
-  };
-
-  auto heldout_loss = [&]() {
-    NoGradGuard no_grad;
-    model->eval();
-    auto eval_loader = make_loader(*heldout, nullptr);
-    double total = 0;
-    for (int64_t i = 0; i < config.eval.heldout_batches; ++i)
-      total += batch_loss(*model, to_device(eval_loader->next(), device)).data().to(DType::f64).item<double>();
-    model->train();
-    return total / static_cast<double>(config.eval.heldout_batches);
-  };
-
-  // The benchmark tasks scored as mlr-eval scores them (lm-evaluation-harness rules), adapters
-  // unmerged, dropout off; returns the JSON record and logs every task's and group's metrics.
-  auto task_eval = [&](int64_t at_step) {
-    NoGradGuard no_grad;
-    model->eval();
-    eval::LlamaContinuationModel lm(*model);
-    eval::TokenizedScorer scorer(*tokenizer, lm, config.model.path);
-    eval::EvalOptions eval_options;
-    if (config.eval.limit > 0) eval_options.limit = static_cast<double>(config.eval.limit);
-    const eval::EvalResults results = eval::evaluate(eval_tasks->tasks, eval_tasks->groups, scorer, eval_options);
-    model->train();
-    nlohmann::json record = {{"step", at_step}, {"tasks", nlohmann::json::object()}};
-    std::vector<std::pair<std::string, float>> scalars;
-    std::string line = fmt::format("eval step {} |", at_step);
-    auto add = [&](const std::string& name, const std::vector<eval::MetricValue>& metrics, bool show) {
-      for (const eval::MetricValue& m : metrics) {
-        record["tasks"][name][m.name] = m.value;
-        scalars.push_back({fmt::format("eval/{}/{}", name, m.name), static_cast<float>(m.value)});
-        if (show && m.name == "acc") line += fmt::format(" {} acc {:.4f} |", name, m.value);
-      }
-    };
-    // Every task in the logs; on the line, the groups and the tasks outside any group.
-    std::set<std::string> grouped;
-    for (const eval::TaskGroup& g : eval_tasks->groups)
-      for (const std::string& c : g.children) grouped.insert(c);
-    for (const eval::TaskResult& t : results.tasks) add(t.name, t.metrics, !grouped.count(t.name));
-    for (const eval::GroupResult& g : results.groups) add(g.name, g.metrics, g.name == "mmlu" || !grouped.count(g.name));
-    out << line << "\n" << std::flush;
-    metrics.write(record);
-    if (tensorboard) tensorboard->add_scalars(scalars, at_step);
-  };
-
-  const auto run_start = std::chrono::steady_clock::now();
-  while (step < config.train.steps) {
-    const auto t0 = std::chrono::steady_clock::now();
-    const double lr = schedule.lr(step);
-    optimizer.set_lr_factor(schedule.factor(step));
-    double step_loss = 0;
-    int64_t tokens = 0;
-    for (int64_t micro = 0; micro < config.train.grad_accum; ++micro) {
-      const DeviceBatch batch = to_device(loader->next(), device);
-      Variable loss = batch_loss(*model, batch);
-      step_loss += loss.data().to(DType::f64).item<double>() / static_cast<double>(config.train.grad_accum);
-      tokens += batch.real_tokens;
-      Variable scaled = mul(loss, 1.0 / static_cast<double>(config.train.grad_accum));
-      scaled = scaler.scale_loss(scaled);
-      scaled.backward();
-    }
-    scaler.unscale_(optimizer);
-    const double grad_norm = config.optim.clip_grad_norm > 0 ? clip_grad_norm_(params, config.optim.clip_grad_norm)
-                                                              : global_grad_norm(params);
-    const bool stepped = scaler.step(optimizer);
-    scaler.update();
-    optimizer.zero_grad();
-    for (const NamedAdapter& a : trainable.adapters)
-      if (auto* smora = dynamic_cast<SmoraLinear*>(a.adapter)) smora->update_load_balance();
-    ++step;
-    report.losses.push_back(step_loss);
-    if (device.is_cuda()) synchronize(device);
-    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    const double tokens_per_s = tokens / std::max(seconds, 1e-9);
-    const double mfu = peak > 0 ? tokens_per_s * model_flops_per_token / peak : -1;
-    const MemoryStats mem = memory_stats(device);
-    const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - run_start).count();
-    const double eta = elapsed / static_cast<double>(step - report.start_step) * static_cast<double>(config.train.steps - step);
-
-    if (step % config.log.interval == 0 || step == config.train.steps) {
-      out << fmt::format("step {}/{} | loss {:.4f} | lr {:.3e} | grad norm {:.3f}{} | {:.0f} tok/s | MFU {} | mem {} | ETA {}\n",
-                         step, config.train.steps, step_loss, lr, grad_norm, stepped ? "" : " (skipped: inf/NaN)",
-                         tokens_per_s, mfu >= 0 ? fmt::format("{:.1f}%", 100 * mfu) : std::string("n/a"),
-                         human_bytes(static_cast<double>(mem.peak_bytes)), human_duration(eta))
-          << std::flush;
-      nlohmann::json record = {{"step", step},          {"loss", step_loss},        {"lr", lr},
-                               {"grad_norm", grad_norm}, {"tokens_per_s", tokens_per_s}, {"peak_memory_bytes", mem.peak_bytes},
-                               {"skipped", !stepped},    {"loss_scale", scaler.scale()}};
-      if (mfu >= 0) record["mfu"] = mfu;
-      std::vector<std::pair<std::string, float>> scalars = {{"train/loss", static_cast<float>(step_loss)},
-                                                            {"train/lr", static_cast<float>(lr)},
-                                                            {"train/grad_norm", static_cast<float>(grad_norm)},
-                                                            {"train/tokens_per_s", static_cast<float>(tokens_per_s)}};
-      if (!trainable.adapters.empty()) {
-        if (auto* smora = dynamic_cast<SmoraLinear*>(trainable.adapters.front().adapter)) {
-          const SmoraLoadStats s = smora->load_stats();
-          record["smora_max_over_mean_load"] = s.max_over_mean;
-          record["smora_load_cv"] = s.coefficient_of_variation;
-          scalars.push_back({"smora/max_over_mean_load", static_cast<float>(s.max_over_mean)});
-        }
-      }
-      metrics.write(record);
-      if (tensorboard) tensorboard->add_scalars(scalars, step);
-    }
-    if (bar) std::cerr << "\r" << progress_bar(step, config.train.steps) << " " << step << "/" << config.train.steps
-                       << (step == config.train.steps ? "\n" : "") << std::flush;
-
-    const bool eval_now = config.eval.interval > 0 && (step % config.eval.interval == 0 || step == config.train.steps);
-    if (eval_tasks && eval_now) task_eval(step);
-    if (heldout && eval_now) {
-      const double l = heldout_loss();
-      report.heldout_losses.push_back(l);
-      out << fmt::format("eval step {} | held-out loss {:.4f} | perplexity {:.2f}\n", step, l, std::exp(l)) << std::flush;
-      metrics.write({{"step", step}, {"heldout_loss", l}});
-      if (tensorboard) tensorboard->add_scalar("eval/heldout_loss", l, step);
-    }
-    if (g_stop_requested.load()) {
-      out << "stop requested: saving a checkpoint\n";
-      save_checkpoint(step);
-      report.interrupted = true;
-      report.steps_done = step;
-      g_stop_requested.store(false);  // the request is served; a later run in this process starts clean
-      return report;
-    }
-    if (config.save.interval > 0 && step % config.save.interval == 0 && step < config.train.steps) save_checkpoint(step);
-  }
-  save_checkpoint(step);
-  const fs::path final_dir = output_dir / "final";
-  save_trainable(*model, trainable, config, final_dir.string());
-  out << fmt::format("done: {} steps, final weights in {}\n", step, final_dir.string());
-  report.steps_done = step;
-  report.final_dir = final_dir.string();
-  return report;
+  return TrainingRun(config, options).run();
 }
 
 }  // namespace mlr

@@ -38,6 +38,7 @@
 #include "autograd/functions.h"
 #include "llama/model.h"
 #include "multilora/inject.h"
+#include "multilora/multilora.h"
 #include "optim/adamw.h"
 #include "tensor/error.h"
 #include "tensor/ops.h"
@@ -238,16 +239,18 @@ Result run_row(const Row& row, const Options& options) {
       spec.target_modules = {"q_proj", "k_proj", "v_proj", "o_proj"};
       if (row.all_linear) spec.target_modules.insert(spec.target_modules.end(), {"gate_proj", "up_proj", "down_proj"});
       if (row.method == Method::lora) {
-        spec.kind = AdapterKind::lora;
-        spec.lora.r = row.rank;
-        spec.lora.alpha = 2.0 * static_cast<double>(row.rank);
-        spec.lora.dtype = DType::f32;
+        LoraConfig lora;
+        lora.r = row.rank;
+        lora.alpha = 2.0 * static_cast<double>(row.rank);
+        lora.dtype = DType::f32;
+        spec.adapter = std::make_shared<LoraConfig>(lora);
       } else {
-        spec.kind = AdapterKind::multilora;
-        spec.multilora.r = row.rank;
-        spec.multilora.n_modules = row.n_modules;
-        spec.multilora.alpha = 2.0 * static_cast<double>(row.rank);
-        spec.multilora.dtype = DType::f32;
+        MultiLoraConfig multilora;
+        multilora.r = row.rank;
+        multilora.n_modules = row.n_modules;
+        multilora.alpha = 2.0 * static_cast<double>(row.rank);
+        multilora.dtype = DType::f32;
+        spec.adapter = std::make_shared<MultiLoraConfig>(multilora);
       }
       inject_adapters(model, spec);
     }

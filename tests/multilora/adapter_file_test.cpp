@@ -14,6 +14,9 @@
 
 #include "llama/safetensors.h"
 #include "multilora/adapter_file.h"
+#include "multilora/lora.h"
+#include "multilora/multilora.h"
+#include "multilora/smora.h"
 #include "tests/multilora/test_helpers.h"
 
 namespace fs = std::filesystem;

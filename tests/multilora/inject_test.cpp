@@ -9,7 +9,10 @@
 #include <filesystem>
 #include <set>
 
+#include "multilora/dora.h"
 #include "multilora/inject.h"
+#include "multilora/multilora.h"
+#include "multilora/smora.h"
 #include "tests/multilora/test_helpers.h"
 
 namespace fs = std::filesystem;
@@ -97,11 +100,13 @@ TEST_CASE("inject: LoRA on targets and layers; base frozen; HF names kept; outpu
   Tensor before = m.forward(x).data();
   auto base_names = m.state_dict();
 
+  LoraConfig lora;
+  lora.r = 2;
+  lora.alpha = 4;
   InjectionSpec spec;
+  spec.adapter = std::make_shared<LoraConfig>(lora);
   spec.target_modules = {"q_proj", "v_proj", "down_proj"};
   spec.layers_to_transform = {0, 2};
-  spec.lora.r = 2;
-  spec.lora.alpha = 4;
   auto adapters = inject_adapters(m, spec);
   std::vector<std::string> paths;
   for (auto& na : adapters) paths.push_back(na.module_path);
@@ -149,18 +154,24 @@ TEST_CASE("inject: LoRA on targets and layers; base frozen; HF names kept; outpu
                   "\"lm_head\", \"q_proj\", \"up_proj\", \"v_proj\"])") != std::string::npos);
 }
 
-TEST_CASE("inject: save from a model, inject from the file into a fresh model: same outputs (all kinds)") {
-  for (AdapterKind kind : {AdapterKind::lora, AdapterKind::multilora, AdapterKind::smora}) {
-    INFO(adapter_kind_name(kind));
+TEST_CASE("inject: save from a model, inject from the file into a fresh model: same outputs (every type)") {
+  MultiLoraConfig multilora;
+  multilora.r = 4;
+  multilora.n_modules = 2;
+  SmoraConfig smora;
+  smora.r = 4;
+  smora.top_k = 2;
+  const std::vector<std::shared_ptr<const AdapterConfig>> configs = {
+      std::make_shared<LoraConfig>(), std::make_shared<MultiLoraConfig>(multilora), std::make_shared<SmoraConfig>(smora),
+      std::make_shared<DoraConfig>()};
+  REQUIRE(configs.size() == adapter_types().size());
+  for (const auto& config : configs) {
+    INFO(config->type().name);
     TempDir dir;
     TinyModel a(3);
     InjectionSpec spec;
-    spec.kind = kind;
+    spec.adapter = config;
     spec.target_modules = {"q_proj", "up_proj"};
-    spec.multilora.r = 4;
-    spec.multilora.n_modules = 2;
-    spec.smora.r = 4;
-    spec.smora.top_k = 2;
     inject_adapters(a, spec);
     randomise_adapters(a, 50);
     a.eval();
@@ -196,11 +207,12 @@ TEST_CASE("inject: merge for export: base names only, merged values, outputs equ
   auto original = m.ordered_state_dict();
   std::vector<Tensor> original_values;
   for (auto& [n, t] : original) original_values.push_back(t.clone());
+  MultiLoraConfig multilora;
+  multilora.r = 4;
+  multilora.n_modules = 2;
   InjectionSpec spec;
-  spec.kind = AdapterKind::multilora;
+  spec.adapter = std::make_shared<MultiLoraConfig>(multilora);
   spec.target_modules = {"q_proj", "v_proj", "up_proj", "down_proj"};
-  spec.multilora.r = 4;
-  spec.multilora.n_modules = 2;
   inject_adapters(m, spec);
   randomise_adapters(m, 70);
   m.eval();
@@ -225,12 +237,13 @@ TEST_CASE("inject: merge for export: base names only, merged values, outputs equ
 
 TEST_CASE("inject: SMoRA bias is a module buffer; moving the model to f64 carries the adapters along") {
   TinyModel m(7);
+  SmoraConfig smora;
+  smora.r = 4;
+  smora.top_k = 1;
+  smora.bias_update_rate = 0.5;
   InjectionSpec spec;
-  spec.kind = AdapterKind::smora;
+  spec.adapter = std::make_shared<SmoraConfig>(smora);
   spec.target_modules = {"up_proj"};
-  spec.smora.r = 4;
-  spec.smora.top_k = 1;
-  spec.smora.bias_update_rate = 0.5;
   auto adapters = inject_adapters(m, spec);
   auto buffers = m.named_buffers();
   CHECK(buffers.size() == static_cast<size_t>(kLayers));

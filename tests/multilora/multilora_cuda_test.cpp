@@ -221,13 +221,14 @@ TEST_CASE("multilora on CUDA in a LLaMA model: loss and every adapter gradient e
   for (const auto& [name, t] : cpu_model.state_dict()) weights[name] = t.clone();
   cuda_model.load_state_dict(weights);
   cuda_model.to(Device::cuda(0));  // before injecting (inject.h)
+  MultiLoraConfig multilora;
+  multilora.r = 8;
+  multilora.n_modules = 4;
+  multilora.alpha = 16;
+  multilora.dtype = DType::f32;
   InjectionSpec spec;
-  spec.kind = AdapterKind::multilora;
+  spec.adapter = std::make_shared<MultiLoraConfig>(multilora);
   spec.target_modules = {"q_proj", "k_proj", "v_proj", "o_proj"};
-  spec.multilora.r = 8;
-  spec.multilora.n_modules = 4;
-  spec.multilora.alpha = 16;
-  spec.multilora.dtype = DType::f32;
   const auto cpu_adapters = inject_adapters(cpu_model, spec);
   const auto cuda_adapters = inject_adapters(cuda_model, spec);
   REQUIRE(cpu_adapters.size() == 8);

@@ -3,6 +3,9 @@
 #include <doctest/doctest.h>
 
 #include "data/config.h"
+#include "multilora/dora.h"
+#include "multilora/multilora.h"
+#include "multilora/smora.h"
 #include "train/config.h"
 
 using namespace mlr;
@@ -35,10 +38,15 @@ TEST_CASE("train config: values, defaults and relative paths") {
   CHECK(c.model.path == "/configs/ckpt");
   CHECK(c.model.device == "cpu");
   CHECK(c.adapter.type == "multilora");
-  CHECK(c.adapter.r == 32);
-  CHECK(c.adapter.n_modules == 4);
+  REQUIRE(c.adapter.settings != nullptr);
+  CHECK(&c.adapter.settings->type() == &multilora_adapter_type());
+  const auto& multilora = dynamic_cast<const MultiLoraConfig&>(*c.adapter.settings);
+  CHECK(multilora.r == 32);
+  CHECK(multilora.n_modules == 4);
   CHECK(c.adapter.target_modules == std::vector<std::string>{"q_proj", "v_proj", "o_proj"});
-  CHECK(c.adapter.alpha == 16);  // default
+  CHECK(multilora.alpha == 16);  // the run configuration's default
+  CHECK(multilora.scale_mode == MultiLoraScale::per_module);
+  CHECK(multilora.init == MultiLoraInit::kaiming_uniform);
   CHECK(c.train.steps == 50);
   CHECK(c.train.grad_accum == 2);
   CHECK(c.optim.lr == doctest::Approx(1e-4));
@@ -55,10 +63,30 @@ TEST_CASE("train config: key=value overrides keep their YAML types and create se
       "");
   CHECK(c.optim.lr == doctest::Approx(3e-4));
   CHECK(c.adapter.type == "smora");
-  CHECK(c.adapter.top_k == 2);
+  CHECK(dynamic_cast<const SmoraConfig&>(*c.adapter.settings).top_k == 2);
   CHECK(c.adapter.target_modules == std::vector<std::string>{"k_proj", "down_proj"});
   CHECK(c.save.interval == 10);
   CHECK(c.train.activation_checkpointing);
+}
+
+TEST_CASE("train config: every adapter type's keys, and the resolved YAML of each") {
+  const TrainConfig per_channel =
+      parse_train_config(kYaml, "run.yaml", {"adapter.scale_mode=per_channel", "adapter.init=gaussian"}, "");
+  const auto& m = dynamic_cast<const MultiLoraConfig&>(*per_channel.adapter.settings);
+  CHECK(m.scale_mode == MultiLoraScale::per_channel);
+  CHECK(m.init == MultiLoraInit::gaussian);
+  for (const AdapterType* type : adapter_types()) {
+    CAPTURE(type->name);
+    const TrainConfig c = parse_train_config(kYaml, "run.yaml", {"adapter.type=" + type->name, "adapter.r=8"}, "");
+    REQUIRE(c.adapter.settings != nullptr);
+    CHECK(&c.adapter.settings->type() == type);
+    const TrainConfig back = parse_train_config(to_yaml(c), "resolved.yaml", {}, "");
+    CHECK(to_yaml(back) == to_yaml(c));
+    CHECK(back.adapter.settings->yaml_fields() == c.adapter.settings->yaml_fields());
+  }
+  const TrainConfig dora = parse_train_config(kYaml, "run.yaml", {"adapter.type=dora", "adapter.rslora=true"}, "");
+  CHECK(dynamic_cast<const DoraConfig&>(*dora.adapter.settings).use_rslora);
+  CHECK(parse_train_config(kYaml, "run.yaml", {"adapter.type=full"}, "").adapter.settings == nullptr);
 }
 
 TEST_CASE("train config: the resolved YAML parses back to the same values") {
@@ -76,7 +104,15 @@ TEST_CASE("train config: errors name the file, line and key") {
   fails_with(kYaml, {"optim.lrr=1"}, "unknown key 'optim.lrr'");
   fails_with(kYaml, {"optim.lr=abc"}, "command-line override: 'optim.lr' is \"abc\", expected a number");
   fails_with("model: {path: x}\ntrain:\n  steps: -3\n", {}, "run.yaml:3: 'train.steps' must be positive");
-  fails_with(kYaml, {"adapter.r=30"}, "'adapter.r' 30 is not divisible by n_modules 4");
+  // r % n_modules: the library's rule (an uneven split, larger ranks first; at least one rank each).
+  const TrainConfig uneven = parse_train_config(kYaml, "run.yaml", {"adapter.r=30"}, "");
+  CHECK(multilora_ranks(dynamic_cast<const MultiLoraConfig&>(*uneven.adapter.settings)) ==
+        std::vector<int64_t>{8, 8, 7, 7});
+  fails_with(kYaml, {"adapter.r=3"}, "'adapter.r' does not fit: multilora: total rank 3 cannot be split over 4 modules");
+  // The MultiLoRA scale mode and init use adapter_config.json's words.
+  fails_with(kYaml, {"adapter.scale=scalar"}, "'adapter.scale' was renamed scale_mode");
+  fails_with(kYaml, {"adapter.init=kaiming"}, "'adapter.init' is \"kaiming\", expected one of: gaussian, kaiming_uniform");
+  fails_with(kYaml, {"adapter.type=ia3"}, "'adapter.type' is \"ia3\", expected one of: dora, full, lora, multilora, smora");
   fails_with(kYaml, {"adapter.target_modules=[qproj]"}, "has \"qproj\"");
   fails_with(kYaml, {"train.precision=fp8"}, "'train.precision' is \"fp8\", expected one of");
   fails_with("train: {steps: 3}\n", {}, "'model.path' is required");

@@ -31,11 +31,12 @@ TEST_CASE("LoRA training matches transformers + PEFT + torch AdamW step by step 
   const Tensor& labels = batches.at("labels");
 
   auto model = LlamaForCausalLM::from_pretrained(std::string(MLR_SOURCE_DIR) + "/configs/demo/model", DType::f32);
+  LoraConfig lora;
+  lora.r = ref.at("r").get<int64_t>();
+  lora.alpha = ref.at("alpha").get<double>();
   InjectionSpec spec;
-  spec.kind = AdapterKind::lora;
+  spec.adapter = std::make_shared<LoraConfig>(lora);
   spec.target_modules = ref.at("target_modules").get<std::vector<std::string>>();
-  spec.lora.r = ref.at("r").get<int64_t>();
-  spec.lora.alpha = ref.at("alpha").get<double>();
   const std::vector<NamedAdapter> adapters = inject_adapters(*model, spec);
   load_adapter(dir + "/initial_adapter", adapters);
   model->train();
