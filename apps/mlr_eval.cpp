@@ -6,9 +6,10 @@
 //   mlr-eval --model base/ --adapter runs/multilora/final --tasks boolq,cb,copa --data-dir /data \
 //            --output results.json --log-samples samples/
 //
-// Task files come from --data-dir in the layout of the public releases (mmlu/{dev,test}/*.csv,
-// boolq/val.jsonl, superglue/{CB,COPA,MultiRC,RTE,WiC,WSC}/val.jsonl, gsm8k/test.jsonl; a train.jsonl
-// next to a val.jsonl is the few-shot pool), or from --task-file NAME=PATH [--fewshot-file NAME=PATH].
+// Task files come from --data-dir in the layout of the public releases (each task's default path:
+// mmlu/{dev,test}/*.csv, boolq/val.jsonl, superglue/{CB,COPA,MultiRC,RTE,WiC,WSC}/val.jsonl,
+// gsm8k/test.jsonl; a train.jsonl beside the scored file is the few-shot pool), or from
+// --task-file NAME=PATH [--fewshot-file NAME=PATH]. The tasks are those registered in eval/tasks/.
 #include <chrono>
 #include <filesystem>
 #include <fstream>
@@ -22,6 +23,7 @@
 #include "eval/evaluator.h"
 #include "eval/llama_scorer.h"
 #include "eval/task_files.h"
+#include "eval/task_registry.h"
 #include "llama/model.h"
 #include "llama/tokenizer.h"
 #include "multilora/inject.h"
@@ -60,7 +62,7 @@ std::map<std::string, std::string> parse_assignments(const std::vector<std::stri
 int main(int argc, char** argv) {
   CLI::App app{"mlr-eval: MMLU, BoolQ, SuperGLUE, ... scored as lm-evaluation-harness scores them"};
   std::string model_dir, adapter_dir, tasks_arg, data_dir, output, samples_dir, device_name = "auto", dtype_arg = "f32";
-  std::vector<std::string> task_files, fewshot_files, mmlu_subjects;
+  std::vector<std::string> task_files, fewshot_files;
   std::optional<int64_t> num_fewshot;
   std::optional<double> limit;
   int64_t batch_tokens = 16384, max_length = 0;
@@ -69,8 +71,7 @@ int main(int argc, char** argv) {
   app.add_option("--model", model_dir, "Hugging Face checkpoint directory")->required();
   app.add_option("--adapter", adapter_dir, "adapter directory (any registered adapter type: its adapter_config.json says which)");
   app.add_flag("--merge", merge, "merge the adapter into the weights before scoring (types with a fixed dense update, e.g. LoRA, MultiLoRA, DoRA)");
-  app.add_option("--tasks", tasks_arg, "comma-separated: mmlu, mmlu_<subject>, boolq, cb, copa, multirc, sglue_rte, wic, "
-                                       "wsc, gsm8k, arc_easy, arc_challenge, hellaswag, piqa, winogrande")->required();
+  app.add_option("--tasks", tasks_arg, "comma-separated: " + eval::known_task_names())->required();
   app.add_option("--data-dir", data_dir, "directory with the task files in the public layout");
   app.add_option("--task-file", task_files, "NAME=PATH: the scored split of a task");
   app.add_option("--fewshot-file", fewshot_files, "NAME=PATH: the few-shot pool of a task");

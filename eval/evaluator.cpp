@@ -6,6 +6,7 @@
 #include <functional>
 #include <map>
 #include <set>
+#include <span>
 
 #include "data/text.h"
 #include "eval/metrics.h"
@@ -16,10 +17,6 @@ namespace mlr::eval {
 using json = nlohmann::json;
 
 namespace {
-
-size_t argmax(const std::vector<double>& xs) {
-  return static_cast<size_t>(std::max_element(xs.begin(), xs.end()) - xs.begin());  // first maximum, as numpy
-}
 
 int64_t limited_count(int64_t n, const std::optional<double>& limit) {
   if (!limit) return n;
@@ -36,185 +33,217 @@ const MetricValue* find_metric(const std::vector<MetricValue>& metrics, const st
   return nullptr;
 }
 
-// Aggregates one task's per-doc values into its metrics.
-std::vector<MetricValue> aggregate_task(const TaskConfig& config, const std::vector<const Doc*>& docs,
-                                        const std::vector<std::vector<std::pair<std::string, double>>>& per_doc,
-                                        const std::vector<std::vector<LoglikelihoodResult>>& results) {
-  std::vector<MetricValue> out;
-  for (const auto& metric : config.metrics) {
-    MetricValue m;
-    m.name = metric;
-    if (metric == "acc" || metric == "acc_norm") {
-      std::vector<double> values;
-      for (const auto& d : per_doc) {
-        for (const auto& [name, v] : d) {
-          if (name == metric) values.push_back(v);
-        }
-      }
-      m.value = mean(values);
-      m.standard_error = mean_stderr(values);
-    } else if (metric == "f1") {
-      std::vector<GoldPred> items;
-      for (size_t i = 0; i < docs.size(); ++i) {
-        std::vector<double> lls;
-        for (const auto& r : results[i]) lls.push_back(r.logprob);
-        items.push_back({docs[i]->gold, static_cast<int>(argmax(lls))});
-      }
-      m.value = cb_multi_f1(items);  // custom aggregation: the harness reports stderr "N/A"
-    } else if (metric == "f1a" || metric == "em") {
-      std::vector<GoldPred> items;
-      std::vector<double> question_right;
-      for (size_t i = 0; i < docs.size(); ++i) {
-        const bool predicted_correct = results[i].at(0).logprob >= results[i].at(1).logprob;
-        const bool labelled_correct = docs[i]->gold == 1;
-        items.push_back({labelled_correct ? 1 : 0, predicted_correct ? 1 : 0});
-        const bool right = predicted_correct == labelled_correct;
-        if (i == 0 || docs[i]->question_id != docs[i - 1]->question_id) {
-          question_right.push_back(right ? 1.0 : 0.0);
-        } else if (!right) {
-          question_right.back() = 0.0;
-        }
-      }
-      m.value = metric == "f1a" ? binary_f1(items) : mean(question_right);
-    } else {
-      throw Error(fmt::format("eval: {}: unknown metric \"{}\"", config.name, metric));
-    }
-    out.push_back(m);
-  }
-  return out;
-}
-
 std::string format_number(double v) { return fmt::format("{:.4f}", v); }
 
-}  // namespace
+bool is_per_doc_metric(const std::string& name) { return name == "acc" || name == "acc_norm"; }
 
-std::vector<std::pair<std::string, double>> doc_metrics(const TaskConfig& config, const Doc& doc,
-                                                        const std::vector<LoglikelihoodResult>& results) {
-  MLR_CHECK(results.size() == doc.choices.size(), "eval: {}: {} results for {} choices", config.name, results.size(),
-            doc.choices.size());
-  std::vector<double> lls, normalized;
-  for (size_t i = 0; i < results.size(); ++i) {
-    lls.push_back(results[i].logprob);
-    normalized.push_back(results[i].logprob / static_cast<double>(data::utf8_length(doc.choices[i])));
-  }
-  std::vector<std::pair<std::string, double>> out;
-  for (const auto& metric : config.metrics) {
-    if (metric == "acc") out.emplace_back("acc", static_cast<int>(argmax(lls)) == doc.gold ? 1.0 : 0.0);
-    if (metric == "acc_norm") out.emplace_back("acc_norm", static_cast<int>(argmax(normalized)) == doc.gold ? 1.0 : 0.0);
-  }
-  return out;
-}
+// Step 1. Every request of every task, rendered in evaluation order (each task has its own
+// few-shot RNG). A doc's requests are a contiguous range of one of the two request lists.
+struct DocSlot {
+  size_t task, doc, first_request, n_requests;  // generation tasks: first_request indexes `generations`
+};
 
-EvalResults evaluate(const std::vector<Task>& tasks, const std::vector<TaskGroup>& groups, LanguageModelScorer& scorer,
-                     const EvalOptions& options) {
-  EvalResults out;
-  out.model_name = scorer.name();
-  out.options = options;
-  // 1. Render every doc of every task (each task has its own few-shot RNG).
-  std::vector<LoglikelihoodRequest> all_requests;
-  std::vector<GenerationRequest> all_generations;
-  struct DocSlot {
-    size_t task, doc, first_request, n_requests;  // generation tasks: first_request indexes all_generations
-  };
-  std::vector<DocSlot> slots;
-  std::vector<int64_t> shots_of_task;
+struct RenderedRequests {
+  std::vector<LoglikelihoodRequest> loglikelihoods;
+  std::vector<GenerationRequest> generations;
+  std::vector<DocSlot> slots;          // grouped by task, in task order
+  std::vector<int64_t> shots_of_task;  // the num_fewshot each task ran with
+};
+
+RenderedRequests render_requests(const std::vector<Task>& tasks, const EvalOptions& options) {
+  RenderedRequests out;
   for (size_t t = 0; t < tasks.size(); ++t) {
     const Task& task = tasks[t];
     const int64_t shots = options.num_fewshot.value_or(task.config.default_num_fewshot);
-    shots_of_task.push_back(shots);
+    out.shots_of_task.push_back(shots);
     PromptBuilder builder(task, shots, options.fewshot_seed);
     const int64_t n = limited_count(static_cast<int64_t>(task.docs.size()), options.limit);
     MLR_CHECK(n >= 1, "eval: task {} has no documents to score", task.config.name);
     for (int64_t d = 0; d < n; ++d) {
       RenderedDoc rendered = builder.render(task.docs[static_cast<size_t>(d)]);
       if (rendered.generation) {
-        slots.push_back({t, static_cast<size_t>(d), all_generations.size(), 1});
-        all_generations.push_back(std::move(*rendered.generation));
+        out.slots.push_back({t, static_cast<size_t>(d), out.generations.size(), 1});
+        out.generations.push_back(std::move(*rendered.generation));
         continue;
       }
-      slots.push_back({t, static_cast<size_t>(d), all_requests.size(), rendered.requests.size()});
-      for (auto& r : rendered.requests) all_requests.push_back(std::move(r));
+      out.slots.push_back({t, static_cast<size_t>(d), out.loglikelihoods.size(), rendered.requests.size()});
+      for (auto& r : rendered.requests) out.loglikelihoods.push_back(std::move(r));
     }
   }
-  // 2. Score them all at once.
-  std::vector<LoglikelihoodResult> all_results;
-  if (!all_requests.empty()) all_results = scorer.loglikelihood(all_requests);
-  MLR_CHECK(all_results.size() == all_requests.size(), "eval: scorer {} returned {} results for {} requests",
-            scorer.name(), all_results.size(), all_requests.size());
-  std::vector<std::string> all_responses;
-  if (!all_generations.empty()) all_responses = scorer.generate_until(all_generations);
-  MLR_CHECK(all_responses.size() == all_generations.size(), "eval: scorer {} returned {} generations for {} requests",
-            scorer.name(), all_responses.size(), all_generations.size());
-  // 3. Per-doc metrics and per-task aggregation.
-  size_t slot = 0;
-  for (size_t t = 0; t < tasks.size(); ++t) {
-    const Task& task = tasks[t];
-    TaskResult tr;
-    tr.name = task.config.name;
-    tr.alias = task.config.alias.empty() ? task.config.name : task.config.alias;
-    tr.version = task.config.version;
-    tr.num_fewshot = shots_of_task[t];
-    tr.n_original = static_cast<int64_t>(task.docs.size());
-    std::vector<const Doc*> docs;
-    std::vector<std::vector<std::pair<std::string, double>>> per_doc;
-    std::vector<std::vector<LoglikelihoodResult>> results;
-    if (task.config.output_type == OutputType::generate_until) {
-      // Filters in the harness's order; exact_match of each against the reference.
-      std::vector<double> strict, flexible;
-      for (; slot < slots.size() && slots[slot].task == t; ++slot) {
-        const DocSlot& s = slots[slot];
-        const Doc& doc = task.docs[s.doc];
-        const std::string& response = all_responses[s.first_request];
-        SampleRecord rec;
-        rec.filtered.push_back({"strict-match", gsm8k_strict_match(response), 0.0});
-        rec.filtered.push_back({"flexible-extract", gsm8k_flexible_extract(response), 0.0});
-        for (auto& f : rec.filtered) f.exact_match = gsm8k_exact_match(f.answer, doc.target) ? 1.0 : 0.0;
-        strict.push_back(rec.filtered[0].exact_match);
-        flexible.push_back(rec.filtered[1].exact_match);
-        if (options.log_samples) {
-          rec.doc_id = static_cast<int64_t>(s.doc);
-          rec.doc = doc;
-          rec.generation = all_generations[s.first_request];
-          rec.response = response;
-          tr.samples.push_back(std::move(rec));
+  return out;
+}
+
+// Step 2. All requests go to the scorer in one call per kind, so it can batch and sort them.
+struct ModelAnswers {
+  std::vector<LoglikelihoodResult> loglikelihoods;
+  std::vector<std::string> responses;
+};
+
+ModelAnswers run_requests(LanguageModelScorer& scorer, const RenderedRequests& rendered) {
+  ModelAnswers out;
+  if (!rendered.loglikelihoods.empty()) out.loglikelihoods = scorer.loglikelihood(rendered.loglikelihoods);
+  MLR_CHECK(out.loglikelihoods.size() == rendered.loglikelihoods.size(),
+            "eval: scorer {} returned {} results for {} requests", scorer.name(), out.loglikelihoods.size(),
+            rendered.loglikelihoods.size());
+  if (!rendered.generations.empty()) out.responses = scorer.generate_until(rendered.generations);
+  MLR_CHECK(out.responses.size() == rendered.generations.size(),
+            "eval: scorer {} returned {} generations for {} requests", scorer.name(), out.responses.size(),
+            rendered.generations.size());
+  return out;
+}
+
+// Step 3. Per-doc values and their aggregation, one task at a time.
+TaskResult empty_task_result(const Task& task, int64_t shots) {
+  TaskResult tr;
+  tr.name = task.config.name;
+  tr.alias = task.config.alias.empty() ? task.config.name : task.config.alias;
+  tr.version = task.config.version;
+  tr.num_fewshot = shots;
+  tr.n_original = static_cast<int64_t>(task.docs.size());
+  return tr;
+}
+
+// acc and acc_norm: the mean of the per-doc values; other metrics: the task's own aggregation.
+std::vector<MetricValue> aggregate_choice_metrics(const TaskConfig& config, const std::vector<ScoredDoc>& docs,
+                                                  const std::vector<std::vector<std::pair<std::string, double>>>& per_doc) {
+  std::vector<MetricValue> out;
+  for (const Metric& metric : config.metrics) {
+    MetricValue m;
+    m.name = metric.name;
+    if (metric.aggregate) {
+      m.value = metric.aggregate(docs);  // custom aggregation: the harness reports stderr "N/A"
+    } else {
+      MLR_CHECK(is_per_doc_metric(metric.name), "eval: {}: metric \"{}\" has no aggregation (only acc and acc_norm "
+                "are computed per doc)", config.name, metric.name);
+      std::vector<double> values;
+      for (const auto& d : per_doc) {
+        for (const auto& [name, v] : d) {
+          if (name == metric.name) values.push_back(v);
         }
       }
-      tr.n_effective = static_cast<int64_t>(strict.size());
-      tr.metrics.push_back({"exact_match", "strict-match", mean(strict), mean_stderr(strict), true});
-      tr.metrics.push_back({"exact_match", "flexible-extract", mean(flexible), mean_stderr(flexible), true});
-      out.tasks.push_back(std::move(tr));
-      out.configs.push_back(task.config);
-      continue;
+      m.value = mean(values);
+      m.standard_error = mean_stderr(values);
     }
-    for (; slot < slots.size() && slots[slot].task == t; ++slot) {
-      const DocSlot& s = slots[slot];
-      const Doc& doc = task.docs[s.doc];
-      std::vector<LoglikelihoodResult> doc_results(all_results.begin() + static_cast<std::ptrdiff_t>(s.first_request),
-                                                   all_results.begin() + static_cast<std::ptrdiff_t>(s.first_request + s.n_requests));
-      docs.push_back(&doc);
-      per_doc.push_back(doc_metrics(task.config, doc, doc_results));
-      if (options.log_samples) {
-        SampleRecord rec;
-        rec.doc_id = static_cast<int64_t>(s.doc);
-        rec.doc = doc;
-        rec.requests.assign(all_requests.begin() + static_cast<std::ptrdiff_t>(s.first_request),
-                            all_requests.begin() + static_cast<std::ptrdiff_t>(s.first_request + s.n_requests));
-        rec.results = doc_results;
-        rec.metrics = per_doc.back();
-        tr.samples.push_back(std::move(rec));
-      }
-      results.push_back(std::move(doc_results));
-    }
-    tr.n_effective = static_cast<int64_t>(docs.size());
-    tr.metrics = aggregate_task(task.config, docs, per_doc, results);
-    out.tasks.push_back(std::move(tr));
-    out.configs.push_back(task.config);
+    out.push_back(m);
   }
-  // 4. Groups over their leaf tasks (recursively), for the metrics every leaf has with mean stderr.
+  return out;
+}
+
+TaskResult score_choice_task(const Task& task, std::span<const DocSlot> slots, const RenderedRequests& rendered,
+                             const ModelAnswers& answers, TaskResult tr, const EvalOptions& options) {
+  std::vector<std::vector<LoglikelihoodResult>> results;
+  std::vector<std::vector<std::pair<std::string, double>>> per_doc;
+  results.reserve(slots.size());
+  for (const DocSlot& s : slots) {
+    const Doc& doc = task.docs[s.doc];
+    const auto first = static_cast<std::ptrdiff_t>(s.first_request), last = first + static_cast<std::ptrdiff_t>(s.n_requests);
+    results.emplace_back(answers.loglikelihoods.begin() + first, answers.loglikelihoods.begin() + last);
+    per_doc.push_back(doc_metrics(task.config, doc, results.back()));
+    if (options.log_samples) {
+      SampleRecord rec;
+      rec.doc_id = static_cast<int64_t>(s.doc);
+      rec.doc = doc;
+      rec.requests.assign(rendered.loglikelihoods.begin() + first, rendered.loglikelihoods.begin() + last);
+      rec.results = results.back();
+      rec.metrics = per_doc.back();
+      tr.samples.push_back(std::move(rec));
+    }
+  }
+  std::vector<ScoredDoc> scored;
+  for (size_t i = 0; i < slots.size(); ++i) scored.push_back({&task.docs[slots[i].doc], &results[i]});
+  tr.n_effective = static_cast<int64_t>(slots.size());
+  tr.metrics = aggregate_choice_metrics(task.config, scored, per_doc);
+  return tr;
+}
+
+// Each response through each of the task's filters; each filtered answer scored by each metric.
+// Results are reported per (metric, filter), filter by filter as the harness lists them.
+TaskResult score_generation_task(const Task& task, std::span<const DocSlot> slots, const RenderedRequests& rendered,
+                                 const ModelAnswers& answers, TaskResult tr, const EvalOptions& options) {
+  const TaskConfig& c = task.config;
+  MLR_CHECK(!c.filters.empty(), "eval: {}: a generation task needs at least one answer filter", c.name);
+  for (const Metric& metric : c.metrics) {
+    MLR_CHECK(static_cast<bool>(metric.score_answer), "eval: {}: metric \"{}\" cannot score a generated answer",
+              c.name, metric.name);
+  }
+  // values[filter][metric][doc]
+  std::vector<std::vector<std::vector<double>>> values(c.filters.size(), std::vector<std::vector<double>>(c.metrics.size()));
+  for (const DocSlot& s : slots) {
+    const Doc& doc = task.docs[s.doc];
+    const std::string& response = answers.responses[s.first_request];
+    SampleRecord rec;
+    for (size_t f = 0; f < c.filters.size(); ++f) {
+      SampleRecord::Filtered filtered{c.filters[f].name, c.filters[f].extract(response), {}};
+      for (size_t m = 0; m < c.metrics.size(); ++m) {
+        const double value = c.metrics[m].score_answer(filtered.answer, doc);
+        values[f][m].push_back(value);
+        filtered.metrics.emplace_back(c.metrics[m].name, value);
+      }
+      rec.filtered.push_back(std::move(filtered));
+    }
+    if (options.log_samples) {
+      rec.doc_id = static_cast<int64_t>(s.doc);
+      rec.doc = doc;
+      rec.generation = rendered.generations[s.first_request];
+      rec.response = response;
+      tr.samples.push_back(std::move(rec));
+    }
+  }
+  tr.n_effective = static_cast<int64_t>(slots.size());
+  for (size_t f = 0; f < c.filters.size(); ++f) {
+    for (size_t m = 0; m < c.metrics.size(); ++m) {
+      tr.metrics.push_back({c.metrics[m].name, c.filters[f].name, mean(values[f][m]), mean_stderr(values[f][m]), true});
+    }
+  }
+  return tr;
+}
+
+// Step 4. A group over its leaf tasks (found recursively through subgroups): acc weighted by size
+// with the pooled stderr, and our acc_macro.
+GroupResult aggregate_group(const TaskGroup& g, const std::vector<const TaskResult*>& leaves) {
+  MLR_CHECK(!leaves.empty(), "eval: group {} has no tasks", g.name);
+  GroupResult gr;
+  gr.name = g.name;
+  gr.alias = g.alias;
+  gr.version = g.version;
+  gr.children = g.children;
+  std::vector<int64_t> sizes;
+  for (const auto* leaf : leaves) {
+    sizes.push_back(leaf->n_effective);
+    gr.sample_count += leaf->n_effective;
+  }
+  gr.num_fewshot = leaves.front()->num_fewshot;
+  for (const auto* leaf : leaves) {
+    if (leaf->num_fewshot != *gr.num_fewshot) gr.num_fewshot.reset();
+  }
+  std::vector<double> values;
+  std::vector<std::optional<double>> stderrs;
+  for (const auto* leaf : leaves) {
+    const MetricValue* m = find_metric(leaf->metrics, "acc");
+    MLR_CHECK(m != nullptr, "eval: group {}: task {} has no acc", g.name, leaf->name);
+    values.push_back(m->value);
+    stderrs.push_back(m->standard_error);
+  }
+  MetricValue acc{"acc", "none", aggregate_subtask_metrics(values, sizes, g.weight_by_size), std::nullopt, true};
+  acc.standard_error = pooled_sample_stderr(stderrs, sizes);
+  gr.metrics.push_back(acc);
+  MetricValue macro{"acc_macro", "none", mean(values), std::nullopt, true};
+  double sum_squares = 0.0;
+  bool all_stderr = true;
+  for (const auto& se : stderrs) {
+    if (!se) all_stderr = false;
+    else sum_squares += *se * *se;
+  }
+  if (all_stderr) macro.standard_error = std::sqrt(sum_squares) / static_cast<double>(stderrs.size());
+  gr.metrics.push_back(macro);
+  return gr;
+}
+
+std::vector<GroupResult> aggregate_groups(const std::vector<TaskGroup>& groups, const std::vector<TaskResult>& tasks) {
   std::map<std::string, const TaskGroup*> group_by_name;
   for (const auto& g : groups) group_by_name[g.name] = &g;
   std::map<std::string, const TaskResult*> task_by_name;
-  for (const auto& tr : out.tasks) task_by_name[tr.name] = &tr;
+  for (const auto& tr : tasks) task_by_name[tr.name] = &tr;
   std::function<void(const std::string&, std::vector<const TaskResult*>&)> collect = [&](const std::string& name,
                                                                                         std::vector<const TaskResult*>& leaves) {
     if (auto it = task_by_name.find(name); it != task_by_name.end()) {
@@ -225,46 +254,55 @@ EvalResults evaluate(const std::vector<Task>& tasks, const std::vector<TaskGroup
     MLR_CHECK(g != group_by_name.end(), "eval: group member \"{}\" is neither a task nor a group", name);
     for (const auto& child : g->second->children) collect(child, leaves);
   };
+  std::vector<GroupResult> out;
   for (const auto& g : groups) {
     std::vector<const TaskResult*> leaves;
     collect(g.name, leaves);
-    MLR_CHECK(!leaves.empty(), "eval: group {} has no tasks", g.name);
-    GroupResult gr;
-    gr.name = g.name;
-    gr.alias = g.alias;
-    gr.version = g.version;
-    gr.children = g.children;
-    std::vector<int64_t> sizes;
-    for (const auto* leaf : leaves) {
-      sizes.push_back(leaf->n_effective);
-      gr.sample_count += leaf->n_effective;
-    }
-    gr.num_fewshot = leaves.front()->num_fewshot;
-    for (const auto* leaf : leaves) {
-      if (leaf->num_fewshot != *gr.num_fewshot) gr.num_fewshot.reset();
-    }
-    std::vector<double> values;
-    std::vector<std::optional<double>> stderrs;
-    for (const auto* leaf : leaves) {
-      const MetricValue* m = find_metric(leaf->metrics, "acc");
-      MLR_CHECK(m != nullptr, "eval: group {}: task {} has no acc", g.name, leaf->name);
-      values.push_back(m->value);
-      stderrs.push_back(m->standard_error);
-    }
-    MetricValue acc{"acc", "none", aggregate_subtask_metrics(values, sizes, g.weight_by_size), std::nullopt, true};
-    acc.standard_error = pooled_sample_stderr(stderrs, sizes);
-    gr.metrics.push_back(acc);
-    MetricValue macro{"acc_macro", "none", mean(values), std::nullopt, true};
-    double sum_squares = 0.0;
-    bool all_stderr = true;
-    for (const auto& se : stderrs) {
-      if (!se) all_stderr = false;
-      else sum_squares += *se * *se;
-    }
-    if (all_stderr) macro.standard_error = std::sqrt(sum_squares) / static_cast<double>(stderrs.size());
-    gr.metrics.push_back(macro);
-    out.groups.push_back(std::move(gr));
+    out.push_back(aggregate_group(g, leaves));
   }
+  return out;
+}
+
+}  // namespace
+
+std::vector<std::pair<std::string, double>> doc_metrics(const TaskConfig& config, const Doc& doc,
+                                                        const std::vector<LoglikelihoodResult>& results) {
+  MLR_CHECK(results.size() == doc.choices.size(), "eval: {}: {} results for {} choices", config.name, results.size(),
+            doc.choices.size());
+  std::vector<LoglikelihoodResult> normalized = results;
+  for (size_t i = 0; i < results.size(); ++i) {
+    normalized[i].logprob = results[i].logprob / static_cast<double>(data::utf8_length(doc.choices[i]));
+  }
+  std::vector<std::pair<std::string, double>> out;
+  for (const Metric& metric : config.metrics) {
+    if (metric.aggregate) continue;
+    if (metric.name == "acc") out.emplace_back("acc", predicted_choice(results) == doc.gold ? 1.0 : 0.0);
+    if (metric.name == "acc_norm") out.emplace_back("acc_norm", predicted_choice(normalized) == doc.gold ? 1.0 : 0.0);
+  }
+  return out;
+}
+
+EvalResults evaluate(const std::vector<Task>& tasks, const std::vector<TaskGroup>& groups, LanguageModelScorer& scorer,
+                     const EvalOptions& options) {
+  EvalResults out;
+  out.model_name = scorer.name();
+  out.options = options;
+  const RenderedRequests rendered = render_requests(tasks, options);
+  const ModelAnswers answers = run_requests(scorer, rendered);
+  const std::span<const DocSlot> all_slots(rendered.slots);
+  size_t first = 0;
+  for (size_t t = 0; t < tasks.size(); ++t) {
+    size_t last = first;
+    while (last < all_slots.size() && all_slots[last].task == t) ++last;
+    const std::span<const DocSlot> slots = all_slots.subspan(first, last - first);
+    TaskResult tr = empty_task_result(tasks[t], rendered.shots_of_task[t]);
+    out.tasks.push_back(tasks[t].config.output_type == OutputType::generate_until
+                            ? score_generation_task(tasks[t], slots, rendered, answers, std::move(tr), options)
+                            : score_choice_task(tasks[t], slots, rendered, answers, std::move(tr), options));
+    out.configs.push_back(tasks[t].config);
+    first = last;
+  }
+  out.groups = aggregate_groups(groups, out.tasks);
   return out;
 }
 
@@ -292,23 +330,18 @@ json config_json(const TaskConfig& c, int64_t num_fewshot) {
   if (c.sampler == Sampler::first_n) j["fewshot_config"] = {{"sampler", "first_n"}};
   j["num_fewshot"] = num_fewshot;
   json metric_list = json::array();
-  for (const auto& m : c.metrics) {
-    json entry{{"metric", m}, {"higher_is_better", true}};
-    if (m == "f1") entry["aggregation"] = "cb_multi_fi (macro F1 over the 3 classes)";
-    else if (m == "f1a" || m == "em") entry["aggregation"] = "mlr extra (not a harness metric of this task)";
-    else entry["aggregation"] = "mean";
-    if (m == "exact_match") {
-      entry["ignore_case"] = true;
-      entry["ignore_punctuation"] = false;
-      entry["regexes_to_ignore"] = {",", "\\$", "(?s).*#### ", "\\.$"};
-    }
+  for (const Metric& m : c.metrics) {
+    json entry{{"metric", m.name}, {"higher_is_better", true}, {"aggregation", m.aggregation}};
+    entry.update(m.options);
     metric_list.push_back(entry);
   }
   j["metric_list"] = metric_list;
   if (c.output_type == OutputType::generate_until) {
     j["output_type"] = "generate_until";
     j["generation_kwargs"] = {{"until", c.until}, {"do_sample", false}, {"temperature", 0.0}};
-    j["filter_list"] = json::array({{{"name", "strict-match"}}, {{"name", "flexible-extract"}}});
+    json filters = json::array();
+    for (const AnswerFilter& f : c.filters) filters.push_back({{"name", f.name}});
+    j["filter_list"] = filters;
   } else {
     j["output_type"] = "multiple_choice";
   }
@@ -452,7 +485,13 @@ void write_samples_jsonl(const TaskResult& task, std::ostream& out) {
       for (const auto& f : s.filtered) {
         json line{{"doc_id", s.doc_id}, {"doc", doc}, {"target", s.doc.target}, {"arguments", arguments},
                   {"resps", json::array({json::array({s.response})})}, {"filtered_resps", json::array({f.answer})},
-                  {"filter", f.filter}, {"metrics", json::array({"exact_match"})}, {"exact_match", f.exact_match}};
+                  {"filter", f.filter}};
+        json metric_names = json::array();
+        for (const auto& [name, value] : f.metrics) {
+          metric_names.push_back(name);
+          line[name] = value;
+        }
+        line["metrics"] = metric_names;
         out << line.dump() << "\n";
       }
       continue;

@@ -5,13 +5,10 @@
 // Per doc: lls[i] (sum log-prob of choice i's continuation), pred = argmax (first maximum wins)
 //   acc       = pred == gold                         (gold -100 always scores 0)
 //   acc_norm  = argmax(lls[i] / len(choices[i])) == gold, len in code points (Python len)
-//   f1 (cb)   = cb_multi_f1 over (gold, pred) of all docs; stderr "N/A" (custom aggregation)
-// MultiRC extras of ours (not harness metrics of the default task; stderr "N/A"): an answer option is
-//   predicted correct when its "yes" choice has the larger log-likelihood (ties: yes);
-//   f1a = binary F1 of predicted-correct vs labelled-correct over all options; em = fraction of
-//   questions (consecutive options with the same paragraph and question) with every option right.
-// Generation tasks (gsm8k): each response goes through the task's filters (gsm8k.h); exact_match
-//   per filter, reported as "exact_match,strict-match" and "exact_match,flexible-extract".
+// A task's other metrics are its own aggregations over all its docs (Metric::aggregate in task.h,
+//   e.g. CB's f1, MultiRC's f1a and em), stderr "N/A".
+// Generation tasks (gsm8k): each response goes through the task's filters; each metric
+//   (Metric::score_answer) per filter, reported as "<metric>,<filter>".
 // Task value = mean of per-doc values; stderr = mean_stderr. Groups (weight_by_size):
 //   value = sum(m_i n_i) / sum(n_i) over leaf tasks, stderr = pooled_sample_stderr over leaves.
 // For groups we add "acc_macro": the plain mean of the leaf tasks' acc (stderr sqrt(sum se_i^2)/k).
@@ -25,10 +22,9 @@
 #include <string>
 #include <vector>
 
-#include "eval/gsm8k.h"
 #include "eval/scorer.h"
 #include "eval/task.h"
-#include "eval/tasks.h"
+#include "eval/tasks.h"  // the task API (registry, loaders) that evaluate() is used with
 
 namespace mlr::eval {
 
@@ -54,12 +50,12 @@ struct SampleRecord {
   std::vector<LoglikelihoodResult> results;
   std::vector<std::pair<std::string, double>> metrics;  // per-doc metric values (filter "none")
   // Generation tasks: the request, the raw response and, per filter, the filtered answer and its
-  // exact_match.
+  // metric values.
   std::optional<GenerationRequest> generation;
   std::string response;
   struct Filtered {
     std::string filter, answer;
-    double exact_match = 0.0;
+    std::vector<std::pair<std::string, double>> metrics;
   };
   std::vector<Filtered> filtered;
 };

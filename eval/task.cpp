@@ -1,8 +1,23 @@
 #include "eval/task.h"
 
+#include <algorithm>
+
 #include "tensor/error.h"
 
 namespace mlr::eval {
+
+const std::string* Doc::field(std::string_view name) const {
+  for (const auto& [key, value] : fields) {
+    if (key == name) return &value;
+  }
+  return nullptr;
+}
+
+int predicted_choice(const std::vector<LoglikelihoodResult>& results) {
+  const auto best = std::max_element(results.begin(), results.end(),
+                                     [](const auto& a, const auto& b) { return a.logprob < b.logprob; });
+  return static_cast<int>(best - results.begin());
+}
 
 PromptBuilder::PromptBuilder(const Task& task, int64_t num_fewshot, uint64_t fewshot_seed)
     : task_(task), num_fewshot_(num_fewshot), rnd_(fewshot_seed) {

@@ -1,6 +1,7 @@
 // A task as lm-evaluation-harness defines one (lm_eval/api/task.py ConfigurableTask): documents of the
 // scored split, a few-shot pool, and the functions doc_to_text / doc_to_choice / doc_to_target,
-// already applied per document when the task is loaded (tasks.h). This file renders prompts and
+// already applied per document when the task is loaded (each task's file in eval/tasks/, found
+// through task_registry.h), and its metrics. This file renders prompts and
 // requests from them exactly as the harness does (../shared/EVAL_FORMATS.md sections 1 and 2):
 //
 //   context = description
@@ -18,10 +19,14 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
+
+#include <nlohmann/json.hpp>
 
 #include "eval/python_random.h"
 #include "eval/scorer.h"
@@ -35,9 +40,37 @@ struct Doc {
   int gold = -100;                    // index into choices; -100 (always wrong) when out of range
   std::string target;                 // multiple-input tasks: the continuation shared by all choices;
                                       // generation tasks: the reference answer (doc_to_target)
-  std::string question_id;            // MultiRC: the question the answer option belongs to (em)
 
   bool same_row(const Doc& other) const { return fields == other.fields; }
+  // The row's field, or nullptr when it has none.
+  const std::string* field(std::string_view name) const;
+};
+
+// A multiple_choice doc with its results (one per choice), for metrics over a whole task.
+struct ScoredDoc {
+  const Doc* doc;
+  const std::vector<LoglikelihoodResult>* results;
+};
+
+// The choice with the largest log-likelihood (the first maximum on ties, as numpy's argmax).
+int predicted_choice(const std::vector<LoglikelihoodResult>& results);
+
+// A metric a task reports. multiple_choice: "acc" and "acc_norm" are computed per doc by the
+// evaluator and averaged (stderr mean_stderr); any other metric is a custom aggregation over all
+// docs (stderr "N/A"). generate_until: score_answer gives each filtered answer's value, averaged
+// per filter.
+struct Metric {
+  std::string name;
+  std::string aggregation = "mean";                          // as the configs in the results report it
+  nlohmann::json options = nlohmann::json::object();          // further metric_list fields of the configs
+  std::function<double(const std::vector<ScoredDoc>&)> aggregate = nullptr;     // custom aggregation
+  std::function<double(std::string_view answer, const Doc& doc)> score_answer = nullptr;  // generate_until
+};
+
+// generate_until: how an answer is extracted from the model's response (the harness's filter_list).
+struct AnswerFilter {
+  std::string name;
+  std::function<std::string(std::string_view response)> extract;
 };
 
 enum class Sampler { random, first_n };
@@ -60,9 +93,8 @@ struct TaskConfig {
   OutputType output_type = OutputType::multiple_choice;
   std::vector<std::string> until;  // generate_until: stop strings (generation_kwargs.until)
   int64_t max_gen_toks = 256;
-  // Metrics reported: acc, acc_norm, f1 (cb_multi_fi), the MultiRC extras f1a, em; exact_match
-  // (generation tasks, one value per filter).
-  std::vector<std::string> metrics{"acc"};
+  std::vector<Metric> metrics = {Metric{.name = "acc"}};
+  std::vector<AnswerFilter> filters;  // generate_until: one result per filter and metric
   int64_t default_num_fewshot = 0;
 
   // Scored split name (test if set, else validation).

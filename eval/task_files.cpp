@@ -1,7 +1,6 @@
 // Tasks by name from a data directory (see task_files.h).
 #include "eval/task_files.h"
 
-#include "eval/gsm8k.h"
 #include "tensor/error.h"
 
 namespace mlr::eval {
@@ -10,13 +9,15 @@ namespace fs = std::filesystem;
 
 namespace {
 
-fs::path default_file(const fs::path& data_dir, const std::string& task) {
-  static const std::map<std::string, std::string> superglue = {
-      {"cb", "CB"}, {"copa", "COPA"}, {"multirc", "MultiRC"}, {"sglue_rte", "RTE"}, {"wic", "WiC"}, {"wsc", "WSC"}};
-  if (task == "boolq") return data_dir / "boolq" / "val.jsonl";
-  if (auto it = superglue.find(task); it != superglue.end()) return data_dir / "superglue" / it->second / "val.jsonl";
-  if (task == "gsm8k") return data_dir / "gsm8k" / "test.jsonl";
-  return {};
+TaskFiles locate(const TaskDefinition& definition, const std::string& name, const fs::path& data_dir,
+                 const std::map<std::string, std::string>& files, const std::map<std::string, std::string>& shots) {
+  TaskFiles out;
+  if (auto it = files.find(definition.name); it != files.end()) out.scored = it->second;
+  else if (!definition.default_path.empty()) out.scored = data_dir / definition.default_path;
+  MLR_CHECK(!out.scored.empty(), "eval: task {} has no default file; name its file explicitly ({}=PATH)", name, name);
+  if (auto it = shots.find(definition.name); it != shots.end()) out.fewshot = it->second;
+  else if (fs::exists(out.scored.parent_path() / "train.jsonl")) out.fewshot = out.scored.parent_path() / "train.jsonl";
+  return out;
 }
 
 }  // namespace
@@ -24,27 +25,21 @@ fs::path default_file(const fs::path& data_dir, const std::string& task) {
 LoadedTasks load_named_tasks(const std::vector<std::string>& names, const fs::path& data_dir,
                              const std::map<std::string, std::string>& files,
                              const std::map<std::string, std::string>& shots) {
-  LoadedTasks out;
   MLR_CHECK(!names.empty(), "eval: no task names given");
+  LoadedTasks out;
+  std::map<std::string, std::vector<TaskConfig>> configs_of_definition;  // for the groups
   for (const std::string& name : names) {
-    if (name == "mmlu" || name.rfind("mmlu_", 0) == 0) {
-      const fs::path root = files.count("mmlu") ? fs::path(files.at("mmlu")) : data_dir / "mmlu";
-      MLR_CHECK(fs::is_directory(root), "eval: MMLU directory {} not found (give the data directory or a file for mmlu)",
-                root.string());
-      std::vector<std::string> subjects;
-      if (name != "mmlu") subjects.push_back(name.substr(5));
-      for (Task& t : load_mmlu(root, "test", subjects)) out.tasks.push_back(std::move(t));
-      continue;
+    const TaskDefinition& definition = find_task(name);
+    for (Task& task : definition.load(name, locate(definition, name, data_dir, files, shots))) {
+      if (definition.groups) configs_of_definition[definition.name].push_back(task.config);
+      out.tasks.push_back(std::move(task));
     }
-    const fs::path file = files.count(name) ? fs::path(files.at(name)) : default_file(data_dir, name);
-    MLR_CHECK(!file.empty(), "eval: task {} has no default file; name its file explicitly ({}=PATH)", name, name);
-    MLR_CHECK(fs::exists(file), "eval: task {}: file {} not found", name, file.string());
-    std::optional<fs::path> pool;
-    if (shots.count(name)) pool = fs::path(shots.at(name));
-    else if (fs::exists(file.parent_path() / "train.jsonl")) pool = file.parent_path() / "train.jsonl";
-    out.tasks.push_back(name == "gsm8k" ? load_gsm8k(file, pool) : load_task(name, file, pool));
   }
-  out.groups = mmlu_groups(out.tasks);
+  for (const TaskDefinition& definition : registered_tasks()) {
+    const auto it = configs_of_definition.find(definition.name);
+    if (it == configs_of_definition.end()) continue;
+    for (TaskGroup& group : definition.groups(it->second)) out.groups.push_back(std::move(group));
+  }
   return out;
 }
 

@@ -1,11 +1,9 @@
-// Finding and loading tasks by name from a data directory in the public releases' layout, for
-// mlr-eval and for mlr-train's periodic evaluation:
-//   mmlu/{dev,test}/<subject>_<split>.csv          mmlu, or one subject as mmlu_<subject>
-//   boolq/val.jsonl                                boolq
-//   superglue/{CB,COPA,MultiRC,RTE,WiC,WSC}/val.jsonl   cb copa multirc sglue_rte wic wsc
-//   gsm8k/test.jsonl                               gsm8k
-// A train.jsonl next to the scored file is the few-shot pool. Explicit NAME -> PATH maps override
-// the layout (and are the only way to name the files of arc_*, hellaswag, piqa and winogrande).
+// Finding and loading tasks by name, for mlr-eval and for mlr-train's periodic evaluation. Each
+// task's files are, in order of preference: NAME=PATH from `task_files` (a family such as MMLU
+// takes its family's name: mmlu=DIR), or its default path under a data directory in the public
+// releases' layout (TaskDefinition::default_path, e.g. boolq/val.jsonl, superglue/CB/val.jsonl,
+// mmlu/, gsm8k/test.jsonl). The few-shot pool is NAME=PATH from `fewshot_files`, or a train.jsonl
+// beside the scored file.
 #pragma once
 
 #include <filesystem>
@@ -13,13 +11,13 @@
 #include <string>
 #include <vector>
 
-#include "eval/tasks.h"
+#include "eval/task_registry.h"
 
 namespace mlr::eval {
 
 struct LoadedTasks {
   std::vector<Task> tasks;
-  std::vector<TaskGroup> groups;  // the MMLU groups of the loaded subjects
+  std::vector<TaskGroup> groups;  // the groups of the loaded tasks' definitions (MMLU's categories)
 };
 
 LoadedTasks load_named_tasks(const std::vector<std::string>& names, const std::filesystem::path& data_dir,

@@ -17,6 +17,7 @@
 #include "eval/metrics.h"
 #include "eval/tasks.h"
 #include "tensor/error.h"
+#include "tests/test_support.h"
 
 namespace fs = std::filesystem;
 using namespace mlr::eval;
@@ -74,7 +75,7 @@ TEST_CASE("acc, acc_norm and their stderr on hand-computed docs") {
   Task toy;
   toy.config.name = "toy";
   toy.config.version = 1.0;
-  toy.config.metrics = {"acc", "acc_norm"};
+  toy.config.metrics = {Metric{.name = "acc"}, Metric{.name = "acc_norm"}};
   toy.docs = {toy_doc("q0", 1), toy_doc("q1", 0), toy_doc("q2", 1), toy_doc("q3", -100)};
   TableScorer scorer;
   // doc: lls (a, bbbb)  -> argmax | normalized by 1 and 4 chars -> argmax | gold | acc acc_norm
@@ -127,38 +128,35 @@ TEST_CASE("acc, acc_norm and their stderr on hand-computed docs") {
 TEST_CASE("CB f1 (macro over classes, stderr N/A) and the MultiRC extras f1a and em") {
   // CB: golds 0,1,2,0, predictions (argmax) 0,1,1,1. Class 0: TP 1, FN 1 -> 2/3; class 1: TP 1,
   // FP 2 -> 1/2; class 2: 0. Macro F1 = (2/3 + 1/2 + 0) / 3 = 7/18.
-  Task cb;
-  cb.config.name = "cb";
-  cb.config.metrics = {"acc", "f1"};
+  // Both tasks as registered (eval/tasks/cb.cpp, multirc.cpp), from files in the SuperGLUE layout.
+  TempDir dir;
+  const char* cb_labels[] = {"entailment", "contradiction", "neutral", "entailment"};
+  std::string cb_rows;
+  for (int i = 0; i < 4; ++i) {
+    cb_rows += json{{"premise", "p" + std::to_string(i)}, {"hypothesis", "h"}, {"label", cb_labels[i]}}.dump() + "\n";
+  }
+  const Task cb = load_task("cb", dir.write("cb.jsonl", cb_rows));
   TableScorer scorer;
   const int golds[] = {0, 1, 2, 0}, preds[] = {0, 1, 1, 1};
   for (int i = 0; i < 4; ++i) {
-    Doc d;
-    d.text = "p" + std::to_string(i);
-    d.fields = {{"premise", d.text}};
-    d.choices = {"True", "False", "Neither"};
-    d.gold = golds[i];
-    cb.docs.push_back(d);
+    const Doc& d = cb.docs[static_cast<size_t>(i)];
+    REQUIRE(d.gold == golds[i]);
     for (int c = 0; c < 3; ++c) scorer.table[{d.text, " " + d.choices[static_cast<size_t>(c)]}] = c == preds[i] ? -1.0 : -2.0;
   }
   // MultiRC: question 1 has options labelled correct (1) and incorrect (0), question 2 one correct
   // option. The model says "yes" to all three. Harness acc (gold = label, choice 0 = "yes"):
   // 0, 1, 0 -> 1/3. f1a over "correct": TP 2, FP 1, FN 0 -> 0.8. em: question 1 wrong, 2 right -> 0.5.
-  Task multirc;
-  multirc.config.name = "multirc";
-  multirc.config.metrics = {"acc", "f1a", "em"};
   const char* questions[] = {"Q1", "Q1", "Q2"};
   const int labels[] = {1, 0, 1};
+  std::string multirc_rows;
   for (int i = 0; i < 3; ++i) {
-    mlr::data::Record rec;
-    rec.set("paragraph", "P");
-    rec.set("question", questions[i]);
-    rec.set("answer", "ans" + std::to_string(i));
-    rec.label = labels[i];
-    Doc d = superglue_doc("multirc", rec);
+    multirc_rows += json{{"paragraph", "P"}, {"question", questions[i]}, {"answer", "ans" + std::to_string(i)},
+                         {"label", labels[i]}}.dump() + "\n";
+  }
+  const Task multirc = load_task("multirc", dir.write("multirc.jsonl", multirc_rows));
+  for (const Doc& d : multirc.docs) {
     scorer.table[{d.text, " " + d.choices[0]}] = -1.0;  // yes
     scorer.table[{d.text, " " + d.choices[1]}] = -3.0;  // no
-    multirc.docs.push_back(d);
   }
   const EvalResults r = evaluate({cb, multirc}, {}, scorer);
   REQUIRE(r.tasks.size() == 2);

@@ -16,6 +16,7 @@
 
 #include "eval/task.h"
 #include "eval/tasks.h"
+#include "eval/tasks/hellaswag.h"
 #include "tensor/error.h"
 
 namespace fs = std::filesystem;

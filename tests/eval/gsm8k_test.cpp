@@ -14,7 +14,8 @@
 #include <vector>
 
 #include "eval/evaluator.h"
-#include "eval/gsm8k.h"
+#include "eval/task_registry.h"
+#include "eval/tasks/gsm8k.h"
 #include "tensor/error.h"
 
 namespace fs = std::filesystem;
@@ -71,7 +72,7 @@ TEST_CASE("gsm8k end to end: 5 shots from Random(1234), filters, exact_match per
     test << json{{"question", "What is 6*7?"}, {"answer", "6*7=<<6*7=42>>42\n#### 42"}}.dump() << "\n";
     test << json{{"question", "What is 1000+234?"}, {"answer", "#### 1234"}}.dump() << "\n";
   }
-  const Task task = load_gsm8k(dir / "test.jsonl", dir / "train.jsonl");
+  const Task task = load_task("gsm8k", dir / "test.jsonl", dir / "train.jsonl");
   fs::remove_all(dir);
   CHECK(task.config.default_num_fewshot == 5);
   CHECK(!task.config.draws_extra_shot());

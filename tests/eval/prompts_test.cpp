@@ -162,7 +162,7 @@ TEST_CASE("SuperGLUE and BoolQ: first validation doc, 0-shot, matches the harnes
   };
   for (const auto& c : cases) {
     CAPTURE(c.task);
-    const Task task = load_superglue_task(c.task, superglue_file(c.task));
+    const Task task = load_task(c.task, superglue_file(c.task));
     REQUIRE(!task.docs.empty());
     PromptBuilder builder(task, 0);
     const RenderedDoc r = builder.render(task.docs[0]);
@@ -183,18 +183,18 @@ TEST_CASE("split sizes of the shared validation files") {
                                                           {"sglue_rte", 277}, {"wic", 638}, {"wsc", 104}};
   for (const auto& [name, n] : sizes) {
     CAPTURE(name);
-    CHECK(load_superglue_task(name, superglue_file(name)).docs.size() == n);
+    CHECK(load_task(name, superglue_file(name)).docs.size() == n);
   }
 }
 
 TEST_CASE("COPA continuations begin with two spaces; MultiRC's gold is the inverted label") {
   if (!shared_data_present()) return;
-  const Task copa = load_superglue_task("copa", superglue_file("copa"));
+  const Task copa = load_task("copa", superglue_file("copa"));
   PromptBuilder builder(copa, 0);
   const RenderedDoc r = builder.render(copa.docs[0]);
   CHECK(r.requests[1].continuation == "  water flowed from the spout.");
   // MultiRC doc 1 is the answer "Yes", labelled correct (1): gold index 1 is the "...? no" choice.
-  const Task multirc = load_superglue_task("multirc", superglue_file("multirc"));
+  const Task multirc = load_task("multirc", superglue_file("multirc"));
   CHECK(multirc.docs[1].choices[1] == "Yes\nIs the answer correct? no");
   CHECK(multirc.docs[1].gold == 1);
 }
@@ -246,7 +246,7 @@ TEST_CASE("MMLU: all 57 subjects, 14042 test questions, descriptions from the su
 
 TEST_CASE("default sampler: CB 3-shot draws for all 56 docs match the harness (pool = the same file)") {
   if (!shared_data_present()) return;
-  Task cb = load_superglue_task("cb", superglue_file("cb"), superglue_file("cb"));
+  Task cb = load_task("cb", superglue_file("cb"), superglue_file("cb"));
   const std::vector<std::vector<size_t>> expected{
       {49, 28, 7}, {5, 51, 37}, {42, 44, 5}, {49, 22, 15}, {1, 50, 22}, {39, 30, 29},
       {5, 11, 45}, {54, 0, 32}, {15, 4, 42}, {29, 4, 38}, {5, 32, 37}, {17, 52, 35},
@@ -274,12 +274,12 @@ TEST_CASE("default sampler: CB 3-shot draws for all 56 docs match the harness (p
 }
 
 TEST_CASE("task loading errors name the task or file") {
-  CHECK_THROWS_WITH_AS(load_superglue_task("rte", "x.jsonl"), doctest::Contains("sglue_rte"), mlr::Error);
-  CHECK_THROWS_WITH_AS(load_superglue_task("record", "x.jsonl"), doctest::Contains("unknown task"), mlr::Error);
+  CHECK_THROWS_WITH_AS(load_task("rte", "x.jsonl"), doctest::Contains("sglue_rte"), mlr::Error);
+  CHECK_THROWS_WITH_AS(load_task("record", "x.jsonl"), doctest::Contains("unknown task"), mlr::Error);
   if (!shared_data_present()) return;
-  const Task no_pool = load_superglue_task("cb", superglue_file("cb"));
+  const Task no_pool = load_task("cb", superglue_file("cb"));
   CHECK_THROWS_WITH_AS(PromptBuilder(no_pool, 2), doctest::Contains("few-shot pool"), mlr::Error);
   // The unlabelled test split is rejected by the reader with the file and line.
-  CHECK_THROWS_WITH_AS(load_superglue_task("cb", kData / "superglue" / "CB" / "test.jsonl"), doctest::Contains("test.jsonl"),
+  CHECK_THROWS_WITH_AS(load_task("cb", kData / "superglue" / "CB" / "test.jsonl"), doctest::Contains("test.jsonl"),
                        mlr::Error);
 }

@@ -17,6 +17,7 @@
 #include "data/text.h"
 #include "eval/evaluator.h"
 #include "eval/llama_scorer.h"
+#include "eval/tasks.h"
 #include "llama/tokenizer.h"
 
 namespace fs = std::filesystem;

@@ -9,14 +9,12 @@
 //   exact_match: on prediction and reference, remove every ",", every "$", everything through the
 //   last "#### ", and a final "." (Python "\.$": at the end or before a final newline); lowercase;
 //   compare.
+// Files: JSONL rows {question, answer} (the openai/gsm8k layout), read with data/'s gsm8k reader;
+// the default is gsm8k/test.jsonl, its few-shot pool train.jsonl beside it.
 #pragma once
 
-#include <filesystem>
-#include <optional>
 #include <string>
 #include <string_view>
-
-#include "eval/task.h"
 
 namespace mlr::eval {
 
@@ -25,9 +23,5 @@ std::string gsm8k_flexible_extract(std::string_view response);
 // The harness's exact_match normalisation for gsm8k (regexes_to_ignore + ignore_case).
 std::string gsm8k_normalize(std::string_view text);
 bool gsm8k_exact_match(std::string_view prediction, std::string_view reference);
-
-// JSONL rows {question, answer} (the openai/gsm8k layout), read with data/'s gsm8k reader.
-Task load_gsm8k(const std::filesystem::path& test_file,
-                const std::optional<std::filesystem::path>& train_file = std::nullopt);
 
 }  // namespace mlr::eval

@@ -1,7 +1,8 @@
-#include "eval/gsm8k.h"
+#include "eval/tasks/gsm8k.h"
 
-#include "data/readers.h"
 #include "data/text.h"
+#include "eval/task_docs.h"
+#include "eval/task_registry.h"
 #include "tensor/error.h"
 
 namespace mlr::eval {
@@ -88,28 +89,8 @@ bool gsm8k_exact_match(std::string_view prediction, std::string_view reference) 
 
 namespace {
 
-std::vector<Doc> read_gsm8k_docs(const fs::path& path) {
-  const data::ReadResult read = data::read_records(data::Format::gsm8k, path);
-  std::vector<Doc> docs;
-  for (const auto& r : read.records) {
-    const std::string* question = r.field("question");
-    const std::string* answer = r.field("answer");
-    MLR_CHECK(question && answer, "eval: gsm8k: {}:{}: a row needs question and answer", path.string(), r.line);
-    Doc d;
-    d.fields = r.fields;
-    d.text = "Question: " + *question + "\nAnswer:";
-    d.target = *answer;
-    docs.push_back(std::move(d));
-  }
-  MLR_CHECK(!docs.empty(), "eval: gsm8k: {} has no rows", path.string());
-  return docs;
-}
-
-}  // namespace
-
-Task load_gsm8k(const fs::path& test_file, const std::optional<fs::path>& train_file) {
-  Task t;
-  TaskConfig& c = t.config;
+TaskDefinition gsm8k() {
+  TaskConfig c;
   c.name = "gsm8k";
   c.tag = "math_word_problems";
   c.version = 3.0;
@@ -123,11 +104,29 @@ Task load_gsm8k(const fs::path& test_file, const std::optional<fs::path>& train_
   c.output_type = OutputType::generate_until;
   c.until = {"Question:", "</s>", "<|im_end|>"};
   c.max_gen_toks = 256;
-  c.metrics = {"exact_match"};
+  c.filters = {{"strict-match", gsm8k_strict_match}, {"flexible-extract", gsm8k_flexible_extract}};
+  Metric exact_match{.name = "exact_match"};
+  exact_match.options = {{"ignore_case", true},
+                         {"ignore_punctuation", false},
+                         {"regexes_to_ignore", {",", "\\$", "(?s).*#### ", "\\.$"}}};
+  exact_match.score_answer = [](std::string_view answer, const Doc& doc) {
+    return gsm8k_exact_match(answer, doc.target) ? 1.0 : 0.0;
+  };
+  c.metrics = {exact_match};
   c.default_num_fewshot = 5;
-  t.docs = read_gsm8k_docs(test_file);
-  if (train_file) t.fewshot_docs = read_gsm8k_docs(*train_file);
-  return t;
+  const DocRenderer renderer(c);
+  auto read = [renderer](const fs::path& path) {
+    std::vector<Doc> docs = read_record_docs(data::Format::gsm8k, path,
+                                             [&](const data::Record& r) { return renderer.render(record_values(r), r.fields); });
+    MLR_CHECK(!docs.empty(), "eval: gsm8k: {} has no rows", path.string());
+    return docs;
+  };
+  TaskDefinition d = single_task(std::move(c), read);
+  d.default_path = "gsm8k/test.jsonl";
+  return d;
 }
 
+const TaskRegistration registration{gsm8k()};
+
+}  // namespace
 }  // namespace mlr::eval
