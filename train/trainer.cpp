@@ -43,6 +43,7 @@
 #include "optim/lr_schedule.h"
 #include "tensor/error.h"
 #include "train/run_files.h"
+#include "train/trainer_state.h"
 #include "train/tensorboard.h"
 
 namespace mlr {
@@ -208,16 +209,6 @@ std::string progress_bar(int64_t done, int64_t total, int width = 30) {
   return "[" + std::string(filled, '#') + std::string(width - filled, '.') + "]";
 }
 
-nlohmann::json read_json_file(const fs::path& path) {
-  std::ifstream in(path);
-  MLR_CHECK(in.good(), "mlr-train: cannot read {}", path.string());
-  try {
-    return nlohmann::json::parse(in);
-  } catch (const nlohmann::json::exception& e) {
-    throw Error(fmt::format("mlr-train: {} is not valid JSON: {}", path.string(), e.what()));
-  }
-}
-
 }  // namespace
 
 void request_training_stop() { g_stop_requested.store(true); }
@@ -292,30 +283,34 @@ TrainReport run_training(const TrainConfig& config, const TrainOptions& options)
     MLR_CHECK(latest.has_value(), "mlr-train --resume: no complete checkpoint in {}",
               (output_dir / "checkpoints").string());
     const fs::path dir(*latest);
-    const nlohmann::json state = read_json_file(dir / "trainer_state.json");
+    const std::string state_path = (dir / "trainer_state.json").string();
+    const TrainerState state = read_trainer_state(state_path);
     load_trainable(*model, trainable, (dir / "weights").string());
     TrainingState optim_state;
     optim_state.tensors = load_checkpoint_tensors((dir / "optimizer.safetensors").string(), std::nullopt, device);
-    optim_state.scalars = state.at("optimizer");
+    optim_state.scalars = state.optimizer;
     optimizer.load_state_dict(optim_state);
-    scaler.load_state_dict(state.at("loss_scaler"));
-    loader_state = data::LoaderState::from_json(state.at("loader").dump(), (dir / "trainer_state.json").string());
-    default_generator().set_state(state.at("rng").at("seed").get<uint64_t>(), state.at("rng").at("offset").get<uint64_t>());
-    if (state.contains("adapter_dropout_rng")) {
-      const nlohmann::json& dropout = state.at("adapter_dropout_rng");
+    scaler.load_state_dict(state.loss_scaler);
+    loader_state = state.loader;
+    default_generator().set_state(state.rng_seed, state.rng_offset);
+    if (state.adapter_dropout_rng) {
       for (const NamedAdapter& a : trainable.adapters) {
-        MLR_CHECK(dropout.contains(a.module_path), "mlr-train --resume: {} has no dropout state for {}",
-                  (dir / "trainer_state.json").string(), a.module_path);
-        const auto& g = dropout.at(a.module_path);
-        a.adapter->dropout_generator().set_state(g.at(0).get<uint64_t>(), g.at(1).get<uint64_t>());
+        auto g = state.adapter_dropout_rng->find(a.module_path);
+        MLR_CHECK(g != state.adapter_dropout_rng->end(), "mlr-train --resume: {} has no dropout state for {}",
+                  state_path, a.module_path);
+        a.adapter->dropout_generator().set_state(g->second.first, g->second.second);
       }
     }
-    if (state.contains("smora_total_counts")) {
+    if (state.smora_total_counts) {
       for (const NamedAdapter& a : trainable.adapters)
-        if (auto* smora = dynamic_cast<SmoraLinear*>(a.adapter))
-          smora->set_total_counts(state.at("smora_total_counts").at(a.module_path).get<std::vector<int64_t>>());
+        if (auto* smora = dynamic_cast<SmoraLinear*>(a.adapter)) {
+          auto counts = state.smora_total_counts->find(a.module_path);
+          MLR_CHECK(counts != state.smora_total_counts->end(), "mlr-train --resume: {} has no SMoRA load counts for {}",
+                    state_path, a.module_path);
+          smora->set_total_counts(counts->second);
+        }
     }
-    step = state.at("step").get<int64_t>();
+    step = state.step;
     out << fmt::format("resumed from {} at step {}\n", dir.string(), step);
   }
   report.start_step = step;
