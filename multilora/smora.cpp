@@ -170,7 +170,12 @@ void SmoraLinear::set_total_counts(const std::vector<int64_t>& counts) {
 
 void SmoraLinear::restore_training_state(const nlohmann::json& state) {
   MLR_CHECK(state.is_array(), "SMoRA: the saved load counts are {}, expected an array", state.dump());
-  set_total_counts(state.get<std::vector<int64_t>>());
+  std::vector<int64_t> counts;
+  for (const nlohmann::json& c : state) {
+    MLR_CHECK(c.is_number_integer(), "SMoRA: the saved load count {} is not an integer", c.dump());
+    counts.push_back(c.get<int64_t>());
+  }
+  set_total_counts(counts);
 }
 
 std::vector<AdaptedLinear::Metric> SmoraLinear::step_metrics() const {

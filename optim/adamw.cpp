@@ -248,7 +248,10 @@ void AdamW::load_state_dict(const TrainingState& saved) {
   }
   const auto state = detail::json_field<nlohmann::json>(s, "state", what);
   MLR_CHECK(state.is_object(), "{}: \"state\" must be an object, got {}", what, state.type_name());
-  for (const auto& [key, entry] : state.items()) {
+  for (const auto& item : state.items()) {
+    // Named, not a structured binding: clang before 16 cannot capture bindings in the lambda below.
+    const std::string& key = item.key();
+    const nlohmann::json& entry = item.value();
     auto found = where.find(key);
     MLR_CHECK(found != where.end(), "{}: state for '{}', which is not a parameter of this optimizer", what, key);
     const auto [g, i] = found->second;

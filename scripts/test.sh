@@ -22,3 +22,9 @@ if [ -f "$cuda_home/include/cuda_runtime.h" ]; then
 else
   echo "== no CUDA headers under $cuda_home: the emulated CUDA suites are skipped =="
 fi
+
+# Every parser's libFuzzer target (fuzz/) for 30 s each, two at a time, in a clang build with
+# ASan and UBSan (build-fuzz/); scripts/fuzz.sh runs them longer.
+echo "== fuzzing every parser for 30 s (build-fuzz/) =="
+./scripts/fuzz.sh --build-only
+ctest --test-dir build-fuzz -L fuzz --output-on-failure -j 2

@@ -42,6 +42,7 @@
 #include "optim/lr_schedule.h"
 #include "tensor/error.h"
 #include "train/run_files.h"
+#include "train/trainer_state.h"
 #include "train/tensorboard.h"
 
 namespace mlr {
@@ -175,16 +176,6 @@ std::string progress_bar(int64_t done, int64_t total, int width = 30) {
   return "[" + std::string(filled, '#') + std::string(width - filled, '.') + "]";
 }
 
-nlohmann::json read_json_file(const fs::path& path) {
-  std::ifstream in(path);
-  MLR_CHECK(in.good(), "mlr-train: cannot read {}", path.string());
-  try {
-    return nlohmann::json::parse(in);
-  } catch (const nlohmann::json::exception& e) {
-    throw Error(fmt::format("mlr-train: {} is not valid JSON: {}", path.string(), e.what()));
-  }
-}
-
 // ---- the adapters' state in trainer_state.json beyond their tensors ----
 // "adapter_dropout_rng": {module: [seed, offset]}, and each type's training state under its key
 // (SMoRA: "smora_total_counts": {module: counts}).
@@ -199,21 +190,27 @@ void save_adapter_training_state(const std::vector<NamedAdapter>& adapters, nloh
   state["adapter_dropout_rng"] = dropout;
 }
 
-void restore_adapter_training_state(const std::vector<NamedAdapter>& adapters, const nlohmann::json& state,
-                                    const fs::path& file) {
+void restore_adapter_training_state(const std::vector<NamedAdapter>& adapters, const TrainerState& state,
+                                    const std::string& file) {
   for (const NamedAdapter& a : adapters) {
-    if (state.contains("adapter_dropout_rng")) {
-      const nlohmann::json& dropout = state.at("adapter_dropout_rng");
-      MLR_CHECK(dropout.contains(a.module_path), "mlr-train --resume: {} has no dropout state for {}", file.string(),
+    if (state.adapter_dropout_rng) {
+      auto g = state.adapter_dropout_rng->find(a.module_path);
+      MLR_CHECK(g != state.adapter_dropout_rng->end(), "mlr-train --resume: {} has no dropout state for {}", file,
                 a.module_path);
-      const auto& g = dropout.at(a.module_path);
-      a.adapter->dropout_generator().set_state(g.at(0).get<uint64_t>(), g.at(1).get<uint64_t>());
+      a.adapter->dropout_generator().set_state(g->second.first, g->second.second);
     }
     const std::string key = a.adapter->training_state_key();
-    if (key.empty() || !state.contains(key)) continue;
-    MLR_CHECK(state.at(key).contains(a.module_path), "mlr-train --resume: {} has no \"{}\" for {}", file.string(), key,
+    if (key.empty()) continue;
+    auto type_state = state.adapter_training_state.find(key);
+    if (type_state == state.adapter_training_state.end()) continue;
+    auto module_state = type_state->second.find(a.module_path);
+    MLR_CHECK(module_state != type_state->second.end(), "mlr-train --resume: {} has no \"{}\" for {}", file, key,
               a.module_path);
-    a.adapter->restore_training_state(state.at(key).at(a.module_path));
+    try {
+      a.adapter->restore_training_state(module_state->second);
+    } catch (const Error& e) {
+      throw Error(fmt::format("mlr-train --resume: {}: \"{}.{}\": {}", file, key, a.module_path, e.what()));
+    }
   }
 }
 
@@ -347,19 +344,18 @@ void TrainingRun::resume_from_checkpoint() {
   MLR_CHECK(latest.has_value(), "mlr-train --resume: no complete checkpoint in {}",
             (output_dir_ / "checkpoints").string());
   const fs::path dir(*latest);
-  const fs::path state_file = dir / "trainer_state.json";
-  const nlohmann::json state = read_json_file(state_file);
+  const std::string state_file = (dir / "trainer_state.json").string();
+  const TrainerState state = read_trainer_state(state_file);
   load_trainable(*model_, trainable_, (dir / "weights").string());
   TrainingState optim_state;
   optim_state.tensors = load_checkpoint_tensors((dir / "optimizer.safetensors").string(), std::nullopt, device_);
-  optim_state.scalars = state.at("optimizer");
+  optim_state.scalars = state.optimizer;
   optimizer_->load_state_dict(optim_state);
-  scaler_->load_state_dict(state.at("loss_scaler"));
-  loader_state_ = data::LoaderState::from_json(state.at("loader").dump(), state_file.string());
-  default_generator().set_state(state.at("rng").at("seed").get<uint64_t>(),
-                                state.at("rng").at("offset").get<uint64_t>());
+  scaler_->load_state_dict(state.loss_scaler);
+  loader_state_ = state.loader;
+  default_generator().set_state(state.rng_seed, state.rng_offset);
   restore_adapter_training_state(trainable_.adapters, state, state_file);
-  step_ = state.at("step").get<int64_t>();
+  step_ = state.step;
   out_ << fmt::format("resumed from {} at step {}\n", dir.string(), step_);
 }
 

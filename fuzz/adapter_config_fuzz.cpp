@@ -1,0 +1,34 @@
+// adapter_config.json of an adapter directory (PEFT layout), read by read_adapter_file next to a
+// small valid adapter_model.safetensors, then turned into the adapter config its peft_type names
+// (LoRA, MultiLoRA or SMoRA) as mlr-eval and mlr-merge do.
+#include <cstddef>
+#include <cstdint>
+
+#include "fuzz/fuzz_support.h"
+#include "llama/safetensors.h"
+#include "multilora/adapter_file.h"
+#include "tensor/tensor.h"
+
+extern "C" int LLVMFuzzerInitialize(int*, char***) {
+  using namespace mlr;
+  const std::string module = "model.layers.0.self_attn.q_proj";
+  save_safetensors((mlr::fuzz::scratch().path() / kAdapterWeightsFile).string(),
+                   {{adapter_tensor_key(module, "lora_A.weight"), zeros({2, 4})},
+                    {adapter_tensor_key(module, "lora_B.weight"), zeros({4, 2})}});
+  return 0;
+}
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  using namespace mlr;
+  fuzz::scratch().write(kAdapterConfigFile, fuzz::as_text(data, size));
+  fuzz::expect_clean_rejection([&] {
+    const AdapterFile file = read_adapter_file(fuzz::scratch().path().string());
+    (void)adapter_module_paths(file);
+    switch (adapter_kind_from_json(file.config)) {
+      case AdapterKind::lora: (void)lora_config_from_json(file.config); break;
+      case AdapterKind::multilora: (void)multilora_config_from_json(file.config); break;
+      case AdapterKind::smora: (void)smora_config_from_json(file.config); break;
+    }
+  });
+  return 0;
+}
