@@ -242,7 +242,7 @@ TrainReport run_training(const TrainConfig& config, const TrainOptions& options)
   // Model, tokenizer, adapters.
   auto model = LlamaForCausalLM::from_pretrained(config.model.path, dtype, device);
   model->set_gradient_checkpointing(config.train.activation_checkpointing);
-  const auto tokenizer = load_tokenizer(config.model.path);
+  const auto tokenizer = load_tokenizer(config.model.path, parse_tokenizer_backend(config.tokenizer.backend));
   Trainable trainable = setup_trainable(*model, config);
   model->train();
 
@@ -341,6 +341,7 @@ TrainReport run_training(const TrainConfig& config, const TrainOptions& options)
     save_safetensors((fs::path(staging) / "optimizer.safetensors").string(), tensors);
     nlohmann::json state;
     state["step"] = at_step;
+    state["tokenizer"] = {{"backend", config.tokenizer.backend}, {"fingerprint", tokenizer->fingerprint()}};
     state["optimizer"] = optim_state.scalars;
     state["lr_schedule"] = schedule.state_dict();
     state["loss_scaler"] = scaler.state_dict();
