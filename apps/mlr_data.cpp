@@ -21,7 +21,7 @@
 namespace {
 
 struct Overrides {
-  std::string config, tokenizer, cache_dir, mode, truncation;
+  std::string config, tokenizer, cache_dir, mode, truncation, tokenizer_backend = "transformers";
   std::vector<std::string> datasets;  // name,format,path[,weight]
   int threads = -1;
   int64_t seq_len = 0, batch_rows = 0, seed = -1;
@@ -31,6 +31,9 @@ struct Overrides {
 void add_common(CLI::App& cmd, Overrides& o) {
   cmd.add_option("config", o.config, "mixture YAML file (data/README.md)");
   cmd.add_option("--tokenizer", o.tokenizer, "tokenizer file or checkpoint directory (overrides the config)");
+  cmd.add_option("--tokenizer-backend", o.tokenizer_backend,
+                 "transformers (default: transformers' AutoTokenizer tokens) or sentencepiece (the sentencepiece "
+                 "library's own tokens of tokenizer.model)");
   cmd.add_option("--dataset", o.datasets, "name,format,path[,weight]: a dataset without a config file (repeatable)");
   cmd.add_option("--cache-dir", o.cache_dir, "where the tokenised shards go");
   cmd.add_option("--threads", o.threads, "tokenising threads (0: all cores)");
@@ -101,8 +104,10 @@ int main(int argc, char** argv) {
 
   try {
     const bool is_prepare = prepare->parsed();
-    const auto config = make_config(is_prepare ? prepare_opts : inspect_opts);
-    const auto tokenizer = mlr::load_tokenizer(config.tokenizer);
+    const Overrides& opts = is_prepare ? prepare_opts : inspect_opts;
+    const auto config = make_config(opts);
+    const auto tokenizer =
+        mlr::load_tokenizer(config.tokenizer, mlr::parse_tokenizer_backend(opts.tokenizer_backend));
     const auto datasets = mlr::data::prepare_all(config, *tokenizer);
     fmt::print("tokenizer {} ({}), cache {}\n", config.tokenizer, tokenizer->fingerprint(), config.cache.dir.string());
     mlr::data::write_dataset_table(std::cout, config, datasets);

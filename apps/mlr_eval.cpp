@@ -67,6 +67,7 @@ int main(int argc, char** argv) {
   std::optional<double> limit;
   int64_t batch_tokens = 16384, max_length = 0;
   uint64_t seed = 1234;
+  std::string tokenizer_backend = "transformers";
   bool merge = false, no_bos = false, no_shared_prefix = false;
   app.add_option("--model", model_dir, "Hugging Face checkpoint directory")->required();
   app.add_option("--adapter", adapter_dir, "adapter directory (any registered adapter type: its adapter_config.json says which)");
@@ -85,6 +86,9 @@ int main(int argc, char** argv) {
   app.add_flag("--no-shared-prefix", no_shared_prefix,
                "score every request on its own (the harness's batching) instead of running shared contexts once");
   app.add_flag("--no-bos", no_bos, "encode without the tokenizer's BOS (lm-evaluation-harness v0.4.2 - v0.4.9.1)");
+  app.add_option("--tokenizer-backend", tokenizer_backend,
+                 "transformers (default: the tokens of transformers' AutoTokenizer) or sentencepiece (the "
+                 "sentencepiece library's own tokens of tokenizer.model)");
   app.add_option("--output", output, "results JSON (the harness's layout)");
   app.add_option("--log-samples", samples_dir, "directory for one JSONL per task with per-choice log-likelihoods");
   CLI11_PARSE(app, argc, argv);
@@ -105,7 +109,7 @@ int main(int argc, char** argv) {
       if (merge) merge_adapters(*model);
       model_name += fmt::format(" + {} ({} modules{})", adapter_dir, adapters.size(), merge ? ", merged" : "");
     }
-    const auto tokenizer = load_tokenizer(model_dir);
+    const auto tokenizer = load_tokenizer(model_dir, parse_tokenizer_backend(tokenizer_backend));
     eval::SharedPrefixOptions sharing;
     sharing.enabled = !no_shared_prefix;
     eval::LlamaContinuationModel lm(*model, max_length, batch_tokens, sharing);

@@ -180,9 +180,10 @@ void parallel_for(int64_t n, int threads, Job job) {
 
 std::string cache_key(const DatasetSpec& spec, const Tokenizer& tokenizer, std::string* key_text) {
   const ResolvedSpecials specials = resolve_specials(tokenizer, spec.tokenize);
-  std::string text = fmt::format("mlr-data cache {}\nformat {}\ntemplate {}\ntokenizer {}\nbos {} eos {}\nskip_bad {}\n",
-                                 kCacheVersion, format_name(spec.format), spec.tmpl.canonical(), tokenizer.fingerprint(),
-                                 specials.bos, specials.eos, spec.skip_bad);
+  std::string text = fmt::format(
+      "mlr-data cache {}\nformat {}\ntemplate {}\ntokenizer {} backend {}\nbos {} eos {}\nskip_bad {}\n", kCacheVersion,
+      format_name(spec.format), spec.tmpl.canonical(), tokenizer.fingerprint(), tokenizer_backend_name(tokenizer.backend()),
+      specials.bos, specials.eos, spec.skip_bad);
   for (const fs::path& file : source_files(spec.format, spec.path)) {
     const std::string contents = detail::read_file(file);
     text += fmt::format("source {} {} {:016x}\n", file.filename().string(), contents.size(), fnv1a64(contents));

@@ -1,24 +1,37 @@
-// Byte-level BPE from tokenizer.json (the pipeline is described in llama/bpe.h).
+// BPE from tokenizer.json, in its two flavours: byte-level (GPT-2, LLaMA 3; the pipeline is
+// described in llama/bpe.h) and sentencepiece-style (LLaMA 1/2, Mistral: pieces spell a space as
+// "▁", characters missing from the vocabulary fall back to <0xNN> byte tokens).
 //
 // What is read, and the rule for each part (anything else is an error naming the file):
 //  model            type "BPE"; vocab {token: id}; merges as "a b" strings or [a, b] pairs, rank =
 //                   position (a repeated pair keeps its last rank, as `tokenizers` does); unk_token,
-//                   fuse_unk, ignore_merges. continuing_subword_prefix, end_of_word_suffix and
-//                   byte_fallback are not supported (they belong to other BPE flavours); dropout
-//                   is ignored (it only randomises training-time encodings).
+//                   fuse_unk, ignore_merges; byte_fallback (sentencepiece-style only).
+//                   continuing_subword_prefix and end_of_word_suffix are not supported (they belong
+//                   to other BPE flavours); dropout is ignored (it only randomises training-time
+//                   encodings).
 //  added_tokens     matched verbatim, leftmost-longest; lstrip/rstrip take the whitespace beside
 //                   the token into it; normalized=false tokens are matched on the raw text,
-//                   normalized=true ones after the normalizer. single_word is not supported.
-//  normalizer       null or NFC.
-//  pre_tokenizer    Split (a known regex, behavior Isolated), Digits, ByteLevel (last), Sequence.
-//                   ByteLevel's add_prefix_space applies to every piece, as in `tokenizers`.
+//                   normalized=true ones after the normalizer (their content normalized too).
+//                   single_word is not supported.
+//  normalizer       null, NFC, Prepend, Replace (a String pattern), or a Sequence of them.
+//  pre_tokenizer    byte-level: Split (a known regex, behavior Isolated), Digits, ByteLevel (last),
+//                   Sequence; ByteLevel's add_prefix_space applies to every piece, as in
+//                   `tokenizers`. sentencepiece-style: null or Metaspace (spaces become the
+//                   replacement; prepend_scheme "always" prefixes every piece not starting with it,
+//                   "first" only the piece at the start of the text, "never" none; split=true cuts
+//                   before each replacement).
 //  post_processor   TemplateProcessing: the special tokens before $A / after $A of the "single"
 //                   template are added by encode(text, true); ByteLevel and null add nothing.
-//  decoder          ByteLevel: characters back to bytes (a token with a character outside the
-//                   byte map, such as an added token containing a space, contributes its UTF-8
-//                   as is), then invalid UTF-8 replaced by U+FFFD.
-//  tokenizer_config.json (optional): bos_token / eos_token / pad_token name the ids; explicit
-//                   add_bos_token / add_eos_token replace what the template adds.
+//  decoder          byte-level: ByteLevel: characters back to bytes (a token with a character
+//                   outside the byte map, such as an added token containing a space, contributes
+//                   its UTF-8 as is), then invalid UTF-8 replaced by U+FFFD. sentencepiece-style:
+//                   a Sequence of Replace (String pattern), ByteFallback (a run of <0xNN> tokens
+//                   becomes its UTF-8, or one U+FFFD per byte when invalid), Fuse and Strip, or
+//                   Metaspace; the decoded tokens are concatenated.
+//  tokenizer_config.json (optional): bos_token / eos_token / pad_token name the ids. Its
+//                   add_bos_token / add_eos_token are not read here: transformers 5 ignores them
+//                   when a tokenizer.json exists (the loader clears them); a tokenizer.model
+//                   converted by the loader carries them in its template already.
 #include <fmt/format.h>
 
 #include <array>
@@ -241,18 +254,147 @@ void flatten_pre_tokenizer(const json& p, const JsonFile& f, std::vector<PreToke
   }
 }
 
+// ---- Sentencepiece-style pieces -------------------------------------------------------------------
+
+// A normalizer step of the sentencepiece-style pipeline (NFC is also accepted by the byte-level one).
+struct NormalizerStep {
+  enum class Kind { kNfc, kPrepend, kReplace } kind;
+  std::string text, replacement;  // kPrepend: text; kReplace: text -> replacement
+};
+
+std::string replace_all(std::string_view s, std::string_view from, std::string_view to) {
+  std::string out;
+  out.reserve(s.size());
+  for (size_t pos = 0;;) {
+    const size_t hit = from.empty() ? std::string_view::npos : s.find(from, pos);
+    if (hit == std::string_view::npos) {
+      out.append(s.substr(pos));
+      return out;
+    }
+    out.append(s.substr(pos, hit - pos));
+    out.append(to);
+    pos = hit + from.size();
+  }
+}
+
+enum class PrependScheme { kAlways, kFirst, kNever };
+
+struct Metaspace {
+  std::string replacement = "\u2581";
+  PrependScheme prepend = PrependScheme::kAlways;
+  bool split = true;
+};
+
+PrependScheme prepend_scheme(const json& p, const JsonFile& f, std::string_view where) {
+  if (const json* scheme = f.find(p, "prepend_scheme")) {
+    if (*scheme == "always") return PrependScheme::kAlways;
+    if (*scheme == "first") return PrependScheme::kFirst;
+    if (*scheme == "never") return PrependScheme::kNever;
+    f.fail("\"{}prepend_scheme\" must be \"always\", \"first\" or \"never\", got {}", where, scheme->dump());
+  }
+  // Files written before prepend_scheme existed carry add_prefix_space instead.
+  return f.boolean(p, "add_prefix_space", true, where) ? PrependScheme::kAlways : PrependScheme::kNever;
+}
+
+std::string single_character(const json& obj, const char* key, const JsonFile& f, std::string_view where) {
+  const std::string s = f.string(obj, key, where);
+  if (unicode::decode_utf8(s).cp.size() != 1) f.fail("\"{}{}\" must be one character, got {}", where, key, json(s).dump());
+  return s;
+}
+
+// A decoder step of the sentencepiece-style pipeline, applied to the list of token strings.
+struct DecoderStep {
+  enum class Kind { kReplace, kByteFallback, kFuse, kStrip, kMetaspace } kind;
+  std::string text, replacement;  // kReplace: text -> replacement; kStrip: text is the character;
+                                  // kMetaspace: text is the replacement character
+  int start = 0, stop = 0;        // kStrip
+  bool prepend = false;           // kMetaspace: the first token's replacement characters vanish
+};
+
+// "<0xNN>" (hex digits of either case) -> the byte, as the ByteFallback decoder reads it.
+std::optional<uint8_t> byte_token_value(std::string_view t) {
+  if (t.size() != 6 || !t.starts_with("<0x") || t[5] != '>') return std::nullopt;
+  const auto hex = [](char c) -> int {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+  };
+  const int hi = hex(t[3]), lo = hex(t[4]);
+  if (hi < 0 || lo < 0) return std::nullopt;
+  return static_cast<uint8_t>(hi * 16 + lo);
+}
+
+void apply_decoder_step(const DecoderStep& step, std::vector<std::string>& tokens) {
+  switch (step.kind) {
+    case DecoderStep::Kind::kReplace:
+      for (std::string& t : tokens) t = replace_all(t, step.text, step.replacement);
+      return;
+    case DecoderStep::Kind::kByteFallback: {
+      std::vector<std::string> out;
+      std::string bytes;
+      size_t run = 0;
+      const auto flush = [&] {
+        if (run == 0) return;
+        if (unicode::utf8_lossy(bytes) == bytes) {
+          out.push_back(bytes);
+        } else {
+          for (size_t i = 0; i < run; ++i) out.emplace_back("\xEF\xBF\xBD");  // U+FFFD per byte
+        }
+        bytes.clear();
+        run = 0;
+      };
+      for (std::string& t : tokens) {
+        if (auto b = byte_token_value(t)) {
+          bytes.push_back(static_cast<char>(*b));
+          ++run;
+          continue;
+        }
+        flush();
+        out.push_back(std::move(t));
+      }
+      flush();
+      tokens = std::move(out);
+      return;
+    }
+    case DecoderStep::Kind::kFuse: {
+      std::string all;
+      for (const std::string& t : tokens) all += t;
+      tokens.assign(1, std::move(all));
+      return;
+    }
+    case DecoderStep::Kind::kStrip:
+      for (std::string& t : tokens) {
+        size_t begin = 0, end = t.size();
+        for (int i = 0; i < step.start && t.compare(begin, step.text.size(), step.text) == 0; ++i) begin += step.text.size();
+        for (int i = 0; i < step.stop && end >= begin + step.text.size() &&
+                        t.compare(end - step.text.size(), step.text.size(), step.text) == 0;
+             ++i)
+          end -= step.text.size();
+        t = t.substr(begin, end - begin);
+      }
+      return;
+    case DecoderStep::Kind::kMetaspace:
+      for (size_t i = 0; i < tokens.size(); ++i)
+        tokens[i] = replace_all(tokens[i], step.text, i == 0 && step.prepend ? "" : " ");
+      return;
+  }
+}
+
 // ---- The tokenizer ----------------------------------------------------------------------------
 
-class ByteLevelBpe final : public Tokenizer {
+class Bpe final : public Tokenizer {
  public:
-  ByteLevelBpe(const std::filesystem::path& path, const std::string& contents, const json& j, TokenizerConfig config)
-      : file_(path.string()) {
+  Bpe(const std::filesystem::path& path, const std::string& contents, const json& j, BpeKind kind,
+      TokenizerConfig config)
+      : file_(path.string()), kind_(kind) {
     try {
       load(j, config);
     } catch (const json::exception& e) {  // a shape the checks above did not foresee
       file_.fail("unexpected JSON structure: {}", e.what());
     }
-    fingerprint_ = make_fingerprint("bpe", fnv1a64(config.contents, fnv1a64(contents)));
+    fingerprint_ = make_fingerprint(kind == BpeKind::kByteLevel ? "bpe" : "spbpe",
+                                    fnv1a64(config.contents, fnv1a64(contents)));
   }
 
   std::vector<int32_t> encode(const std::string& text, bool add_special) const override {
@@ -262,13 +404,25 @@ class ByteLevelBpe final : public Tokenizer {
     raw_tokens_.split(text, segments);
     for (const Segment& s : segments) {
       if (s.id >= 0) out.push_back(s.id);
-      else encode_normalizable(s.text, out);
+      else encode_normalizable(s.text, s.text.data() == text.data(), out);
     }
     if (add_special) out.insert(out.end(), suffix_.begin(), suffix_.end());
     return out;
   }
 
   std::string decode(const std::vector<int32_t>& ids, bool skip_special) const override {
+    if (kind_ == BpeKind::kSentencePiece) {
+      std::vector<std::string> tokens;
+      tokens.reserve(ids.size());
+      for (int32_t id : ids) {
+        check_id(id, "decode");
+        if (!(skip_special && special_[id])) tokens.push_back(id_to_token_[id]);
+      }
+      for (const DecoderStep& step : decoder_) apply_decoder_step(step, tokens);
+      std::string out;
+      for (const std::string& t : tokens) out += t;
+      return out;
+    }
     std::string bytes;
     for (int32_t id : ids) {
       check_id(id, "decode");
@@ -302,14 +456,15 @@ class ByteLevelBpe final : public Tokenizer {
     const json& model = file_.require(j, "model", "");
     if (!model.is_object()) file_.fail("\"model\" must be an object");
     const std::string type = file_.string(model, "type", "model.");
-    if (type != "BPE") file_.fail("model.type is \"{}\"; only byte-level \"BPE\" is supported", type);
+    if (type != "BPE") file_.fail("model.type is \"{}\"; only \"BPE\" is supported", type);
     for (const char* key : {"continuing_subword_prefix", "end_of_word_suffix"}) {
       const json* v = file_.find(model, key);
       if (v && !(v->is_string() && v->get<std::string>().empty()))
         file_.fail("model.{} = {} is not supported by the byte-level BPE", key, v->dump());
     }
-    if (file_.boolean(model, "byte_fallback", false, "model."))
-      file_.fail("model.byte_fallback=true (a sentencepiece-style BPE) is not supported; load tokenizer.model instead");
+    byte_fallback_ = file_.boolean(model, "byte_fallback", false, "model.");
+    if (byte_fallback_ && kind_ == BpeKind::kByteLevel)
+      file_.fail("model.byte_fallback=true together with a ByteLevel pre-tokenizer is not supported");
     ignore_merges_ = file_.boolean(model, "ignore_merges", false, "model.");
     fuse_unk_ = file_.boolean(model, "fuse_unk", false, "model.");
 
@@ -328,13 +483,17 @@ class ByteLevelBpe final : public Tokenizer {
     load_decoder(j);
     apply_config(config);
 
-    // Decoding tables.
-    decoded_.resize(id_to_token_.size());
-    for (size_t id = 0; id < id_to_token_.size(); ++id)
-      decoded_[id] = token_bytes(id_to_token_[id]).value_or(id_to_token_[id]);
+    // Decoding tables, and the token of each byte: its byte-level character, or the <0xNN>
+    // piece a sentencepiece-style BPE falls back on.
+    if (kind_ == BpeKind::kByteLevel) {
+      decoded_.resize(id_to_token_.size());
+      for (size_t id = 0; id < id_to_token_.size(); ++id)
+        decoded_[id] = token_bytes(id_to_token_[id]).value_or(id_to_token_[id]);
+    }
     for (int b = 0; b < 256; ++b) {
       std::string c;
-      unicode::append_utf8(c, byte_map().to_char[b]);
+      if (kind_ == BpeKind::kByteLevel) unicode::append_utf8(c, byte_map().to_char[b]);
+      else c = fmt::format("<0x{:02X}>", b);
       auto it = vocab_.find(c);
       byte_id_[b] = it == vocab_.end() ? -1 : it->second;
     }
@@ -356,7 +515,8 @@ class ByteLevelBpe final : public Tokenizer {
       const int32_t id = file_.id(id_json, fmt::format("model.vocab[{}]", json(token).dump()));
       vocab_.emplace(token, id);
       set_token(id, token);
-      if (auto bytes = token_bytes(token)) vocab_by_bytes_.emplace(std::move(*bytes), id);
+      if (kind_ == BpeKind::kByteLevel)
+        if (auto bytes = token_bytes(token)) vocab_by_bytes_.emplace(std::move(*bytes), id);
     }
     if (vocab_.empty()) file_.fail("\"model.vocab\" is empty");
   }
@@ -393,23 +553,50 @@ class ByteLevelBpe final : public Tokenizer {
     }
   }
 
+  // The text a Replace normalizer or decoder looks for (a {"String": ...} pattern; regexes are
+  // not supported).
+  std::string replace_pattern(const json& replace, const char* what) const {
+    const json* pattern = file_.find(replace, "pattern");
+    const json* literal = pattern ? file_.find(*pattern, "String") : nullptr;
+    if (!literal || !literal->is_string())
+      file_.fail("{} Replace: only {{\"String\": ...}} patterns are supported, got {}", what,
+                 pattern ? pattern->dump() : "nothing");
+    return literal->get<std::string>();
+  }
+
   void load_normalizer(const json& j) {
-    const json* n = file_.find(j, "normalizer");
-    if (!n) return;
-    const std::string type = file_.string(*n, "type", "normalizer.");
+    if (const json* n = file_.find(j, "normalizer")) add_normalizer(*n);
+  }
+  void add_normalizer(const json& n) {
+    const std::string type = file_.string(n, "type", "normalizer.");
     if (type == "NFC") {
-      nfc_ = true;
+      normalizer_.push_back({NormalizerStep::Kind::kNfc, {}, {}});
+    } else if (type == "Prepend") {
+      normalizer_.push_back({NormalizerStep::Kind::kPrepend, file_.string(n, "prepend", "normalizer.Prepend."), {}});
+    } else if (type == "Replace") {
+      normalizer_.push_back({NormalizerStep::Kind::kReplace, replace_pattern(n, "normalizer"),
+                             file_.string(n, "content", "normalizer.Replace.")});
     } else if (type == "Sequence") {
-      const json& list = file_.require(*n, "normalizers", "normalizer.");
+      const json& list = file_.require(n, "normalizers", "normalizer.");
       if (!list.is_array()) file_.fail("\"normalizer.normalizers\" must be an array");
-      for (const json& m : list) {
-        const std::string t = file_.string(m, "type", "normalizer.normalizers[].");
-        if (t != "NFC") file_.fail("normalizer \"{}\" is not supported (only NFC)", t);
-        nfc_ = true;
-      }
+      for (const json& m : list) add_normalizer(m);
     } else {
-      file_.fail("normalizer \"{}\" is not supported (only NFC or none)", type);
+      file_.fail("normalizer \"{}\" is not supported (supported: NFC, Prepend, Replace, Sequence)", type);
     }
+  }
+
+  std::string normalize(std::string_view text) const {
+    std::string s(text);
+    for (const NormalizerStep& step : normalizer_) {
+      switch (step.kind) {
+        case NormalizerStep::Kind::kNfc: s = unicode::nfc(s); break;
+        case NormalizerStep::Kind::kPrepend:
+          if (!s.empty()) s.insert(0, step.text);
+          break;
+        case NormalizerStep::Kind::kReplace: s = replace_all(s, step.text, step.replacement); break;
+      }
+    }
+    return s;
   }
 
   void load_added_tokens(const json& j) {
@@ -431,7 +618,8 @@ class ByteLevelBpe final : public Tokenizer {
       special_[a.id] = a.special;
       added_by_content_[a.content] = a.id;
       if (a.normalized) {
-        if (nfc_) a.content = unicode::nfc(a.content);  // matched against normalized text
+        a.content = normalize(a.content);  // matched against normalized text
+        if (a.content.empty()) file_.fail("added token {} is empty once normalized", a.id);
         normalized_tokens_.add(a);
       } else {
         raw_tokens_.add(a);
@@ -441,6 +629,18 @@ class ByteLevelBpe final : public Tokenizer {
 
   void load_pre_tokenizer(const json& j) {
     const json* p = file_.find(j, "pre_tokenizer");
+    if (kind_ == BpeKind::kSentencePiece) {
+      if (!p) return;
+      const std::string type = file_.string(*p, "type", "pre_tokenizer.");
+      if (type != "Metaspace")
+        file_.fail("pre_tokenizer \"{}\" is not supported in a sentencepiece-style BPE (only Metaspace or none)", type);
+      Metaspace m;
+      m.replacement = single_character(*p, "replacement", file_, "pre_tokenizer.");
+      m.prepend = prepend_scheme(*p, file_, "pre_tokenizer.");
+      m.split = file_.boolean(*p, "split", true, "pre_tokenizer.");
+      metaspace_ = m;
+      return;
+    }
     if (!p) file_.fail("missing \"pre_tokenizer\" (a byte-level BPE needs a ByteLevel pre-tokenizer)");
     std::vector<PreTokenizerStep> steps;
     flatten_pre_tokenizer(*p, file_, steps);
@@ -484,14 +684,53 @@ class ByteLevelBpe final : public Tokenizer {
     }
   }
 
+  void add_decoder(const json& d) {
+    const std::string type = file_.string(d, "type", "decoder.");
+    if (type == "Sequence") {
+      const json& list = file_.require(d, "decoders", "decoder.");
+      if (!list.is_array()) file_.fail("\"decoder.decoders\" must be an array");
+      for (const json& e : list) add_decoder(e);
+    } else if (type == "Replace") {
+      decoder_.push_back({DecoderStep::Kind::kReplace, replace_pattern(d, "decoder"),
+                          file_.string(d, "content", "decoder.Replace.")});
+    } else if (type == "ByteFallback") {
+      decoder_.push_back({DecoderStep::Kind::kByteFallback, {}, {}});
+    } else if (type == "Fuse") {
+      decoder_.push_back({DecoderStep::Kind::kFuse, {}, {}});
+    } else if (type == "Strip") {
+      DecoderStep step{DecoderStep::Kind::kStrip, single_character(d, "content", file_, "decoder.Strip."), {}};
+      const auto count = [&](const char* key) {
+        const json* v = file_.find(d, key);
+        if (!v) return 0;
+        if (!v->is_number_integer() || v->get<int64_t>() < 0 || v->get<int64_t>() > 1000)
+          file_.fail("\"decoder.Strip.{}\" must be a small non-negative integer, got {}", key, v->dump());
+        return static_cast<int>(v->get<int64_t>());
+      };
+      step.start = count("start");
+      step.stop = count("stop");
+      decoder_.push_back(step);
+    } else if (type == "Metaspace") {
+      DecoderStep step{DecoderStep::Kind::kMetaspace, single_character(d, "replacement", file_, "decoder."), {}};
+      step.prepend = prepend_scheme(d, file_, "decoder.") != PrependScheme::kNever;
+      decoder_.push_back(step);
+    } else {
+      file_.fail("decoder \"{}\" is not supported in a sentencepiece-style BPE "
+                 "(supported: Replace, ByteFallback, Fuse, Strip, Metaspace, Sequence)", type);
+    }
+  }
+
   void load_decoder(const json& j) {
     const json* d = file_.find(j, "decoder");
+    if (kind_ == BpeKind::kSentencePiece) {
+      if (d) add_decoder(*d);
+      return;
+    }
     if (!d) file_.fail("missing \"decoder\" (expected ByteLevel)");
     const std::string type = file_.string(*d, "type", "decoder.");
     if (type != "ByteLevel") file_.fail("decoder \"{}\" is not supported (only ByteLevel)", type);
   }
 
-  // BOS/EOS/pad from tokenizer_config.json, falling back on the template's single tokens.
+  // BOS/EOS/pad ids from tokenizer_config.json, falling back on the template's single tokens.
   void apply_config(const TokenizerConfig& config) {
     for (int32_t id : prefix_) check_id(id, "post_processor");
     for (int32_t id : suffix_) check_id(id, "post_processor");
@@ -507,16 +746,6 @@ class ByteLevelBpe final : public Tokenizer {
     pad_ = resolve(config.pad_token, "pad_token");
     if (!bos_ && prefix_.size() == 1) bos_ = prefix_[0];
     if (!eos_ && suffix_.size() == 1) eos_ = suffix_[0];
-    const auto override_with = [&](std::optional<bool> add, std::optional<int32_t> id, const char* key,
-                                   std::vector<int32_t>& ids) {
-      if (!add) return;
-      if (*add && !id)
-        throw Error(fmt::format("tokenizer: {}: {}=true but no such token is known", config.path.string(), key));
-      ids.clear();
-      if (*add) ids.push_back(*id);
-    };
-    override_with(config.add_bos_token, bos_, "add_bos_token", prefix_);
-    override_with(config.add_eos_token, eos_, "add_eos_token", suffix_);
     // skip_special drops the configured specials as well as added tokens marked special.
     for (const auto& id : {bos_, eos_, pad_})
       if (id) special_[*id] = true;
@@ -524,22 +753,24 @@ class ByteLevelBpe final : public Tokenizer {
 
   // ---- encoding ----
 
-  void encode_normalizable(std::string_view text, std::vector<int32_t>& out) const {
+  // text starts the input at_start (what Metaspace's prepend_scheme "first" asks).
+  void encode_normalizable(std::string_view text, bool at_start, std::vector<int32_t>& out) const {
     std::string normalized;
-    if (nfc_) {
-      normalized = unicode::nfc(text);
+    if (!normalizer_.empty()) {
+      normalized = normalize(text);
       text = normalized;
     }
-    if (normalized_tokens_.empty()) return encode_plain(text, out);
+    if (normalized_tokens_.empty()) return encode_plain(text, at_start, out);
     std::vector<Segment> segments;
     normalized_tokens_.split(text, segments);
     for (const Segment& s : segments) {
       if (s.id >= 0) out.push_back(s.id);
-      else encode_plain(s.text, out);
+      else encode_plain(s.text, at_start && s.text.data() == text.data(), out);
     }
   }
 
-  void encode_plain(std::string_view text, std::vector<int32_t>& out) const {
+  void encode_plain(std::string_view text, bool at_start, std::vector<int32_t>& out) const {
+    if (kind_ == BpeKind::kSentencePiece) return encode_metaspace(text, at_start, out);
     std::vector<std::string_view> pieces{text}, next;
     for (const PreTokenizerStep& step : steps_) {
       next.clear();
@@ -567,6 +798,23 @@ class ByteLevelBpe final : public Tokenizer {
     }
   }
 
+  // The Metaspace pre-tokenizer (when there is one), then BPE on each piece.
+  void encode_metaspace(std::string_view text, bool at_start, std::vector<int32_t>& out) const {
+    if (!metaspace_) return encode_word(text, out);
+    const Metaspace& m = *metaspace_;
+    std::string s = replace_all(text, " ", m.replacement);
+    const bool prepend = m.prepend == PrependScheme::kAlways || (m.prepend == PrependScheme::kFirst && at_start);
+    if (prepend && !s.starts_with(m.replacement)) s.insert(0, m.replacement);
+    if (!m.split) return encode_word(s, out);
+    const std::string_view all(s);
+    size_t begin = 0;
+    for (size_t hit = all.find(m.replacement, 1); hit != std::string_view::npos; hit = all.find(m.replacement, hit + 1)) {
+      encode_word(all.substr(begin, hit - begin), out);
+      begin = hit;
+    }
+    encode_word(all.substr(begin), out);
+  }
+
   static uint64_t pair_key(int32_t a, int32_t b) {
     return (static_cast<uint64_t>(static_cast<uint32_t>(a)) << 32) | static_cast<uint32_t>(b);
   }
@@ -575,7 +823,8 @@ class ByteLevelBpe final : public Tokenizer {
   void encode_word(std::string_view word, std::vector<int32_t>& out) const {
     if (word.empty()) return;
     if (ignore_merges_) {
-      if (auto it = vocab_by_bytes_.find(word); it != vocab_by_bytes_.end()) {
+      const StringMap<int32_t>& whole = kind_ == BpeKind::kByteLevel ? vocab_by_bytes_ : vocab_;
+      if (auto it = whole.find(word); it != whole.end()) {
         out.push_back(it->second);
         return;
       }
@@ -596,27 +845,66 @@ class ByteLevelBpe final : public Tokenizer {
     }
   }
 
-  // BPE: start from one symbol per byte and repeatedly merge the adjacent pair of lowest rank
-  // (the leftmost one among equal ranks), through a heap of candidate pairs that is checked for
-  // staleness on pop (as `tokenizers` does). A byte missing from the vocabulary becomes unk_token
-  // (consecutive ones fused under fuse_unk) or, without unk_token, is dropped.
+  // The symbols BPE starts from. Byte-level: one per byte. Sentencepiece-style: one per character
+  // in the vocabulary; a character that is not becomes its <0xNN> byte tokens under byte_fallback
+  // (when all exist). What is left becomes unk_token (consecutive ones fused under fuse_unk) or,
+  // without unk_token, is dropped. As in `tokenizers`, a pending unk is emitted only when the next
+  // character found in the vocabulary (or the end) comes, so it follows byte-fallback tokens
+  // that came after it.
+  void initial_symbols(std::string_view word, std::vector<int32_t>& ids) const {
+    std::optional<int32_t> pending_unk;
+    const auto unknown = [&] {
+      if (!unk_id_) return;
+      if (pending_unk && fuse_unk_) return;
+      if (pending_unk) ids.push_back(*pending_unk);
+      pending_unk = unk_id_;
+    };
+    if (kind_ == BpeKind::kByteLevel) {
+      for (char c : word) {
+        const int32_t id = byte_id_[static_cast<uint8_t>(c)];
+        if (id < 0) {
+          unknown();
+          continue;
+        }
+        if (pending_unk) ids.push_back(*std::exchange(pending_unk, std::nullopt));
+        ids.push_back(id);
+      }
+    } else {
+      for (size_t pos = 0; pos < word.size();) {
+        const size_t len = std::max<size_t>(unicode::utf8_sequence_length(word.substr(pos)), 1);
+        const std::string_view c = word.substr(pos, len);
+        pos += len;
+        if (auto it = vocab_.find(c); it != vocab_.end()) {
+          if (pending_unk) ids.push_back(*std::exchange(pending_unk, std::nullopt));
+          ids.push_back(it->second);
+          continue;
+        }
+        if (byte_fallback_ && std::all_of(c.begin(), c.end(), [&](char b) { return byte_id_[static_cast<uint8_t>(b)] >= 0; })) {
+          for (char b : c) ids.push_back(byte_id_[static_cast<uint8_t>(b)]);
+          continue;
+        }
+        unknown();
+      }
+    }
+    if (pending_unk) ids.push_back(*pending_unk);
+  }
+
+  // BPE: repeatedly merge the adjacent pair of lowest rank (the leftmost one among equal ranks),
+  // through a heap of candidate pairs that is checked for staleness on pop (as `tokenizers` does).
   void merge_word(std::string_view word, std::vector<int32_t>& out) const {
     struct Symbol {
       int32_t id, prev, next;
     };
+    std::vector<int32_t> ids;
+    ids.reserve(word.size());
+    initial_symbols(word, ids);
+    if (ids.empty()) return;
     std::vector<Symbol> sym;
-    sym.reserve(word.size());
-    for (char c : word) {
-      int32_t id = byte_id_[static_cast<uint8_t>(c)];
-      if (id < 0) {
-        if (!unk_id_) continue;
-        if (fuse_unk_ && !sym.empty() && sym.back().id == *unk_id_) continue;
-        id = *unk_id_;
-      }
+    sym.reserve(ids.size());
+    for (int32_t id : ids) {
       const auto n = static_cast<int32_t>(sym.size());
       sym.push_back({id, n - 1, n + 1});
     }
-    if (sym.empty()) return;
     sym.back().next = -1;
 
     struct Candidate {
@@ -658,12 +946,16 @@ class ByteLevelBpe final : public Tokenizer {
     int32_t rank, merged;
   };
   std::unordered_map<uint64_t, Merge> merges_;  // (left id, right id) -> rank, merged id
-  std::array<int32_t, 256> byte_id_{};          // id of each single byte's token, -1 if absent
+  std::array<int32_t, 256> byte_id_{};          // id of each byte's token (<0xNN> in sentencepiece-style), -1 if absent
   std::optional<int32_t> unk_id_;
-  bool ignore_merges_ = false, fuse_unk_ = false, nfc_ = false;
+  bool ignore_merges_ = false, fuse_unk_ = false, byte_fallback_ = false;
+  BpeKind kind_;
+  std::vector<NormalizerStep> normalizer_;
+  std::optional<Metaspace> metaspace_;  // sentencepiece-style
+  std::vector<DecoderStep> decoder_;    // sentencepiece-style
 
   std::vector<std::string> id_to_token_;  // model vocabulary and added tokens
-  std::vector<std::string> decoded_;      // per id, the bytes decode() emits
+  std::vector<std::string> decoded_;      // byte-level: per id, the bytes decode() emits
   std::vector<bool> special_;             // per id, dropped by decode(skip_special)
 
   AddedTokenSplitter raw_tokens_, normalized_tokens_;
@@ -679,29 +971,45 @@ class ByteLevelBpe final : public Tokenizer {
 
 }  // namespace
 
-bool is_byte_level_bpe(const nlohmann::json& j) try {
-  if (!j.is_object()) return false;
+std::optional<BpeKind> bpe_kind(const nlohmann::json& j) try {
+  if (!j.is_object()) return std::nullopt;
   auto model = j.find("model");
-  if (model == j.end() || !model->is_object() || model->value("type", std::string()) != "BPE") return false;
-  // Search the pre-tokenizer tree for a ByteLevel step without throwing on odd shapes.
-  const auto has_byte_level = [](const auto& self, const json& p) -> bool {
+  if (model == j.end() || !model->is_object() || model->value("type", std::string()) != "BPE") return std::nullopt;
+  // Search the pre-tokenizer tree for a step of the given type without throwing on odd shapes.
+  const auto has_step = [](const auto& self, const json& p, const char* type, const char* list_key) -> bool {
     if (!p.is_object()) return false;
-    if (p.value("type", std::string()) == "ByteLevel") return true;
-    auto list = p.find("pretokenizers");
+    if (p.value("type", std::string()) == type) return true;
+    auto list = p.find(list_key);
     if (list == p.end() || !list->is_array()) return false;
     for (const json& q : *list)
-      if (self(self, q)) return true;
+      if (self(self, q, type, list_key)) return true;
     return false;
   };
-  auto pre = j.find("pre_tokenizer");
-  return pre != j.end() && has_byte_level(has_byte_level, *pre);
+  const json pre = j.value("pre_tokenizer", json()), norm = j.value("normalizer", json());
+  if (has_step(has_step, pre, "ByteLevel", "pretokenizers")) return BpeKind::kByteLevel;
+  if (model->value("byte_fallback", false) || has_step(has_step, pre, "Metaspace", "pretokenizers") ||
+      has_step(has_step, norm, "Prepend", "normalizers"))
+    return BpeKind::kSentencePiece;
+  return std::nullopt;
 } catch (const json::exception&) {  // e.g. "type" that is not a string: not one of ours
-  return false;
+  return std::nullopt;
 }
 
-std::unique_ptr<Tokenizer> make_byte_level_bpe(const std::filesystem::path& json_path, const std::string& contents,
-                                               const nlohmann::json& tokenizer_json, TokenizerConfig config) {
-  return std::make_unique<ByteLevelBpe>(json_path, contents, tokenizer_json, std::move(config));
+std::unique_ptr<Tokenizer> make_bpe(const std::filesystem::path& json_path, const std::string& contents,
+                                    const nlohmann::json& tokenizer_json, TokenizerConfig config) {
+  const auto kind = bpe_kind(tokenizer_json);
+  if (!kind) {
+    const json* model = tokenizer_json.is_object() && tokenizer_json.contains("model") ? &tokenizer_json["model"] : nullptr;
+    const json type = model && model->is_object() ? model->value("type", json()) : json();
+    if (type != "BPE")
+      throw Error(fmt::format("tokenizer: {}: model.type is {}; only \"BPE\" is supported", json_path.string(),
+                              type.dump()));
+    throw Error(fmt::format("tokenizer: {}: this BPE has neither a ByteLevel pre-tokenizer (byte-level) nor byte_fallback, "
+                            "a Metaspace pre-tokenizer or a Prepend normalizer (sentencepiece-style); pre_tokenizer {} is "
+                            "not supported",
+                            json_path.string(), tokenizer_json.value("pre_tokenizer", json()).dump()));
+  }
+  return std::make_unique<Bpe>(json_path, contents, tokenizer_json, *kind, std::move(config));
 }
 
 }  // namespace mlr::tokenizer_detail

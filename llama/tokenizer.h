@@ -1,15 +1,29 @@
 // Tokenizers: the interface every tokenizer implements, and the loader that picks one from a
-// Hugging Face checkpoint directory (tokenizer.json -> byte-level BPE; tokenizer.model ->
-// sentencepiece), reading BOS/EOS behaviour from tokenizer_config.json when present.
+// Hugging Face checkpoint directory, reading BOS/EOS behaviour from tokenizer_config.json.
+//
+// The default backend gives the tokens of transformers' AutoTokenizer (version 5.25; checked by
+// tests/fixtures/tokenizer/shared_data_parity.json over every shared data file):
+//   tokenizer.json (byte-level BPE of LLaMA 3 / GPT-2, or the sentencepiece-style BPE of LLaMA 1/2
+//     and Mistral) -> that pipeline; with tokenizer_class LlamaTokenizer in tokenizer_config.json
+//     the normalizer and pre-tokenizer are replaced as LlamaTokenizer does (Metaspace, legacy flag);
+//   tokenizer.model + tokenizer_config.json naming LlamaTokenizer -> converted to a BPE as
+//     transformers converts it (merges from piece order, byte fallback, no whitespace collapsing);
+//   tokenizer.model alone (or a config without tokenizer_class) -> the sentencepiece library, with
+//     LLaMA's BOS rule.
+// TokenizerBackend::sentencepiece always reads tokenizer.model through the sentencepiece library
+// (Meta's tokens: "a  b" is ▁a ▁ ▁b where transformers gives ▁a ▁▁ b).
 #pragma once
 
 #include <cstdint>
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace mlr {
+
+enum class TokenizerBackend { transformers, sentencepiece };
 
 class Tokenizer {
  public:
@@ -30,10 +44,17 @@ class Tokenizer {
   virtual std::string id_to_piece(int32_t id) const = 0;
   // A short stable identity (kind + hash of the vocabulary files) for cache keys.
   virtual std::string fingerprint() const = 0;
+  // Whose tokens these are: transformers' or the sentencepiece library's (recorded in cache keys).
+  virtual TokenizerBackend backend() const { return TokenizerBackend::transformers; }
 };
+
+// "transformers" or "sentencepiece"; mlr::Error naming the value otherwise.
+TokenizerBackend parse_tokenizer_backend(std::string_view name);
+const char* tokenizer_backend_name(TokenizerBackend backend);
 
 // Loads from a checkpoint directory or a tokenizer file (tokenizer.model or tokenizer.json).
 // Throws mlr::Error naming the path when nothing usable is found or a file is malformed.
-std::unique_ptr<Tokenizer> load_tokenizer(const std::string& path);
+std::unique_ptr<Tokenizer> load_tokenizer(const std::string& path,
+                                          TokenizerBackend backend = TokenizerBackend::transformers);
 
 }  // namespace mlr

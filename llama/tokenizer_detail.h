@@ -36,6 +36,9 @@ struct TokenizerConfig {
   std::string contents;        // raw bytes, hashed into the fingerprint
   std::optional<bool> add_bos_token, add_eos_token;
   std::optional<std::string> bos_token, eos_token, pad_token, unk_token;
+  std::optional<std::string> tokenizer_class;  // e.g. "LlamaTokenizer"
+  std::optional<bool> legacy, add_prefix_space;  // LlamaTokenizer's Metaspace settings
+  nlohmann::json added_tokens_decoder;            // {"id": {"content": ...}, ...} or null
 };
 // Reads dir/tokenizer_config.json if it exists (an empty config otherwise).
 TokenizerConfig read_tokenizer_config(const std::filesystem::path& dir);
@@ -43,12 +46,31 @@ TokenizerConfig read_tokenizer_config(const std::filesystem::path& dir);
 std::unique_ptr<Tokenizer> make_sentencepiece(const std::filesystem::path& model_path,
                                               TokenizerConfig config);
 
-// True when the parsed tokenizer.json describes a byte-level BPE (model.type "BPE" and a
-// ByteLevel pre-tokenizer, alone or in a Sequence), i.e. one make_byte_level_bpe can load.
-bool is_byte_level_bpe(const nlohmann::json& tokenizer_json);
-std::unique_ptr<Tokenizer> make_byte_level_bpe(const std::filesystem::path& json_path,
-                                               const std::string& contents,
-                                               const nlohmann::json& tokenizer_json,
-                                               TokenizerConfig config);
+// The two BPE flavours of tokenizer.json that make_bpe loads: byte-level (a ByteLevel
+// pre-tokenizer, alone or in a Sequence) and sentencepiece-style (pieces with "▁" for space:
+// byte_fallback, a Metaspace pre-tokenizer or a Prepend normalizer). nullopt for anything else
+// (model.type other than "BPE", or a shape we do not recognise).
+enum class BpeKind { kByteLevel, kSentencePiece };
+std::optional<BpeKind> bpe_kind(const nlohmann::json& tokenizer_json);
+// contents is what is hashed into the fingerprint (the file, or the converted model and config).
+std::unique_ptr<Tokenizer> make_bpe(const std::filesystem::path& json_path, const std::string& contents,
+                                    const nlohmann::json& tokenizer_json, TokenizerConfig config);
+
+// Whether tokenizer_config.json names LlamaTokenizer (or its Fast / CodeLlama variants), whose
+// constructor in transformers 5 replaces the normalizer, pre-tokenizer and decoder.
+bool is_llama_tokenizer_class(const TokenizerConfig& config);
+// Rewrites a sentencepiece-style tokenizer.json as LlamaTokenizer.__init__ rebuilds it: no
+// normalizer; Metaspace("▁", prepend_scheme: "first", or "always" with legacy=true, or "never"
+// with add_prefix_space=false; split=false); model fuse_unk + byte_fallback without unk_token;
+// decoder Replace("▁", " "), ByteFallback, Fuse, and Strip(1 leading space) unless
+// add_prefix_space=false. Vocabulary, merges, added tokens and post-processor are kept.
+void apply_llama_tokenizer(nlohmann::json& tokenizer_json, const TokenizerConfig& config);
+// tokenizer.model (its bytes in contents) converted as transformers 5 converts it for
+// LlamaTokenizer: vocabulary in piece order, merges generated from it, control pieces (and unk) as
+// special added tokens, user-defined pieces as added tokens, BOS/EOS template from
+// add_bos_token (default false there) / add_eos_token, then apply_llama_tokenizer. The
+// unk/bos/eos tokens it settles on (LlamaTokenizer's defaults when unset) are written to config.
+nlohmann::json sentencepiece_to_tokenizer_json(const std::filesystem::path& model_path, const std::string& contents,
+                                               TokenizerConfig& config);
 
 }  // namespace mlr::tokenizer_detail

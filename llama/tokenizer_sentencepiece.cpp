@@ -90,6 +90,7 @@ class SentencePieceTokenizer final : public Tokenizer {
     return sp_.IdToPiece(id);
   }
   std::string fingerprint() const override { return fingerprint_; }
+  TokenizerBackend backend() const override { return TokenizerBackend::sentencepiece; }
 
  private:
   // The configured token's id (it must be a piece of the model), else the model's own id.

@@ -248,7 +248,7 @@ TrainConfig parse_train_config(const std::string& yaml_text, const std::string& 
   TrainConfig c;
   c.base_dir = base_dir;
   const Section top(root, name, "", overridden);
-  top.only({"model", "adapter", "data", "train", "optim", "eval", "save", "log", "output_dir", "seed"});
+  top.only({"model", "tokenizer", "adapter", "data", "train", "optim", "eval", "save", "log", "output_dir", "seed"});
   top.str("output_dir", c.output_dir);
   top.integer("seed", c.seed);
 
@@ -336,6 +336,12 @@ TrainConfig parse_train_config(const std::string& yaml_text, const std::string& 
   save.require(c.save.interval >= 0, "interval", "must be >= 0 (0: only at the end)");
   save.require(c.save.keep_last >= 0, "keep_last", "must be >= 0 (0: keep all)");
 
+  const Section tokenizer(root["tokenizer"], name, "tokenizer", overridden);
+  tokenizer.only({"backend"});
+  tokenizer.str("backend", c.tokenizer.backend);
+  tokenizer.require(c.tokenizer.backend == "transformers" || c.tokenizer.backend == "sentencepiece", "backend",
+                    "must be transformers or sentencepiece");
+
   const Section log(root["log"], name, "log", overridden);
   log.only({"interval", "tensorboard"});
   log.integer("interval", c.log.interval);
@@ -358,6 +364,8 @@ std::string to_yaml(const TrainConfig& c) {
   out << YAML::Key << "model" << YAML::Value << YAML::BeginMap << YAML::Key << "path" << YAML::Value << c.model.path
       << YAML::Key << "device" << YAML::Value << c.model.device
       << YAML::EndMap;
+  out << YAML::Key << "tokenizer" << YAML::Value << YAML::BeginMap << YAML::Key << "backend" << YAML::Value
+      << c.tokenizer.backend << YAML::EndMap;
   emit_adapter_section(out, c.adapter);
   if (!c.data_yaml.empty()) out << YAML::Key << "data" << YAML::Value << YAML::Load(c.data_yaml);
   out << YAML::Key << "train" << YAML::Value << YAML::BeginMap << YAML::Key << "steps" << YAML::Value << c.train.steps

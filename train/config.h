@@ -88,8 +88,15 @@ struct LogSection {
   bool tensorboard = true;
 };
 
+// tokenizer.backend: transformers (default: the tokens of transformers' AutoTokenizer) or
+// sentencepiece (the sentencepiece library's own tokens of tokenizer.model); llama/tokenizer.h.
+struct TokenizerSection {
+  std::string backend = "transformers";
+};
+
 struct TrainConfig {
   ModelSection model;
+  TokenizerSection tokenizer;
   AdapterSection adapter;
   std::string data_yaml;  // the data section as YAML (parsed by data/config.h)
   TrainSection train;

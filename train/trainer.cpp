@@ -299,7 +299,7 @@ void TrainingRun::write_resolved_config() {
 void TrainingRun::load_model_and_data() {
   model_ = LlamaForCausalLM::from_pretrained(config_.model.path, dtype_, device_);
   model_->set_gradient_checkpointing(config_.train.activation_checkpointing);
-  tokenizer_ = load_tokenizer(config_.model.path);
+  tokenizer_ = load_tokenizer(config_.model.path, parse_tokenizer_backend(config_.tokenizer.backend));
   trainable_ = setup_trainable(*model_, config_);
   model_->train();
   MLR_CHECK(!config_.data_yaml.empty(), "mlr-train: the configuration has no data section");
@@ -346,6 +346,14 @@ void TrainingRun::resume_from_checkpoint() {
   const fs::path dir(*latest);
   const std::string state_file = (dir / "trainer_state.json").string();
   const TrainerState state = read_trainer_state(state_file);
+  // The saved data position counts rows of tokens: resuming with another tokenizer would silently
+  // continue on other data.
+  MLR_CHECK(state.tokenizer_backend.empty() ||
+                (state.tokenizer_backend == config_.tokenizer.backend &&
+                 state.tokenizer_fingerprint == tokenizer_->fingerprint()),
+            "mlr-train --resume: {} was written with tokenizer backend '{}' (fingerprint {}), this run uses '{}' ({})",
+            state_file, state.tokenizer_backend, state.tokenizer_fingerprint, config_.tokenizer.backend,
+            tokenizer_->fingerprint());
   load_trainable(*model_, trainable_, (dir / "weights").string());
   TrainingState optim_state;
   optim_state.tensors = load_checkpoint_tensors((dir / "optimizer.safetensors").string(), std::nullopt, device_);
@@ -501,6 +509,7 @@ void TrainingRun::save_checkpoint(int64_t at_step) {
   save_safetensors((fs::path(staging) / "optimizer.safetensors").string(), tensors);
   nlohmann::json state;
   state["step"] = at_step;
+  state["tokenizer"] = {{"backend", config_.tokenizer.backend}, {"fingerprint", tokenizer_->fingerprint()}};
   state["optimizer"] = optim_state.scalars;
   state["lr_schedule"] = schedule_.state_dict();
   state["loss_scaler"] = scaler_->state_dict();

@@ -62,6 +62,15 @@ TrainerState parse_trainer_state(const std::string& text, const std::string& pat
   const json& rng = r.object(j, "rng", "rng");
   s.rng_seed = r.u64(r.member(rng, "seed", "rng.seed"), "rng.seed");
   s.rng_offset = r.u64(r.member(rng, "offset", "rng.offset"), "rng.offset");
+  if (j.contains("tokenizer")) {
+    const json& tok = r.object(j, "tokenizer", "tokenizer");
+    for (const char* key : {"backend", "fingerprint"}) {
+      const json& v = r.member(tok, key, std::string("tokenizer.") + key);
+      if (!v.is_string()) r.fail(std::string("tokenizer.") + key, fmt::format("is {}, expected a string", v.dump()));
+    }
+    s.tokenizer_backend = tok.at("backend").get<std::string>();
+    s.tokenizer_fingerprint = tok.at("fingerprint").get<std::string>();
+  }
   if (j.contains("adapter_dropout_rng")) {
     auto& dropout = s.adapter_dropout_rng.emplace();
     for (const auto& [module, g] : r.object(j, "adapter_dropout_rng", "adapter_dropout_rng").items()) {
@@ -71,7 +80,7 @@ TrainerState parse_trainer_state(const std::string& text, const std::string& pat
     }
   }
   static const std::set<std::string> kTrainerKeys = {"step", "optimizer", "lr_schedule", "loss_scaler",
-                                                      "loader", "rng", "adapter_dropout_rng"};
+                                                      "loader", "rng", "adapter_dropout_rng", "tokenizer"};
   for (const auto& [key, by_module] : j.items()) {
     if (kTrainerKeys.count(key)) continue;
     if (!by_module.is_object())

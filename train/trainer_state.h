@@ -31,6 +31,9 @@ struct TrainerState {
   nlohmann::json loss_scaler;     // DynamicLossScaler::load_state_dict checks its contents
   data::LoaderState loader;
   uint64_t rng_seed = 0, rng_offset = 0;  // the default generator
+  // "tokenizer": {"backend", "fingerprint"}: the tokenizer the data positions refer to (empty in
+  // checkpoints written before it was recorded).
+  std::string tokenizer_backend, tokenizer_fingerprint;
   // By module path; absent when the run had no such adapters.
   std::optional<std::map<std::string, std::pair<uint64_t, uint64_t>>> adapter_dropout_rng;
   // Every other top-level key: an adapter type's state, {module path: JSON}; empty without such adapters.

@@ -174,11 +174,13 @@ TEST_CASE("byte-level BPE: special token ids") {
   auto bare = mlr::load_tokenizer((dir.path / "tokenizer.json").string());
   CHECK(bare->bos_id() == 1000);
   CHECK(!bare->eos_id());
-  // Explicit add_bos_token / add_eos_token replace the template.
+  // add_bos_token / add_eos_token do not change the template: transformers 5 drops them when a
+  // tokenizer.json is present.
   write(dir.path / "tokenizer_config.json",
         R"({"bos_token": "<|begin_of_text|>", "eos_token": "<|eot_id|>", "add_bos_token": false, "add_eos_token": true})");
   auto configured = mlr::load_tokenizer(dir.path.string());
-  CHECK(configured->encode("Hi", true) == std::vector<int32_t>{39, 72, 1002});
+  CHECK(configured->encode("Hi", true) == std::vector<int32_t>{1000, 39, 72});
+  CHECK(configured->eos_id() == 1002);
   CHECK(configured->decode({1000, 39, 72, 1002}) == "Hi");
 }
 
@@ -280,9 +282,10 @@ TEST_CASE("malformed tokenizer files give errors that name the file") {
   expect_error(variant("novocab.json", [](json& j) { j["model"].erase("vocab"); }), "missing \"model.vocab\"");
   expect_error(variant("merge.json", [](json& j) { j["model"]["merges"].push_back({"Ġ", "zzz"}); }),
                "refers to token \"zzz\" which is not in model.vocab");
-  expect_error(variant("type.json", [](json& j) { j["model"]["type"] = "WordPiece"; }), "only byte-level \"BPE\"");
+  expect_error(variant("type.json", [](json& j) { j["model"]["type"] = "WordPiece"; }),
+               "model.type is \"WordPiece\"; only \"BPE\"");
   expect_error(variant("pre.json", [](json& j) { j["pre_tokenizer"] = {{"type", "Whitespace"}}; }),
-               "pre_tokenizer type \"Whitespace\" is not supported");
+               "pre_tokenizer {\"type\":\"Whitespace\"} is not supported");
   expect_error(variant("id.json", [](json& j) { j["model"]["vocab"]["!"] = "zero"; }), "non-negative 32-bit integer");
   expect_error(variant("decoder.json", [](json& j) { j["decoder"] = {{"type", "WordPiece"}}; }), "decoder");
 
@@ -294,4 +297,116 @@ TEST_CASE("malformed tokenizer files give errors that name the file") {
   write(dir.path / "cfg" / "tokenizer_config.json", "{\"bos_token\": ");
   const std::string msg = error_of([&] { mlr::load_tokenizer((dir.path / "cfg").string()); });
   CHECK(msg.find("tokenizer_config.json: invalid JSON") != std::string::npos);
+}
+
+// ---- Sentencepiece-style BPE: transformers' tokens (scripts/fixtures/make_sentencepiece_bpe_fixtures.py)
+
+namespace {
+
+void check_against_transformers(const mlr::Tokenizer& tok, const json& ref) {
+  const auto optional_id = [](const json& j) { return j.is_null() ? std::nullopt : std::optional<int32_t>(j.get<int32_t>()); };
+  CHECK(tok.bos_id() == optional_id(ref["bos_id"]));
+  CHECK(tok.eos_id() == optional_id(ref["eos_id"]));
+  for (const json& c : ref["cases"]) {
+    const std::string text = c["text"];
+    CAPTURE(text);
+    const auto ids = tok.encode(text);
+    CHECK(ids == ids_of(c["ids"]));
+    CHECK(tok.encode(text, true) == ids_of(c["ids_special"]));
+    CHECK(tok.decode(ids) == c["decoded"].get<std::string>());
+    CHECK(tok.decode(ids, false) == c["decoded_special_kept"].get<std::string>());
+  }
+  for (const json& c : ref["decode_only"]) {
+    CAPTURE(c.dump());
+    CHECK(tok.decode(ids_of(c["ids"]), c["skip_special"].get<bool>()) == c["decoded"].get<std::string>());
+  }
+}
+
+}  // namespace
+
+TEST_CASE("sentencepiece-style tokenizer.json: ids and decoding match transformers") {
+  const json ref = read_json(kFixtures / "spbpe" / "reference.json");
+  REQUIRE(ref["tokenizers"].size() == 4);
+  for (const auto& [name, cases] : ref["tokenizers"].items()) {
+    CAPTURE(name);
+    auto tok = mlr::load_tokenizer((kFixtures / "spbpe" / name).string());
+    CHECK(tok->fingerprint().starts_with("spbpe-"));
+    check_against_transformers(*tok, cases);
+  }
+}
+
+TEST_CASE("tokenizer.model with a LlamaTokenizer config: converted as transformers converts it") {
+  if (!shared_models_present()) return;
+  const json ref = read_json(kFixtures / "spbpe" / "reference.json");
+  REQUIRE(ref["models"].size() == 4);
+  for (const auto& [key, cases] : ref["models"].items()) {
+    CAPTURE(key);
+    TempDir dir;
+    fs::copy_file(kShared / key.substr(0, key.find('+')), dir.path / "tokenizer.model");
+    write(dir.path / "tokenizer_config.json", cases["tokenizer_config"].dump());
+    auto tok = mlr::load_tokenizer(dir.path.string());
+    CHECK(tok->fingerprint().starts_with("spbpe-"));
+    check_against_transformers(*tok, cases);
+  }
+}
+
+TEST_CASE("tokenizer backends: transformers' tokens by default, the sentencepiece library's on request") {
+  if (!shared_models_present()) return;
+  TempDir dir;
+  fs::copy_file(kShared / "models/llama-tokenizer/tokenizer.model", dir.path / "tokenizer.model");
+  // A bare tokenizer.model: the sentencepiece library and LLaMA's BOS rule, whatever the backend.
+  auto bare = mlr::load_tokenizer(dir.path.string());
+  CHECK(bare->fingerprint().starts_with("spm-"));
+  CHECK(bare->encode("therefore  the") == std::vector<int32_t>{5480, 29871, 278});  // ▁therefore ▁ ▁the
+  CHECK(bare->adds_bos());
+
+  write(dir.path / "tokenizer_config.json", R"({"tokenizer_class": "LlamaTokenizer", "add_bos_token": true})");
+  auto hf = mlr::load_tokenizer(dir.path.string());
+  CHECK(hf->encode("therefore  the", true) == std::vector<int32_t>{1, 5480, 259, 1552});  // <s> ▁therefore ▁▁ the
+  auto sp = mlr::load_tokenizer(dir.path.string(), mlr::TokenizerBackend::sentencepiece);
+  CHECK(sp->encode("therefore  the", true) == std::vector<int32_t>{1, 5480, 29871, 278});
+  CHECK(sp->fingerprint().starts_with("spm-"));
+  CHECK(sp->fingerprint() != hf->fingerprint());  // so a data cache made with one is never read with the other
+
+  // A config that names no tokenizer class: transformers does not build a LlamaTokenizer then, and
+  // mlr keeps the sentencepiece library's tokens.
+  write(dir.path / "tokenizer_config.json", R"({"add_bos_token": true})");
+  CHECK(mlr::load_tokenizer(dir.path.string())->fingerprint().starts_with("spm-"));
+
+  CHECK(mlr::parse_tokenizer_backend("sentencepiece") == mlr::TokenizerBackend::sentencepiece);
+  CHECK(mlr::parse_tokenizer_backend("transformers") == mlr::TokenizerBackend::transformers);
+  CHECK(error_of([] { mlr::parse_tokenizer_backend("spm"); }).find("'spm'") != std::string::npos);
+  CHECK(error_of([] {
+          mlr::load_tokenizer((kFixtures / "llama3").string(), mlr::TokenizerBackend::sentencepiece);
+        }).find("needs tokenizer.model") != std::string::npos);
+}
+
+TEST_CASE("malformed sentencepiece-style files and models give errors that name the file") {
+  TempDir dir;
+  json base = read_json(kFixtures / "spbpe" / "metaspace" / "tokenizer.json");
+  const auto error_for = [&](auto&& edit) {
+    json j = base;
+    edit(j);
+    write(dir.path / "tokenizer.json", j.dump());
+    return error_of([&] { mlr::load_tokenizer((dir.path / "tokenizer.json").string()); });
+  };
+  CHECK(error_for([](json& j) { j["pre_tokenizer"]["prepend_scheme"] = "sometimes"; }).find("prepend_scheme") != std::string::npos);
+  CHECK(error_for([](json& j) { j["pre_tokenizer"]["replacement"] = "ab"; }).find("one character") != std::string::npos);
+  CHECK(error_for([](json& j) { j["decoder"]["decoders"][0]["type"] = "CTC"; }).find("decoder \"CTC\"") != std::string::npos);
+  CHECK(error_for([](json& j) { j["normalizer"] = {{"type", "Lowercase"}}; }).find("normalizer \"Lowercase\"") != std::string::npos);
+  CHECK(error_for([](json& j) {
+          j["normalizer"] = {{"type", "Replace"}, {"pattern", {{"Regex", " +"}}}, {"content", "x"}};
+        }).find("String") != std::string::npos);
+
+  // A truncated tokenizer.model under a LlamaTokenizer config: the protobuf reader names the file.
+  if (!shared_models_present()) return;
+  const std::string model = read(kShared / "models/stories260K/tok512.model");
+  fs::remove(dir.path / "tokenizer.json");
+  write(dir.path / "tokenizer.model", model.substr(0, model.size() / 2));
+  write(dir.path / "tokenizer_config.json", R"({"tokenizer_class": "LlamaTokenizer"})");
+  const std::string msg = error_of([&] { mlr::load_tokenizer(dir.path.string()); });
+  CHECK(msg.find("tokenizer.model: not a valid sentencepiece model") != std::string::npos);
+  write(dir.path / "tokenizer_config.json", R"({"tokenizer_class": "LlamaTokenizer", "bos_token": "<nope>"})");
+  write(dir.path / "tokenizer.model", model);
+  CHECK(error_of([&] { mlr::load_tokenizer(dir.path.string()); }).find("<nope>") != std::string::npos);
 }
