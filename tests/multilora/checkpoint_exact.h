@@ -13,13 +13,16 @@
 #include <vector>
 
 #include "llama/model.h"
+#include "multilora/dora.h"
 #include "multilora/inject.h"
+#include "multilora/lora.h"
+#include "multilora/multilora.h"
 #include "multilora/smora.h"
 #include "tensor/ops.h"
 
 namespace mlr::test {
 
-// "lora", "multilora", "smora", or "full" (every model parameter trainable, no adapters).
+// "lora", "dora", "multilora", "smora", or "full" (every model parameter trainable, no adapters).
 struct CheckpointedModel {
   std::unique_ptr<LlamaForCausalLM> model;
   std::vector<NamedAdapter> adapters;
@@ -43,20 +46,23 @@ inline CheckpointedModel make_checkpointing_model(const std::string& kind, Devic
   InjectionSpec spec;
   spec.target_modules = {"q_proj", "v_proj", "o_proj", "down_proj"};
   spec.seed = 17;
-  if (kind == "lora") {
-    spec.kind = AdapterKind::lora;
-    spec.lora.dropout = 0.1;
+  if (kind == "lora" || kind == "dora") {
+    auto lora = kind == "lora" ? std::make_shared<LoraConfig>() : std::make_shared<DoraConfig>();
+    lora->dropout = 0.1;
+    spec.adapter = lora;
   } else if (kind == "multilora") {
-    spec.kind = AdapterKind::multilora;
-    spec.multilora.dropout = 0.1;
-    spec.multilora.r = 8;
-    spec.multilora.n_modules = 2;
+    auto multilora = std::make_shared<MultiLoraConfig>();
+    multilora->dropout = 0.1;
+    multilora->r = 8;
+    multilora->n_modules = 2;
+    spec.adapter = multilora;
   } else {
     REQUIRE(kind == "smora");
-    spec.kind = AdapterKind::smora;
-    spec.smora.dropout = 0.1;
-    spec.smora.r = 6;
-    spec.smora.top_k = 2;
+    auto smora = std::make_shared<SmoraConfig>();
+    smora->dropout = 0.1;
+    smora->r = 6;
+    smora->top_k = 2;
+    spec.adapter = smora;
   }
   m.adapters = inject_adapters(*m.model, spec);
   REQUIRE(m.adapters.size() == 4 * 3);

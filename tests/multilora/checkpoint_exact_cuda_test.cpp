@@ -5,7 +5,7 @@
 using namespace mlr;
 
 TEST_CASE("checkpointing on CUDA is exact with adapters: LoRA, MultiLoRA and SMoRA with dropout") {
-  for (const char* kind : {"lora", "multilora", "smora"}) test::check_checkpointing_exact(kind, Device::cuda(0));
+  for (const char* kind : {"lora", "dora", "multilora", "smora"}) test::check_checkpointing_exact(kind, Device::cuda(0));
 }
 
 TEST_CASE("checkpointing on CUDA is exact in full fine-tuning") {
