@@ -10,11 +10,10 @@
 namespace mlr {
 
 double global_grad_norm(const std::vector<Variable>& params) {
-  double total = 0;
-  for (const Variable& p : params) {
-    if (p.defined() && p.grad().defined()) total += optim_kernels::sum_of_squares(p.grad());
-  }
-  return std::sqrt(total);
+  std::vector<const Tensor*> grads;
+  for (const Variable& p : params)
+    if (p.defined() && p.grad().defined()) grads.push_back(&p.grad());
+  return std::sqrt(optim_kernels::sum_of_squares_multi(grads));
 }
 
 double clip_grad_norm_(const std::vector<Variable>& params, double max_norm) {

@@ -21,15 +21,15 @@ void validate(const LossScalerOptions& o, const char* what) {
   MLR_CHECK(o.growth_interval >= 1, "{}: growth_interval must be >= 1, got {}", what, o.growth_interval);
 }
 
-// grad *= factor; returns whether grad was all finite before. A bf16/f16 gradient is replaced by
-// an f32 one first: unscaled, small fp16 gradients would flush to zero in their own dtype.
-bool unscale_grad(Variable& param, double factor) {
+// The gradient to unscale in place: a bf16/f16 gradient is replaced by an f32 one first, since
+// unscaled, small fp16 gradients would flush to zero in their own dtype.
+Tensor unscalable_grad(Variable& param) {
   Tensor g = param.grad();
   if (g.dtype() == DType::f16 || g.dtype() == DType::bf16) {
     g = g.to(DType::f32);
     param.set_grad(g);
   }
-  return optim_kernels::scale_and_check_finite(g, factor);
+  return g;
 }
 
 }  // namespace
@@ -49,12 +49,10 @@ void DynamicLossScaler::unscale_(AdamW& optimizer) {
   MLR_CHECK(!stepped_, "DynamicLossScaler::unscale_: called after step(); call update() first");
   // torch: inv_scale = scale.double().reciprocal().float()
   const double inv_scale = static_cast<double>(static_cast<float>(1.0 / scale_));
-  bool finite = true;
-  for (Variable& p : optimizer.parameters()) {
-    if (!p.grad().defined()) continue;
-    finite = unscale_grad(p, inv_scale) && finite;
-  }
-  found_inf_ = !finite;
+  std::vector<Tensor> grads;
+  for (Variable& p : optimizer.parameters())
+    if (p.grad().defined()) grads.push_back(unscalable_grad(p));
+  found_inf_ = !optim_kernels::scale_and_check_finite_multi(grads, inv_scale);
   unscaled_ = true;
 }
 

@@ -6,12 +6,34 @@
 // or f64 for f64 inputs so that the f64 reference path keeps its precision end to end.
 #include "tensor/nn_ops.h"
 
+#include <atomic>
+#include <cstdlib>
+#include <cstring>
 #include <initializer_list>
 #include <utility>
 
 #include "tensor/dispatch.h"
 
 namespace mlr {
+
+namespace {
+
+// -1: not read from the environment yet.
+std::atomic<int> debug_checks_state{-1};
+
+}  // namespace
+
+bool debug_checks() {
+  int state = debug_checks_state.load(std::memory_order_relaxed);
+  if (state < 0) {
+    const char* env = std::getenv("MLR_DEBUG_CHECKS");
+    state = env && *env && std::strcmp(env, "0") != 0 ? 1 : 0;
+    debug_checks_state.store(state, std::memory_order_relaxed);
+  }
+  return state == 1;
+}
+
+void set_debug_checks(bool on) { debug_checks_state.store(on ? 1 : 0, std::memory_order_relaxed); }
 
 namespace {
 
@@ -76,6 +98,7 @@ void check_cu_seqlens(const char* op, const Tensor& cu, int64_t batch, int64_t s
   MLR_CHECK(cu.dim() == 1 && cu.size(0) >= 2, "{}: cu_seqlens must be 1-d [0, l1, l1+l2, ..., seq], got shape {}",
             op, shape_str(cu.shape()));
   MLR_CHECK(batch == 1, "{}: cu_seqlens needs packed input with batch 1, got batch {}", op, batch);
+  if (!check_values_of(cu)) return;  // checked where the batch was built (nn_ops.h)
   const std::vector<int64_t> v = cu.to_vector<int64_t>();
   MLR_CHECK(v.front() == 0, "{}: cu_seqlens [{}] must start at 0", op, fmt::join(v, ", "));
   for (size_t i = 1; i < v.size(); ++i)
@@ -108,6 +131,7 @@ void check_targets(const char* op, const Tensor& logits, const Tensor& targets, 
   MLR_CHECK(targets.dtype() == DType::i32 || targets.dtype() == DType::i64, "{}: targets have dtype {}, expected i64 or i32",
             op, targets.dtype());
   check_shape(op, "targets", targets, {logits.size(0)});
+  if (!check_values_of(targets)) return;  // checked where the batch was built (nn_ops.h)
   const int64_t vocab = logits.size(1);
   const std::vector<int64_t> t = targets.to_vector<int64_t>();
   for (size_t i = 0; i < t.size(); ++i)

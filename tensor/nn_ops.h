@@ -1,20 +1,35 @@
 // The LLaMA hot-path operations, forward and backward, as plain functions over tensors. The CPU
 // versions (tensor/kernels/cpu/<op>.cpp) are the readable references; CUDA versions are fused
-// kernels tested against them. nn/ wraps each pair in an autograd Function.
+// kernels tested against them. autograd/derivatives.cpp wraps each pair in a differentiable
+// Function, which nn/ and llama/ call.
 // Saved statistics (rstd, lse) and per-row losses are f32 as stated below, except for f64 inputs,
 // where they are f64 so the f64 reference path (finite-difference checks) keeps its precision.
+//
+// Values that index memory (cu_seqlens, cross-entropy targets, and the ids of tensor/ops.h's
+// embedding and index ops) are checked by the front-ends for CPU tensors, where reading them is
+// free. On a device, reading them means a copy to the host and a drained stream per op, so there
+// they are checked once where a batch is built from host data (the trainer, LlamaForCausalLM) and
+// trusted inside the ops, unless debug checks are on.
 #pragma once
 
 #include "tensor/tensor.h"
 
 namespace mlr {
 
+// Debug checks: the value checks above also for device tensors (each one a host round trip).
+// Off unless the environment sets MLR_DEBUG_CHECKS to a value other than "0" or empty, or
+// set_debug_checks(true) is called.
+bool debug_checks();
+void set_debug_checks(bool on);
+// Whether an op should check the values of `t`: always on the CPU, with debug checks elsewhere.
+inline bool check_values_of(const Tensor& t) { return t.device().is_cpu() || debug_checks(); }
+
 // ---- RMSNorm over the last dimension ----
 //   r = rsqrt(mean(x^2) + eps),  y = x * r * w
 //   dx = r * (dy*w - x * r^2 * mean(dy*w*x)),  dw = sum over rows of dy * x * r
 struct RmsNormOutput {
   Tensor y;
-  Tensor rstd;  // f32, one per row: shape x.shape()[:-1]
+  Tensor rstd;  // f32 (f64 for f64 x), one per row: shape x.shape()[:-1]
 };
 RmsNormOutput rmsnorm_forward(const Tensor& x, const Tensor& weight, double eps);
 // Returns dx; fills *dweight (f32 accumulation, weight's dtype) when dweight is not null.
@@ -44,8 +59,8 @@ void swiglu_backward(const Tensor& dh, const Tensor& gate, const Tensor& up, Ten
 //   S = q k^T * scale (causal mask: key j <= query i; with cu_seqlens, also same document)
 //   P = softmax(S), O = P v, lse = logsumexp(S) per query row
 //   dV = P^T dO, dP = dO V^T, dS = P * (dP - rowsum(dO * O)), dQ = dS K * scale, dK = dS^T Q * scale
-// cu_seqlens (i32, optional): cumulative document lengths of a packed row, [0, l1, l1+l2, ..., seq],
-// for batch 1 packed input; attention never crosses a document boundary.
+// cu_seqlens (i32 or i64, optional): cumulative document lengths of a packed row,
+// [0, l1, l1+l2, ..., seq], for batch 1 packed input; attention never crosses a document boundary.
 struct AttentionOutput {
   Tensor out;  // [batch, seq, heads, head_dim]
   Tensor lse;  // f32 [batch, heads, seq]

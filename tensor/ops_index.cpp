@@ -1,7 +1,11 @@
 // Gather / scatter and shape assembly: embedding and its backward, index_select, index_add, cat,
-// stack, split, chunk. Index values are checked here, on the host, so that an out-of-range id is an
-// error naming the id, where it sits and the valid range, never an out-of-bounds read in a kernel.
+// stack, split, chunk. Index values of CPU tensors are checked here, so that an out-of-range id is
+// an error naming the id, where it sits and the valid range, never an out-of-bounds read. Device
+// indices are checked only with debug checks on (tensor/nn_ops.h): reading them would cost a host
+// round trip per op, so callers validate their ids once where they come from the host (the
+// trainer checks each batch against the model's vocabulary).
 #include "tensor/dispatch.h"
+#include "tensor/nn_ops.h"
 #include "tensor/ops.h"
 
 namespace mlr {
@@ -28,6 +32,7 @@ std::string position_str(int64_t p, const Shape& shape) {
 // the limit is, e.g. "a vocabulary of 32000".
 void check_index_range(const Tensor& index, int64_t limit, const char* op, const char* what,
                        const std::string& range) {
+  if (!check_values_of(index)) return;
   const std::vector<int64_t> v = index.to_vector<int64_t>();
   for (size_t p = 0; p < v.size(); ++p) {
     MLR_CHECK(v[p] >= 0 && v[p] < limit, "{}: {} {} at position {} (index {} of shape {}) is out of range for {}", op,

@@ -118,12 +118,26 @@ struct DeviceBatch {
   int64_t real_tokens = 0, target_tokens = 0;
 };
 
-DeviceBatch to_device(const data::Batch& b, Device device) {
+// The batch boundary: ids and labels are checked here, on the host, against the model's vocabulary,
+// once; the ops on the device trust them (tensor/nn_ops.h). cu_seqlens stays on the host, where
+// the model checks it once per forward and uploads it.
+DeviceBatch to_device(const data::Batch& b, Device device, int64_t vocab) {
   const int64_t n = b.size();
+  MLR_CHECK(b.input_ids.size() == static_cast<size_t>(n) && b.labels.size() == static_cast<size_t>(n),
+            "batch: {} input ids and {} labels for {} rows of {} tokens", b.input_ids.size(), b.labels.size(), b.rows,
+            b.seq_len);
+  for (int64_t i = 0; i < n; ++i) {
+    const int32_t id = b.input_ids[i], label = b.labels[i];
+    MLR_CHECK(id >= 0 && id < vocab, "batch: input id {} at position {} is out of range for the model's vocabulary of {}",
+              id, i, vocab);
+    MLR_CHECK(label == -100 || (label >= 0 && label < vocab),
+              "batch: label {} at position {} is out of range for the model's vocabulary of {} (ignore_index -100)",
+              label, i, vocab);
+  }
   DeviceBatch d;
   d.batch.input_ids = from_vector<int32_t>(b.input_ids, {1, n}).to(device, DType::i64);
   d.batch.position_ids = from_vector<int32_t>(b.position_ids, {1, n}).to(device, DType::i64);
-  d.batch.cu_seqlens = from_vector<int32_t>(b.cu_seqlens, {static_cast<int64_t>(b.cu_seqlens.size())}).to(device);
+  d.batch.cu_seqlens = from_vector<int32_t>(b.cu_seqlens, {static_cast<int64_t>(b.cu_seqlens.size())});
   d.targets = from_vector<int32_t>(b.labels, {n}).to(device, DType::i64);
   d.real_tokens = b.real_tokens;
   d.target_tokens = b.target_tokens;
@@ -385,7 +399,7 @@ StepResult TrainingRun::train_step() {
   optimizer_->set_lr_factor(schedule_.factor(step_));
   const double accum = static_cast<double>(config_.train.grad_accum);
   for (int64_t micro = 0; micro < config_.train.grad_accum; ++micro) {
-    const DeviceBatch batch = to_device(loader_->next(), device_);
+    const DeviceBatch batch = to_device(loader_->next(), device_, model_->config().vocab_size);
     Variable loss = batch_loss(*model_, batch);
     r.loss += loss.data().to(DType::f64).item<double>() / accum;
     r.tokens += batch.real_tokens;
@@ -463,8 +477,10 @@ double TrainingRun::heldout_loss() {
   model_->eval();
   auto eval_loader = make_loader(*heldout_, nullptr);
   double total = 0;
-  for (int64_t i = 0; i < config_.eval.heldout_batches; ++i)
-    total += batch_loss(*model_, to_device(eval_loader->next(), device_)).data().to(DType::f64).item<double>();
+  for (int64_t i = 0; i < config_.eval.heldout_batches; ++i) {
+    const DeviceBatch batch = to_device(eval_loader->next(), device_, model_->config().vocab_size);
+    total += batch_loss(*model_, batch).data().to(DType::f64).item<double>();
+  }
   model_->train();
   return total / static_cast<double>(config_.eval.heldout_batches);
 }

@@ -1,8 +1,10 @@
 // Elementwise kernels of the optimizer, one function per pass over a parameter's memory.
-// The CPU versions (kernels/cpu/optim_kernels.cpp) are plain loops: the readable reference that a
-// fused multi-tensor CUDA kernel is to be tested against. Until that kernel exists, tensors on
-// other devices go through the *_ops versions (kernels/optim_ops.cpp): the same math composed
-// of tensor ops, correct wherever those ops run, but one pass (and temporaries) per op.
+// The CPU versions (kernels/cpu/optim_kernels.cpp) are plain loops: the readable reference that
+// the fused multi-tensor CUDA kernels (kernels/cuda/: the AdamW update of every parameter, the sum
+// of squares of every gradient) are tested against. The *_ops versions (kernels/optim_ops.cpp)
+// are the same math composed of tensor ops, for devices and dtypes without a dedicated kernel:
+// correct wherever those ops run, but one pass (and temporaries) per op, and each result read on
+// the host (one synchronisation per tensor).
 // The unsuffixed functions at the end dispatch on the device.
 #pragma once
 
@@ -71,11 +73,21 @@ struct AdamWWork {
   AdamWScalars scalars;
 };
 void adamw_update_multi_cuda(const std::vector<AdamWWork>& work);
+// Sum of squares of all the tensors together (f32, bf16 or f16, on one CUDA device), accumulated in
+// double in a fixed order: one pass, one copy of the result to the host.
+double sum_of_squares_multi_cuda(const std::vector<const Tensor*>& tensors);
 
 // ---- dispatch: the CPU loops for CPU tensors, the tensor-op versions elsewhere ----
 void adamw_update(Tensor& master, Tensor& exp_avg, Tensor& exp_avg_sq, const Tensor& grad, const AdamWScalars& scalars);
 double sum_of_squares(const Tensor& t);
+// The sum of squares over all `tensors` (the square of the global gradient norm): on the CPU the
+// per-tensor loops, on CUDA the multi-tensor reduction (one synchronisation for the whole list).
+double sum_of_squares_multi(const std::vector<const Tensor*>& tensors);
 bool all_finite(const Tensor& t);
 bool scale_and_check_finite(Tensor& t, double factor);
+// Every tensor *= factor; returns whether all were finite before. On the CPU the fused loop per
+// tensor; on CUDA one multi-tensor sum of squares answers for all of them (finite exactly when
+// every element is: squares of f32 values summed in double cannot overflow), one synchronisation.
+bool scale_and_check_finite_multi(std::vector<Tensor>& tensors, double factor);
 
 }  // namespace mlr::optim_kernels

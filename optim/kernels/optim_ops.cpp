@@ -57,6 +57,58 @@ void adamw_update(Tensor& master, Tensor& exp_avg, Tensor& exp_avg_sq, const Ten
 
 double sum_of_squares(const Tensor& t) { return t.device().is_cpu() ? sum_of_squares_cpu(t) : sum_of_squares_ops(t); }
 
+namespace {
+
+// Whether `t` goes to the multi-tensor CUDA kernels together with `first` (the first such tensor,
+// or null): a CUDA tensor of a dtype they read, on first's device.
+bool in_cuda_multi(const Tensor& t, const Tensor* first) {
+#if defined(MLR_CUDA) && defined(MLR_CUDA_KERNELS)
+  const DType d = t.dtype();
+  return t.device().is_cuda() && (d == DType::f32 || d == DType::bf16 || d == DType::f16) &&
+         (!first || first->device() == t.device());
+#else
+  (void)t;
+  (void)first;
+  return false;
+#endif
+}
+
+double sum_of_squares_cuda_multi_or_zero(const std::vector<const Tensor*>& on_cuda) {
+#if defined(MLR_CUDA) && defined(MLR_CUDA_KERNELS)
+  if (!on_cuda.empty()) return sum_of_squares_multi_cuda(on_cuda);
+#endif
+  (void)on_cuda;
+  return 0.0;
+}
+
+}  // namespace
+
+double sum_of_squares_multi(const std::vector<const Tensor*>& tensors) {
+  std::vector<const Tensor*> on_cuda;
+  double total = 0;
+  for (const Tensor* t : tensors) {
+    if (in_cuda_multi(*t, on_cuda.empty() ? nullptr : on_cuda.front())) on_cuda.push_back(t);
+    else total += sum_of_squares(*t);
+  }
+  return total + sum_of_squares_cuda_multi_or_zero(on_cuda);
+}
+
+bool scale_and_check_finite_multi(std::vector<Tensor>& tensors, double factor) {
+  bool finite = true;
+  std::vector<const Tensor*> on_cuda;
+  for (Tensor& t : tensors) {
+    if (in_cuda_multi(t, on_cuda.empty() ? nullptr : on_cuda.front())) on_cuda.push_back(&t);
+    else finite = scale_and_check_finite(t, factor) && finite;
+  }
+  if (on_cuda.empty()) return finite;
+  finite = std::isfinite(sum_of_squares_cuda_multi_or_zero(on_cuda)) && finite;
+  for (const Tensor* t : on_cuda) {
+    Tensor scaled = *t;
+    mul_(scaled, factor);
+  }
+  return finite;
+}
+
 bool all_finite(const Tensor& t) { return t.device().is_cpu() ? all_finite_cpu(t) : all_finite_ops(t); }
 
 bool scale_and_check_finite(Tensor& t, double factor) {

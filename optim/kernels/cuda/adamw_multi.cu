@@ -1,6 +1,8 @@
-// The fused multi-tensor AdamW update on CUDA: one kernel launch updates every parameter of a step.
-// The host lists the parameters (pointers, sizes, per-parameter scalars) and cuts each into chunks
-// of kChunk elements; block b updates chunk b. Per element the arithmetic is the CPU reference's
+// The fused multi-tensor AdamW update on CUDA: one kernel launch updates up to kItemsPerLaunch
+// parameters. The host lists the parameters (pointers, sizes, per-parameter scalars) and cuts each
+// into chunks of kChunk elements; each block updates one chunk. The list travels in the kernel's
+// parameter space (multi_tensor.cuh), so a step needs no upload and no synchronisation: the
+// launches queue behind the backward like any kernel. Per element the arithmetic is the CPU reference's
 // (optim/kernels/cpu/optim_kernels.cpp, stated in optim_kernels.h), operation by operation with
 // round-to-nearest intrinsics, so nvcc's automatic multiply-add contraction cannot change a
 // rounding: the fused multiply-adds are exactly where the reference (and torch) fuse.
@@ -11,11 +13,12 @@
 // Master weights and moments are f32; the gradient f32, bf16 or f16; when the parameter itself is
 // bf16/f16 the kernel also writes its rounded copy, so no second pass is needed.
 #include <cmath>
+#include <functional>
 #include <vector>
 
 #include "optim/kernels/optim_kernels.h"
+#include "optim/kernels/cuda/multi_tensor.cuh"
 #include "tensor/kernels/cuda/cuda_utils.cuh"
-#include "tensor/kernels/cuda/runtime.h"
 
 namespace mlr::optim_kernels {
 
@@ -38,10 +41,8 @@ struct Item {
   int32_t lerp_small, apply_decay;
 };
 
-struct Chunk {
-  int32_t item;
-  int32_t index;
-};
+constexpr int kItemsPerLaunch = 32;  // 32 Items of 96 bytes fit the 4 KiB parameter space
+using AdamWLaunch = MultiTensorLaunch<Item, kItemsPerLaunch>;
 
 StoredType stored_type(DType t, const char* what) {
   switch (t) {
@@ -59,10 +60,11 @@ __device__ __forceinline__ float load_grad(const void* g, int32_t type, int64_t 
   return static_cast<const float*>(g)[i];
 }
 
-__global__ void adamw_multi_kernel(const Item* items, const Chunk* chunks) {
-  const Chunk c = chunks[blockIdx.x];
-  const Item it = items[c.item];  // a register copy: the stores below cannot alias it
-  const int64_t begin = int64_t(c.index) * kChunk;
+__global__ void adamw_multi_kernel(const AdamWLaunch launch) {
+  int64_t chunk = 0;
+  // A register copy of the item: the stores below cannot alias it.
+  const Item it = launch.items[launch.item_of(static_cast<int32_t>(blockIdx.x), chunk)];
+  const int64_t begin = chunk * kChunk;
   const int64_t end = begin + kChunk < it.n ? begin + kChunk : it.n;
   for (int64_t i = begin + threadIdx.x; i < end; i += blockDim.x) {
     const float g = load_grad(it.g, it.g_type, i);
@@ -82,23 +84,17 @@ __global__ void adamw_multi_kernel(const Item* items, const Chunk* chunks) {
   }
 }
 
-// Bytes of `v` on the device, in a tensor that lives until the end of the caller's stream work
-// (the stream-ordered pool keeps the memory until queued kernels are done with it).
-template <typename T>
-Tensor upload_bytes(const std::vector<T>& v, Device device) {
-  const size_t bytes = v.size() * sizeof(T);
-  Tensor t = empty({static_cast<int64_t>((bytes + 7) / 8)}, {DType::i64, device});
-  cuda::copy_bytes(t.data_ptr(), device, v.data(), Device::cpu(), bytes);
-  return t;
-}
-
 }  // namespace
 
 void adamw_update_multi_cuda(const std::vector<AdamWWork>& work) {
   if (work.empty()) return;
   const Device device = work.front().master->device();
-  std::vector<Item> items;
-  std::vector<Chunk> chunks;
+  cudaStream_t stream = cuda::device_stream(*work.front().master);
+  MultiTensorBatcher<Item, kItemsPerLaunch, std::function<void(const AdamWLaunch&, int32_t)>> batcher(
+      [stream](const AdamWLaunch& launch, int32_t blocks) {
+        MLR_LAUNCH((static_cast<unsigned int>(blocks), kThreads, 0, stream), adamw_multi_kernel)(launch);
+        MLR_CUDA_CHECK_LAUNCH();
+      });
   for (const AdamWWork& w : work) {
     const Tensor& master = *w.master;
     MLR_CHECK(master.device() == device && w.grad->device() == device && w.exp_avg->device() == device &&
@@ -137,17 +133,9 @@ void adamw_update_multi_cuda(const std::vector<AdamWWork>& work) {
     it.bc2_sqrt = static_cast<float>(std::pow(bc2, 0.5));
     it.eps = static_cast<float>(s.eps);
     it.apply_decay = s.weight_decay != 0.0;
-    const auto index = static_cast<int32_t>(items.size());
-    items.push_back(it);
-    for (int64_t c = 0; c * kChunk < n; ++c) chunks.push_back({index, static_cast<int32_t>(c)});
+    batcher.add(it, (n + kChunk - 1) / kChunk);
   }
-  if (chunks.empty()) return;
-  MLR_CHECK(chunks.size() < (size_t(1) << 31), "adamw (cuda): {} chunks exceed one launch", chunks.size());
-  cudaStream_t stream = cuda::device_stream(*work.front().master);
-  const Tensor items_d = upload_bytes(items, device), chunks_d = upload_bytes(chunks, device);
-  MLR_LAUNCH((static_cast<unsigned int>(chunks.size()), kThreads, 0, stream), adamw_multi_kernel)(
-      static_cast<const Item*>(items_d.data_ptr()), static_cast<const Chunk*>(chunks_d.data_ptr()));
-  MLR_CUDA_CHECK_LAUNCH();
+  batcher.finish();
 }
 
 }  // namespace mlr::optim_kernels
