@@ -45,4 +45,18 @@ inline RequestComparison check_requests(const nlohmann::json& expected, const st
   return c;
 }
 
+// Greedy generate_until on each recorded {context, until, max_gen_toks, output}: the same text,
+// after `normalise` is applied to both sides.
+template <typename Normalise>
+void check_generations(const nlohmann::json& generations, LanguageModelScorer& scorer, Normalise&& normalise) {
+  for (const nlohmann::json& g : generations) {
+    const std::string context = g["context"];
+    CAPTURE(context);
+    const auto out = scorer.generate_until(
+        {{context, g["until"].get<std::vector<std::string>>(), g["max_gen_toks"].get<int64_t>()}});
+    REQUIRE(out.size() == 1);
+    CHECK(normalise(out[0]) == normalise(g["output"].get<std::string>()));
+  }
+}
+
 }  // namespace mlr::eval::testing

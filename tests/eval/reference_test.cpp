@@ -78,12 +78,5 @@ TEST_CASE("demo model: per-choice log-likelihoods and acc equal lm-evaluation-ha
   // a partial UTF-8 sequence where Hugging Face's decode writes U+FFFD, so both are compared after
   // the same replacement (nlohmann's error_handler_t::replace, one U+FFFD per invalid byte).
   auto replaced = [](const std::string& s) { return json(s).dump(-1, ' ', false, json::error_handler_t::replace); };
-  for (const json& g : fixture["generations"]) {
-    const std::string context = g["context"];
-    CAPTURE(context);
-    const auto out = scorer.generate_until(
-        {{context, g["until"].get<std::vector<std::string>>(), g["max_gen_toks"].get<int64_t>()}});
-    REQUIRE(out.size() == 1);
-    CHECK(replaced(out[0]) == replaced(g["output"].get<std::string>()));
-  }
+  testing::check_generations(fixture["generations"], scorer, replaced);
 }

@@ -115,14 +115,7 @@ TEST_CASE("sentencepiece LLaMA: per-request log-likelihoods and metrics equal lm
   CHECK(compared >= 900);
 
   // Greedy generate_until with GSM8K's stop strings: the same text as transformers' decode.
-  for (const json& g : fixture["generations"]) {
-    const std::string context = g["context"];
-    CAPTURE(context);
-    const auto out = scorer.generate_until(
-        {{context, g["until"].get<std::vector<std::string>>(), g["max_gen_toks"].get<int64_t>()}});
-    REQUIRE(out.size() == 1);
-    CHECK(out[0] == g["output"].get<std::string>());
-  }
+  testing::check_generations(fixture["generations"], scorer, [](const std::string& s) { return s; });
 
   // The sentencepiece library's tokens (tokenizer.backend: sentencepiece) split COPA's
   // "  " continuations differently, and the log-likelihoods are far off.
