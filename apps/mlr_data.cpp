@@ -109,7 +109,8 @@ int main(int argc, char** argv) {
     const auto tokenizer =
         mlr::load_tokenizer(config.tokenizer, mlr::parse_tokenizer_backend(opts.tokenizer_backend));
     const auto datasets = mlr::data::prepare_all(config, *tokenizer);
-    fmt::print("tokenizer {} ({}), cache {}\n", config.tokenizer, tokenizer->fingerprint(), config.cache.dir.string());
+    fmt::print("tokenizer {} ({}, {} tokens), cache {}\n", config.tokenizer, tokenizer->fingerprint(),
+               mlr::tokenizer_backend_name(tokenizer->backend()), config.cache.dir.string());
     mlr::data::write_dataset_table(std::cout, config, datasets);
     if (!is_prepare) mlr::data::write_mixture_report(std::cout, config, datasets, *tokenizer, inspect);
     std::cout.flush();

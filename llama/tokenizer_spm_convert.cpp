@@ -101,11 +101,10 @@ std::vector<Piece> read_pieces(const std::filesystem::path& path, const std::str
   while (!model.done()) {
     std::string_view bytes;
     uint64_t value = 0;
-    const size_t start = model.offset();
     const auto [number, wire] = model.field(&bytes, &value);
     if (number != 1) continue;
     if (wire != 2) model.fail("ModelProto.pieces is not a message");
-    ProtoReader piece(bytes, path, start);
+    ProtoReader piece(bytes, path, model.offset() - bytes.size());
     Piece p;
     bool has_text = false;
     while (!piece.done()) {

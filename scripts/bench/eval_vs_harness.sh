@@ -94,16 +94,7 @@ yamls = sorted(glob.glob(os.path.join(os.path.dirname(lm_eval.__file__), "tasks"
 tasks, tmp = [], os.path.join(work, "harness_jsonl")
 os.makedirs(tmp, exist_ok=True)
 for yaml_path in yamls:
-    name = os.path.basename(yaml_path)[:-5]
-    subject = name[len("mmlu_"):]
-    files = {}
-    for split in ("test", "dev"):
-        path = os.path.join(data, "mmlu", split, f"{subject}_{split}.csv")
-        rows = [dict(question=r[0], subject=subject, choices=r[1:5], answer="ABCD".index(r[5]))
-                for r in csv.reader(open(path, newline="", encoding="utf-8"))]
-        files[split] = os.path.join(tmp, f"{name}_{split}.jsonl")
-        R.write_jsonl(files[split], rows)
-    tasks.append(R.make_task(yaml_path, files))
+    tasks.append(R.mmlu_task(yaml_path, data, tmp)[0])
 lm = HFLM(pretrained=model, device=device, dtype="bfloat16", batch_size=batch)
 results = lm_eval.simple_evaluate(model=lm, tasks=tasks, num_fewshot=5, limit=int(limit) if limit else None,
                                   bootstrap_iters=0, log_samples=False)

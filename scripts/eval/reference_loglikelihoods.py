@@ -43,6 +43,34 @@ SLICE = [("boolq", 12, 0), ("copa", 10, 0), ("cb", 6, 2),
          ("mmlu_abstract_algebra", 4, 5), ("mmlu_high_school_european_history", 4, 5)]
 
 
+def slice_task(name, tasks_dir, data, tmp):
+    """The harness's task `name` (boolq, a SuperGLUE task or mmlu_<subject>) over the shared files, and its docs."""
+    if name.startswith("mmlu_"):
+        return R.mmlu_task(os.path.join(tasks_dir, "mmlu", "default", name + ".yaml"), data, tmp)
+    return R.superglue_task(name, tasks_dir, data, tmp)
+
+
+def score(lm, task, docs, shots, name):
+    """HFLM log-likelihoods of every request of docs: (request entries, process_results per doc)."""
+    instances = []
+    for i, doc in enumerate(docs):
+        ctx = task.fewshot_context(doc, shots)
+        instances.append(task.construct_requests(doc=doc, ctx=ctx, metadata=(name, i, 1)))
+    flat = [inst for doc_instances in instances for inst in doc_instances]
+    results = lm.loglikelihood(flat)
+    k = 0
+    entries, per_doc = [], []
+    for i, doc in enumerate(docs):
+        doc_results = results[k:k + len(instances[i])]
+        k += len(instances[i])
+        per_doc.append(task.process_results(doc, list(doc_results)))
+        for c, (inst, (ll, greedy)) in enumerate(zip(instances[i], doc_results)):
+            entries.append({"doc": i, "choice": c, "context_fnv1a64": fnv1a64(inst.arguments[0]),
+                            "context_chars": len(inst.arguments[0]), "continuation": inst.arguments[1],
+                            "ll": ll, "is_greedy": bool(greedy)})
+    return entries, per_doc
+
+
 def main():
     model_dir, data, output = sys.argv[1], sys.argv[2], sys.argv[3]
     tasks_dir = os.path.join(os.path.dirname(lm_eval.__file__), "tasks")
@@ -50,41 +78,9 @@ def main():
     lm = HFLM(pretrained=model_dir, device="cpu", dtype="float32", batch_size=8)
     out = {"model": model_dir, "lm_eval_version": lm_eval.__version__, "max_length": lm.max_length, "tasks": []}
     for name, limit, shots in SLICE:
-        if name.startswith("mmlu_"):
-            import csv
-            subject = name[len("mmlu_"):]
-            files = {}
-            for split in ("test", "dev"):
-                path = os.path.join(data, "mmlu", split, f"{subject}_{split}.csv")
-                rows = [dict(question=r[0], subject=subject, choices=r[1:5], answer="ABCD".index(r[5]))
-                        for r in csv.reader(open(path, newline="", encoding="utf-8"))]
-                files[split] = os.path.join(tmp, f"{name}_{split}.jsonl")
-                R.write_jsonl(files[split], rows)
-            task = R.make_task(os.path.join(tasks_dir, "mmlu", "default", name + ".yaml"), files)
-            docs = list(task.test_docs())[:limit]
-        else:
-            folder, yaml_folder = R.SUPERGLUE[name]
-            path = os.path.join(tmp, name + ".jsonl")
-            R.write_jsonl(path, R.hf_rows(name, os.path.join(data, folder, "val.jsonl")))
-            task = R.make_task(os.path.join(tasks_dir, "super_glue", yaml_folder, "default.yaml"),
-                               {"validation": path, "train": path})
-            docs = list(task.validation_docs())[:limit]
-        instances = []
-        for i, doc in enumerate(docs):
-            ctx = task.fewshot_context(doc, shots)
-            instances.append(task.construct_requests(doc=doc, ctx=ctx, metadata=(name, i, 1)))
-        flat = [inst for doc_instances in instances for inst in doc_instances]
-        results = lm.loglikelihood(flat)
-        k = 0
-        entries, accs = [], []
-        for i, doc in enumerate(docs):
-            doc_results = results[k:k + len(instances[i])]
-            k += len(instances[i])
-            accs.append(task.process_results(doc, list(doc_results))["acc"])
-            for c, (inst, (ll, greedy)) in enumerate(zip(instances[i], doc_results)):
-                entries.append({"doc": i, "choice": c, "context_fnv1a64": fnv1a64(inst.arguments[0]),
-                                "context_chars": len(inst.arguments[0]), "continuation": inst.arguments[1],
-                                "ll": ll, "is_greedy": bool(greedy)})
+        task, docs = slice_task(name, tasks_dir, data, tmp)
+        entries, per_doc = score(lm, task, docs[:limit], shots, name)
+        accs = [d["acc"] for d in per_doc]
         out["tasks"].append({"task": name, "limit": limit, "num_fewshot": shots, "acc": sum(accs) / len(accs),
                              "doc_acc": accs, "requests": entries})
     prompts = ["Question: Natalia sold clips to 48 of her friends in April. How many clips did she sell?\nAnswer:",

@@ -103,29 +103,42 @@ def emit(out, task, name, docs, shots):
         out.write(json.dumps(dict(task=name, i=i, ctx=task.fewshot_context(doc, shots), choices=choices, gold=gold)) + "\n")
 
 
+def superglue_task(name, tasks_dir, data, tmp):
+    """The harness's task over the shared validation file (also the few-shot pool), and its docs."""
+    folder, yaml_folder = SUPERGLUE[name]
+    path = os.path.join(tmp, name + ".jsonl")
+    write_jsonl(path, hf_rows(name, os.path.join(data, folder, "val.jsonl")))
+    task = make_task(os.path.join(tasks_dir, "super_glue", yaml_folder, "default.yaml"),
+                     {"validation": path, "train": path})
+    return task, list(task.validation_docs())
+
+
+def mmlu_task(yaml_path, data, tmp):
+    """An MMLU subject's task over the shared test (scored) and dev (few-shot) files, and its docs."""
+    name = os.path.basename(yaml_path)[:-5]
+    subject = name[len("mmlu_"):]
+    files = {}
+    for split in ("test", "dev"):
+        csv_path = os.path.join(data, "mmlu", split, f"{subject}_{split}.csv")
+        rows = [dict(question=r[0], subject=subject, choices=r[1:5], answer="ABCD".index(r[5]))
+                for r in csv.reader(open(csv_path, newline="", encoding="utf-8"))]
+        files[split] = os.path.join(tmp, f"{name}_{split}.jsonl")
+        write_jsonl(files[split], rows)
+    task = make_task(yaml_path, files)
+    return task, list(task.test_docs())
+
+
 def main():
     data, output = sys.argv[1], sys.argv[2]
     tasks_dir = os.path.join(os.path.dirname(lm_eval.__file__), "tasks")
     tmp = tempfile.mkdtemp()
     with open(output, "w", encoding="utf-8") as out:
-        for name, (folder, yaml_folder) in SUPERGLUE.items():
-            path = os.path.join(tmp, name + ".jsonl")
-            write_jsonl(path, hf_rows(name, os.path.join(data, folder, "val.jsonl")))
-            task = make_task(os.path.join(tasks_dir, "super_glue", yaml_folder, "default.yaml"),
-                             {"validation": path, "train": path})
-            emit(out, task, name, list(task.validation_docs()), SHOTS.get(name, 0))
+        for name in SUPERGLUE:
+            task, docs = superglue_task(name, tasks_dir, data, tmp)
+            emit(out, task, name, docs, SHOTS.get(name, 0))
         for yaml_path in sorted(glob.glob(os.path.join(tasks_dir, "mmlu", "default", "mmlu_*.yaml"))):
-            name = os.path.basename(yaml_path)[:-5]
-            subject = name[len("mmlu_"):]
-            files = {}
-            for split in ("test", "dev"):
-                csv_path = os.path.join(data, "mmlu", split, f"{subject}_{split}.csv")
-                rows = [dict(question=r[0], subject=subject, choices=r[1:5], answer="ABCD".index(r[5]))
-                        for r in csv.reader(open(csv_path, newline="", encoding="utf-8"))]
-                files[split] = os.path.join(tmp, f"{name}_{split}.jsonl")
-                write_jsonl(files[split], rows)
-            task = make_task(yaml_path, files)
-            emit(out, task, name, list(task.test_docs()), 5)
+            task, docs = mmlu_task(yaml_path, data, tmp)
+            emit(out, task, os.path.basename(yaml_path)[:-5], docs, 5)
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@
 #include "eval/llama_scorer.h"
 #include "eval/tasks.h"
 #include "llama/tokenizer.h"
+#include "tests/eval/harness_fixture.h"
 
 namespace fs = std::filesystem;
 using namespace mlr;
@@ -62,21 +63,9 @@ TEST_CASE("demo model: per-choice log-likelihoods and acc equal lm-evaluation-ha
     const EvalResults r = evaluate(tasks, {}, scorer, options);
     REQUIRE(r.tasks.size() == 1);
     const auto& samples = r.tasks[0].samples;
-    for (const json& req : expected["requests"]) {
-      const auto doc = req["doc"].get<size_t>(), choice = req["choice"].get<size_t>();
-      REQUIRE(doc < samples.size());
-      REQUIRE(choice < samples[doc].requests.size());
-      CAPTURE(doc);
-      CAPTURE(choice);
-      const auto& request = samples[doc].requests[choice];
-      CHECK(fmt::format("{:016x}", data::fnv1a64(request.context)) == req["context_fnv1a64"].get<std::string>());
-      CHECK(request.continuation == req["continuation"].get<std::string>());
-      const double ll = samples[doc].results[choice].logprob;
-      CHECK(std::abs(ll - req["ll"].get<double>()) < 1e-4);
-      CHECK(samples[doc].results[choice].is_greedy == req["is_greedy"].get<bool>());
-      max_difference = std::max(max_difference, std::abs(ll - req["ll"].get<double>()));
-      ++compared;
-    }
+    const testing::RequestComparison c = testing::check_requests(expected, samples);
+    max_difference = std::max(max_difference, c.worst);
+    compared += c.compared;
     for (size_t d = 0; d < samples.size(); ++d) {
       CAPTURE(d);
       CHECK(samples[d].metrics.at(0).second == expected["doc_acc"][d].get<double>());
@@ -90,12 +79,5 @@ TEST_CASE("demo model: per-choice log-likelihoods and acc equal lm-evaluation-ha
   // a partial UTF-8 sequence where Hugging Face's decode writes U+FFFD, so both are compared after
   // the same replacement (nlohmann's error_handler_t::replace, one U+FFFD per invalid byte).
   auto replaced = [](const std::string& s) { return json(s).dump(-1, ' ', false, json::error_handler_t::replace); };
-  for (const json& g : fixture["generations"]) {
-    const std::string context = g["context"];
-    CAPTURE(context);
-    const auto out = scorer.generate_until(
-        {{context, g["until"].get<std::vector<std::string>>(), g["max_gen_toks"].get<int64_t>()}});
-    REQUIRE(out.size() == 1);
-    CHECK(replaced(out[0]) == replaced(g["output"].get<std::string>()));
-  }
+  testing::check_generations(fixture["generations"], scorer, replaced);
 }
