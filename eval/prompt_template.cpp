@@ -195,7 +195,15 @@ class ExpressionParser {
   size_t pos_ = 0;
 };
 
-Value evaluate_expression(const Expression& e, const DocValues& doc) {
+// The value of `e`: a reference into `doc` where `e` names a part of it (so a long passage is not
+// copied on its way into a prompt), else `scratch` holding the computed value.
+const Value& evaluate_expression(const Expression& e, const DocValues& doc, Value& scratch) {
+  // A part of `subject`, which may live in `subject_scratch`, a local of the caller: copy it out then.
+  auto part_of = [&](const Value& subject, const Value& subject_scratch, const Value& part) -> const Value& {
+    if (&subject != &subject_scratch) return part;
+    scratch = part;
+    return scratch;
+  };
   switch (e.kind) {
     case Expression::name: {
       const auto it = doc.find(e.identifier);
@@ -203,56 +211,64 @@ Value evaluate_expression(const Expression& e, const DocValues& doc) {
       return it->second;
     }
     case Expression::integer:
-      return e.number;
+      return scratch = Value(e.number);
     case Expression::list: {
+      Value argument_scratch;
       Value::List out;
-      for (const Expression& element : e.operands) out.push_back(evaluate_expression(element, doc));
-      return out;
+      for (const Expression& element : e.operands) out.push_back(evaluate_expression(element, doc, argument_scratch));
+      return scratch = Value(std::move(out));
     }
     case Expression::member: {
-      const Value subject = evaluate_expression(e.operands[0], doc);
+      Value subject_scratch;
+      const Value& subject = evaluate_expression(e.operands[0], doc, subject_scratch);
       MLR_CHECK(subject.is_object(), "{} is {}, not an object with \"{}\"", e.operands[0].text, subject.type_name(),
                 e.identifier);
       const auto it = subject.object().find(e.identifier);
       MLR_CHECK(it != subject.object().end(), "{} has no \"{}\"", e.operands[0].text, e.identifier);
-      return it->second;
+      return part_of(subject, subject_scratch, it->second);
     }
     case Expression::strip: {
-      const Value subject = evaluate_expression(e.operands[0], doc);
+      Value subject_scratch;
+      const Value& subject = evaluate_expression(e.operands[0], doc, subject_scratch);
       MLR_CHECK(subject.is_string(), "{} is {}; strip() needs a string", e.operands[0].text, subject.type_name());
-      return std::string(data::strip(subject.string()));
+      return scratch = Value(std::string(data::strip(subject.string())));
     }
     case Expression::index_of: {
-      const Value subject = evaluate_expression(e.operands[0], doc);
-      const Value wanted = evaluate_expression(e.operands[1], doc);
+      Value subject_scratch, argument_scratch;
+      const Value& subject = evaluate_expression(e.operands[0], doc, subject_scratch);
+      const Value& wanted = evaluate_expression(e.operands[1], doc, argument_scratch);
       MLR_CHECK(subject.is_list(), "{} is {}; index() needs a list", e.operands[0].text, subject.type_name());
       const Value::List& list = subject.list();
       for (size_t i = 0; i < list.size(); ++i) {
-        if (list[i] == wanted) return static_cast<int64_t>(i);
+        if (list[i] == wanted) return scratch = Value(static_cast<int64_t>(i));
       }
       throw Error(fmt::format("{} \"{}\" is not among {}", e.operands[1].text,
                               wanted.is_string() ? wanted.string() : std::string(wanted.type_name()), e.operands[0].text));
     }
     case Expression::element: {
-      const Value subject = evaluate_expression(e.operands[0], doc);
-      const int64_t index = evaluate_expression(e.operands[1], doc).integer();
+      Value subject_scratch, argument_scratch;
+      const Value& subject = evaluate_expression(e.operands[0], doc, subject_scratch);
+      const int64_t index = evaluate_expression(e.operands[1], doc, argument_scratch).integer();
       MLR_CHECK(subject.is_list(), "{} is {}; [{}] needs a list", e.operands[0].text, subject.type_name(), index);
       const auto size = static_cast<int64_t>(subject.list().size());
       const int64_t at = index < 0 ? index + size : index;
       MLR_CHECK(at >= 0 && at < size, "{}: index {} outside a list of {}", e.text, index, size);
-      return subject.list()[static_cast<size_t>(at)];
+      return part_of(subject, subject_scratch, subject.list()[static_cast<size_t>(at)]);
     }
     case Expression::slice: {
-      const Value subject = evaluate_expression(e.operands[0], doc);
+      Value subject_scratch, argument_scratch;
+      const Value& subject = evaluate_expression(e.operands[0], doc, subject_scratch);
       MLR_CHECK(subject.is_string(), "{} is {}; [a:b] needs a string", e.operands[0].text, subject.type_name());
       const std::string& s = subject.string();
       const auto length = static_cast<int64_t>(data::utf8_length(s));
       auto bound = [&](bool given, const Expression& b, int64_t otherwise) {
         if (!given) return otherwise;
-        const int64_t v = evaluate_expression(b, doc).integer();
+        const int64_t v = evaluate_expression(b, doc, argument_scratch).integer();
         return v < 0 ? std::max<int64_t>(v + length, 0) : v;
       };
-      return data::utf8_slice(s, bound(e.has_begin, e.operands[1], 0), bound(e.has_end, e.operands[e.has_end ? 2 : 0], length));
+      const int64_t begin = bound(e.has_begin, e.operands[1], 0);
+      const int64_t end = bound(e.has_end, e.operands[e.has_end ? 2 : 0], length);
+      return scratch = Value(data::utf8_slice(s, begin, end));
     }
   }
   throw Error("eval: unreachable expression kind");
@@ -373,13 +389,19 @@ std::string PromptTemplate::render(const DocValues& doc) const {
   std::string out;
   for (const auto& part : parsed_->parts) {
     out += part.literal;
-    if (part.expression) append_value(evaluate_expression(*part.expression, doc), part.expression->text, out);
+    if (part.expression) {
+      Value scratch;
+      append_value(evaluate_expression(*part.expression, doc, scratch), part.expression->text, out);
+    }
   }
   return out;
 }
 
 Value PromptTemplate::evaluate(const DocValues& doc) const {
-  if (parsed_->single_expression) return evaluate_expression(*parsed_->parts[0].expression, doc);
+  if (parsed_->single_expression) {
+    Value scratch;
+    return evaluate_expression(*parsed_->parts[0].expression, doc, scratch);
+  }
   return render(doc);
 }
 

@@ -28,9 +28,9 @@ bool all_digits(const std::string& s) {
 
 }  // namespace
 
-DocValues record_values(const data::Record& record) {
+DocValues record_values(data::Record&& record) {
   DocValues values;
-  for (const auto& [name, text] : record.fields) values.insert_or_assign(name, Value(text));
+  for (auto& [name, text] : record.fields) values.insert_or_assign(name, Value(std::move(text)));
   values.insert_or_assign("label", Value(record.label));
   return values;
 }
@@ -120,17 +120,20 @@ Doc DocRenderer::render(const DocValues& values, std::vector<std::pair<std::stri
 }
 
 std::vector<Doc> read_record_docs(data::Format format, const fs::path& path,
-                                  const std::function<Doc(const data::Record&)>& make_doc) {
-  const data::ReadResult read = data::read_records(format, path);
+                                  const std::function<Doc(data::Record&&)>& make_doc) {
+  data::ReadResult read = data::read_records(format, path);
   std::vector<Doc> docs;
   docs.reserve(read.records.size());
-  for (const auto& r : read.records) {
+  for (auto& r : read.records) {
+    const auto file = static_cast<size_t>(r.file);
+    const int64_t line = r.line;
     try {
-      docs.push_back(make_doc(r));
+      docs.push_back(make_doc(std::move(r)));
     } catch (const Error& e) {
-      throw Error(fmt::format("eval: {}:{}: {}", read.files.at(static_cast<size_t>(r.file)), r.line, without_prefix(e)));
+      throw Error(fmt::format("eval: {}:{}: {}", read.files.at(file), line, without_prefix(e)));
     }
   }
+  MLR_CHECK(!docs.empty(), "eval: {} has no rows", path.string());
   return docs;
 }
 
@@ -174,10 +177,13 @@ TaskDefinition single_task(TaskConfig config, std::function<std::vector<Doc>(con
 }
 
 TaskDefinition record_task(TaskConfig config, data::Format format, std::string default_path, DocFunctions functions,
-                           std::function<DocValues(const data::Record&)> values) {
+                           std::function<DocValues(data::Record&&)> values) {
   const DocRenderer renderer(config, std::move(functions));
   auto read = [renderer, format, values = std::move(values)](const fs::path& path) {
-    return read_record_docs(format, path, [&](const data::Record& r) { return renderer.render(values(r), r.fields); });
+    return read_record_docs(format, path, [&](data::Record&& r) {
+      auto fields = r.fields;
+      return renderer.render(values(std::move(r)), std::move(fields));
+    });
   };
   TaskDefinition d = single_task(std::move(config), std::move(read));
   d.default_path = std::move(default_path);

@@ -20,8 +20,9 @@
 
 namespace mlr::eval {
 
-// A row's fields as strings and "label" as the integer label (the SuperGLUE docs of the harness).
-DocValues record_values(const data::Record& record);
+// A row's fields as strings (moved out of the record) and "label" as the integer label (the
+// SuperGLUE docs of the harness).
+DocValues record_values(data::Record&& record);
 
 // JSON -> Value: strings, integers, arrays and objects as they are; any other value as its JSON text.
 Value json_value(const nlohmann::json& value);
@@ -58,10 +59,10 @@ class DocRenderer {
   std::optional<TargetTemplate> target_;
 };
 
-// Reads `path` in a data/ reader format and builds one Doc per record. An error names the file and
-// the record's line.
+// Reads `path` in a data/ reader format and builds one Doc per record (make_doc may take the
+// record's strings). An error names the file and the record's line; a file without rows is an error.
 std::vector<Doc> read_record_docs(data::Format format, const std::filesystem::path& path,
-                                  const std::function<Doc(const data::Record&)>& make_doc);
+                                  const std::function<Doc(data::Record&&)>& make_doc);
 
 // Reads JSONL (one object per line, blank lines skipped) and builds one Doc per row. An error names
 // the file and line; a file without rows is an error.
@@ -75,7 +76,7 @@ TaskDefinition single_task(TaskConfig config, std::function<std::vector<Doc>(con
 // One task read with data/'s reader of `format`, its docs rendered from the config's templates over
 // `values` of each record.
 TaskDefinition record_task(TaskConfig config, data::Format format, std::string default_path, DocFunctions functions = {},
-                           std::function<DocValues(const data::Record&)> values = record_values);
+                           std::function<DocValues(data::Record&&)> values = record_values);
 
 // One task read from JSONL, its docs rendered from the config's templates over `values` of each row.
 TaskDefinition jsonl_task(TaskConfig config, std::function<DocValues(const nlohmann::json&)> values,

@@ -3,11 +3,8 @@
 #include "data/text.h"
 #include "eval/task_docs.h"
 #include "eval/task_registry.h"
-#include "tensor/error.h"
 
 namespace mlr::eval {
-
-namespace fs = std::filesystem;
 
 namespace {
 
@@ -114,16 +111,7 @@ TaskDefinition gsm8k() {
   };
   c.metrics = {exact_match};
   c.default_num_fewshot = 5;
-  const DocRenderer renderer(c);
-  auto read = [renderer](const fs::path& path) {
-    std::vector<Doc> docs = read_record_docs(data::Format::gsm8k, path,
-                                             [&](const data::Record& r) { return renderer.render(record_values(r), r.fields); });
-    MLR_CHECK(!docs.empty(), "eval: gsm8k: {} has no rows", path.string());
-    return docs;
-  };
-  TaskDefinition d = single_task(std::move(c), read);
-  d.default_path = "gsm8k/test.jsonl";
-  return d;
+  return record_task(std::move(c), data::Format::gsm8k, "gsm8k/test.jsonl");
 }
 
 const TaskRegistration registration{gsm8k()};

@@ -60,13 +60,16 @@ TaskConfig subject_config(const std::string& subject, const std::string& categor
   return c;
 }
 
-// The harness's doc: the four options as `choices`, `answer` as their index.
-DocValues mmlu_values(const data::Record& r) {
+// The harness's doc: question, subject, the four options as `choices`, `answer` as their index.
+DocValues mmlu_values(data::Record&& r) {
   DocValues v;
-  v["question"] = *r.field("question");
-  v["choices"] = Value::List{*r.field("A"), *r.field("B"), *r.field("C"), *r.field("D")};
-  v["answer"] = r.label;
-  v["subject"] = *r.field("subject");
+  Value::List choices(4);
+  for (auto& [name, text] : r.fields) {
+    if (name.size() == 1 && name[0] >= 'A' && name[0] <= 'D') choices[static_cast<size_t>(name[0] - 'A')] = std::move(text);
+    else if (name == "question" || name == "subject") v.emplace(name, std::move(text));
+  }
+  v.emplace("choices", std::move(choices));
+  v.emplace("answer", r.label);
   return v;
 }
 
@@ -90,7 +93,10 @@ std::vector<Task> load_mmlu(const fs::path& root, std::string_view split, const 
               eval_file.string());
     MLR_CHECK(fs::exists(dev_file), "eval: MMLU few-shot file {} not found", dev_file.string());
     const DocRenderer renderer(t.config);
-    auto make_doc = [&](const data::Record& r) { return renderer.render(mmlu_values(r), r.fields); };
+    auto make_doc = [&](data::Record&& r) {
+      auto fields = r.fields;
+      return renderer.render(mmlu_values(std::move(r)), std::move(fields));
+    };
     t.docs = read_record_docs(data::Format::mmlu, eval_file, make_doc);
     t.fewshot_docs = read_record_docs(data::Format::mmlu, dev_file, make_doc);
     tasks.push_back(std::move(t));

@@ -13,8 +13,8 @@ TaskDefinition wic() {
       "in the same way in the two sentences above?\nAnswer:";
   c.doc_to_choice = "['no', 'yes']";
   // The reader gives the offsets as text; the harness's doc has them as integers.
-  auto values = [](const data::Record& r) {
-    DocValues v = record_values(r);
+  auto values = [](data::Record&& r) {
+    DocValues v = record_values(std::move(r));
     for (const char* offset : {"start1", "end1"}) v[offset] = static_cast<int64_t>(std::stoll(v.at(offset).string()));
     return v;
   };
