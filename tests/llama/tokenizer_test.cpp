@@ -52,14 +52,13 @@ std::string error_of(F&& f) {
 
 bool shared_models_present() {
   if (fs::exists(kShared / "models")) return true;
-  MESSAGE("skipped: ../shared/models is absent");
   return false;
 }
 
 }  // namespace
 
-TEST_CASE("sentencepiece: ids and decoding match python sentencepiece") {
-  if (!shared_models_present()) return;
+TEST_CASE("sentencepiece: ids and decoding match python sentencepiece" * mlr_test::needs_external) {
+  MLR_SKIP_UNLESS(shared_models_present(), "../shared/models is absent");
   const json ref = read_json(kFixtures / "sentencepiece_reference.json");
   for (const auto& [rel, cases] : ref.items()) {
     CAPTURE(rel);
@@ -92,8 +91,8 @@ TEST_CASE("sentencepiece: ids and decoding match python sentencepiece") {
   CHECK_THROWS_AS(llama->decode({32000}), mlr::Error);
 }
 
-TEST_CASE("sentencepiece: tokenizer_config.json sets BOS/EOS behaviour") {
-  if (!shared_models_present()) return;
+TEST_CASE("sentencepiece: tokenizer_config.json sets BOS/EOS behaviour" * mlr_test::needs_external) {
+  MLR_SKIP_UNLESS(shared_models_present(), "../shared/models is absent");
   TempDir dir;
   fs::copy_file(kShared / "models/stories260K/tok512.model", dir.path / "tokenizer.model");
   auto plain = mlr::load_tokenizer((dir.path / "tokenizer.model").string());
