@@ -23,6 +23,7 @@
 #include "llama/safetensors.h"
 #include "multilora/inject.h"
 #include "multilora/spectrum.h"
+#include "base/atomic_file.h"
 #include "tensor/error.h"
 #include "tensor/ops.h"
 
@@ -203,8 +204,9 @@ int main(int argc, char** argv) {
         out["subspace_similarity"] = {{"runs", {runs[0].label, runs[1].label}}, {"k", ks}, {"phi", pj}};
       }
     }
-    if (!json_path.empty()) std::ofstream(json_path) << out.dump(1) << "\n";
-    if (!svg_path.empty()) std::ofstream(svg_path) << svg_plot(runs, static_cast<size_t>(std::max<int64_t>(plot_k, 1)));
+    if (!json_path.empty()) mlr::atomic_write_file(json_path, out.dump(1) + "\n");
+    if (!svg_path.empty())
+      mlr::atomic_write_file(svg_path, svg_plot(runs, static_cast<size_t>(std::max<int64_t>(plot_k, 1))));
     return 0;
   } catch (const std::exception& e) {
     std::cerr << e.what() << "\n";

@@ -12,7 +12,7 @@
 // --task-file NAME=PATH [--fewshot-file NAME=PATH]. The tasks are those registered in eval/tasks/.
 #include <chrono>
 #include <filesystem>
-#include <fstream>
+#include <sstream>
 #include <iostream>
 #include <map>
 
@@ -27,6 +27,7 @@
 #include "llama/model.h"
 #include "llama/tokenizer.h"
 #include "multilora/inject.h"
+#include "base/atomic_file.h"
 #include "tensor/error.h"
 
 namespace fs = std::filesystem;
@@ -130,14 +131,15 @@ int main(int argc, char** argv) {
     if (!output.empty()) {
       nlohmann::json j = eval::results_json(results);
       j["total_evaluation_time_seconds"] = fmt::format("{:.3f}", seconds);
-      std::ofstream(output) << j.dump(2) << "\n";
+      mlr::atomic_write_file(output, j.dump(2) + "\n");
       std::cout << "results: " << output << "\n";
     }
     if (!samples_dir.empty()) {
       fs::create_directories(samples_dir);
       for (const eval::TaskResult& t : results.tasks) {
-        std::ofstream out(fs::path(samples_dir) / fmt::format("samples_{}.jsonl", t.name));
-        eval::write_samples_jsonl(t, out);
+        std::ostringstream samples;
+        eval::write_samples_jsonl(t, samples);
+        mlr::atomic_write_file(fs::path(samples_dir) / fmt::format("samples_{}.jsonl", t.name), samples.str());
       }
       std::cout << "samples: " << samples_dir << "\n";
     }

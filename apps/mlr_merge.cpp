@@ -15,6 +15,7 @@
 #include "llama/model.h"
 #include "llama/safetensors.h"
 #include "multilora/inject.h"
+#include "base/atomic_file.h"
 #include "tensor/error.h"
 
 namespace fs = std::filesystem;
@@ -37,7 +38,8 @@ int main(int argc, char** argv) {
     const auto tensors = mlr::merged_base_state_dict(*model);
     fs::create_directories(out_dir);
     const auto files = mlr::save_sharded(out_dir, tensors, static_cast<uint64_t>(max_shard_gb * 1e9));
-    std::ofstream(fs::path(out_dir) / "config.json") << mlr::llama_config_to_json(model->config(), dtype).dump(2) << "\n";
+    mlr::atomic_write_file(fs::path(out_dir) / "config.json",
+                           mlr::llama_config_to_json(model->config(), dtype).dump(2) + "\n");
     for (const char* name : {"tokenizer.model", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
                              "generation_config.json"}) {
       const fs::path src = fs::path(model_dir) / name;

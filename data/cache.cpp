@@ -1,25 +1,21 @@
 #include "data/cache.h"
 
-#include <fcntl.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
 #include <unistd.h>
 #include <zstd.h>
 
 #include <algorithm>
-#include <atomic>
 #include <chrono>
 #include <cstring>
-#include <exception>
 #include <fstream>
 #include <memory>
-#include <mutex>
 #include <random>
-#include <thread>
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include "base/atomic_file.h"
+#include "base/mapped_file.h"
+#include "base/parallel_for.h"
 #include "data/reader_detail.h"
 #include "data/text.h"
 #include "tensor/error.h"
@@ -35,11 +31,6 @@ constexpr int kCacheVersion = 1;
 constexpr char kShardMagic[8] = {'M', 'L', 'R', 'D', 'S', 'H', '0', '1'};
 constexpr size_t kHeaderBytes = 8 + 8 + 8;
 
-int thread_count(int requested) {
-  if (requested > 0) return requested;
-  return std::max(1u, std::thread::hardware_concurrency());
-}
-
 std::string sanitize(const std::string& name) {
   std::string out = name;
   for (char& c : out) {
@@ -48,42 +39,6 @@ std::string sanitize(const std::string& name) {
   return out.empty() ? "dataset" : out;
 }
 
-// A read-only memory mapping of a whole file.
-class MappedFile {
- public:
-  explicit MappedFile(const fs::path& path) {
-    fd_ = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-    MLR_CHECK(fd_ >= 0, "data: cache: cannot open {}: {}", path.string(), std::strerror(errno));
-    struct stat st {};
-    if (::fstat(fd_, &st) != 0) {
-      ::close(fd_);
-      throw Error(fmt::format("data: cache: cannot stat {}", path.string()));
-    }
-    size_ = static_cast<size_t>(st.st_size);
-    if (size_ > 0) {
-      void* p = ::mmap(nullptr, size_, PROT_READ, MAP_PRIVATE, fd_, 0);
-      if (p == MAP_FAILED) {
-        ::close(fd_);
-        throw Error(fmt::format("data: cache: cannot map {}: {}", path.string(), std::strerror(errno)));
-      }
-      data_ = static_cast<const char*>(p);
-    }
-  }
-  ~MappedFile() {
-    if (data_) ::munmap(const_cast<char*>(data_), size_);
-    if (fd_ >= 0) ::close(fd_);
-  }
-  MappedFile(const MappedFile&) = delete;
-  MappedFile& operator=(const MappedFile&) = delete;
-  const char* data() const { return data_; }
-  size_t size() const { return size_; }
-
- private:
-  int fd_ = -1;
-  const char* data_ = nullptr;
-  size_t size_ = 0;
-};
-
 // The tokenised examples of one shard, in the order of the shard file's arrays.
 struct ShardData {
   std::vector<uint32_t> length, file, line;
@@ -91,6 +46,7 @@ struct ShardData {
   std::vector<uint8_t> mask;
   int64_t n_bad = 0;
   std::vector<std::string> bad_messages;
+  std::vector<uint32_t> windowed;  // examples tokenized as a head and a tail window (kept in the index)
 };
 
 size_t payload_bytes(uint64_t n_examples, uint64_t n_tokens) {
@@ -115,65 +71,6 @@ std::string serialize(const ShardData& s) {
   put(out, s.ids);
   put(out, s.mask);
   return out;
-}
-
-void write_file_synced(const fs::path& path, const void* data, size_t size) {
-  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  MLR_CHECK(fd >= 0, "data: cache: cannot create {}: {}", path.string(), std::strerror(errno));
-  const char* p = static_cast<const char*>(data);
-  size_t left = size;
-  while (left > 0) {
-    const ssize_t w = ::write(fd, p, left);
-    if (w < 0 && errno == EINTR) continue;
-    if (w <= 0) {
-      const int err = errno;
-      ::close(fd);
-      throw Error(fmt::format("data: cache: cannot write {}: {}", path.string(), std::strerror(err)));
-    }
-    p += w;
-    left -= static_cast<size_t>(w);
-  }
-  ::fsync(fd);
-  ::close(fd);
-}
-
-// Runs job(i) for i in [0, n) on up to `threads` threads. If jobs throw, the error of the lowest
-// index is rethrown after all threads stop, and jobs above a failed index are not started: the
-// error reported is the first in source order, whatever the scheduling.
-template <typename Job>
-void parallel_for(int64_t n, int threads, Job job) {
-  std::atomic<int64_t> next{0};
-  std::atomic<int64_t> first_failed{n};
-  std::mutex mutex;
-  std::exception_ptr error;
-  int64_t error_index = n;
-  const auto worker = [&] {
-    while (true) {
-      const int64_t i = next.fetch_add(1);
-      if (i >= n || i > first_failed.load()) return;
-      try {
-        job(i);
-      } catch (...) {
-        std::lock_guard lock(mutex);
-        if (i < error_index) {
-          error_index = i;
-          error = std::current_exception();
-        }
-        int64_t f = first_failed.load();
-        while (i < f && !first_failed.compare_exchange_weak(f, i)) {
-        }
-      }
-    }
-  };
-  const int t = static_cast<int>(std::min<int64_t>(threads, n));
-  if (t <= 1) {
-    worker();
-  } else {
-    std::vector<std::thread> pool;
-    for (int k = 0; k < t; ++k) pool.emplace_back(worker);
-    for (auto& th : pool) th.join();
-  }
-  if (error) std::rethrow_exception(error);
 }
 
 }  // namespace
@@ -212,6 +109,8 @@ class DatasetBuilder {
     ds->ids_.reserve(static_cast<size_t>(t));
     ds->mask_.reserve(static_cast<size_t>(t));
     for (auto& s : shards) {
+      const int64_t first = static_cast<int64_t>(ds->offsets_.size()) - 1;
+      for (uint32_t w : s.windowed) ds->windowed_.push_back(first + w);
       for (uint32_t len : s.length) ds->offsets_.push_back(ds->offsets_.back() + len);
       ds->ids_.insert(ds->ids_.end(), s.ids.begin(), s.ids.end());
       ds->mask_.insert(ds->mask_.end(), s.mask.begin(), s.mask.end());
@@ -255,7 +154,7 @@ namespace {
 // Loads one shard: maps the file, checks the frame against the sizes the index promises,
 // decompresses and splits it into arrays. Any mismatch throws (the caller rebuilds).
 ShardData load_shard(const fs::path& path, uint64_t n_examples, uint64_t n_tokens, int64_t n_files) {
-  MappedFile file(path);
+  const MappedFile file(path, "data: cache");
   const size_t expected = payload_bytes(n_examples, n_tokens);
   const unsigned long long frame = ZSTD_getFrameContentSize(file.data(), file.size());
   MLR_CHECK(frame == expected, "data: cache: {}: frame holds {} bytes, the index promises {}", path.string(),
@@ -289,8 +188,10 @@ ShardData load_shard(const fs::path& path, uint64_t n_examples, uint64_t n_token
   return s;
 }
 
+// Null when the cache holds windowed examples (tokenize_example) and rows longer than its bound
+// are asked for: the caller rebuilds it.
 std::shared_ptr<TokenizedDataset> load_cache(const DatasetSpec& spec, const fs::path& dir, const std::string& key,
-                                             const std::vector<std::string>& files, int threads) {
+                                             const std::vector<std::string>& files, int threads, int64_t max_row_tokens) {
   const auto start = std::chrono::steady_clock::now();
   json index;
   try {
@@ -300,12 +201,15 @@ std::shared_ptr<TokenizedDataset> load_cache(const DatasetSpec& spec, const fs::
   }
   MLR_CHECK(index.value("version", 0) == kCacheVersion && index.value("key", "") == key,
             "data: cache: {}: index version or key does not match", dir.string());
+  const int64_t cached_row_tokens = index.value("max_row_tokens", int64_t{0});
+  if (index.value("n_windowed", int64_t{0}) > 0 && (max_row_tokens == 0 || max_row_tokens > cached_row_tokens)) return nullptr;
   const json& shard_list = index.at("shards");
   std::vector<ShardData> shards(shard_list.size());
   parallel_for(static_cast<int64_t>(shards.size()), threads, [&](int64_t i) {
     const json& s = shard_list[static_cast<size_t>(i)];
     shards[static_cast<size_t>(i)] = load_shard(dir / s.at("file").get<std::string>(), s.at("n_examples").get<uint64_t>(),
                                                 s.at("n_tokens").get<uint64_t>(), static_cast<int64_t>(files.size()));
+    shards[static_cast<size_t>(i)].windowed = s.value("windowed", std::vector<uint32_t>{});
   });
   auto ds = DatasetBuilder::assemble(spec, shards);
   MLR_CHECK(ds->size() == index.at("n_examples").get<int64_t>() && ds->num_tokens() == index.at("n_tokens").get<int64_t>(),
@@ -354,7 +258,7 @@ std::shared_ptr<TokenizedDataset> build_cache(const DatasetSpec& spec, const Tok
         const std::string where = fmt::format("{}:{}", read.files[static_cast<size_t>(r.file)], r.line);
         TokenizedExample tok;
         try {
-          tok = tokenize_example(tokenizer, tmpl.render(r, where), specials);
+          tok = tokenize_example(tokenizer, tmpl.render(r, where), specials, options.max_row_tokens);
         } catch (const Error& e) {
           if (!spec.skip_bad) throw;
           ++shard.n_bad;
@@ -363,6 +267,7 @@ std::shared_ptr<TokenizedDataset> build_cache(const DatasetSpec& spec, const Tok
           if (shard.bad_messages.size() < 5) shard.bad_messages.push_back(std::move(message));
           continue;
         }
+        if (tok.windowed) shard.windowed.push_back(static_cast<uint32_t>(shard.length.size()));
         shard.length.push_back(static_cast<uint32_t>(tok.ids.size()));
         shard.file.push_back(static_cast<uint32_t>(r.file));
         shard.line.push_back(static_cast<uint32_t>(r.line));
@@ -380,8 +285,9 @@ std::shared_ptr<TokenizedDataset> build_cache(const DatasetSpec& spec, const Tok
       const size_t size = ZSTD_compress2(cctx.get(), compressed.data(), compressed.size(), payload.data(), payload.size());
       MLR_CHECK(!ZSTD_isError(size), "data: cache: zstd compression failed: {}", ZSTD_getErrorName(size));
       const std::string name = fmt::format("shard-{:05d}.zst", s);
-      write_file_synced(tmp / name, compressed.data(), size);
-      shard_index[static_cast<size_t>(s)] = {{"file", name}, {"n_examples", shard.length.size()}, {"n_tokens", shard.ids.size()}};
+      atomic_write_file(tmp / name, std::string_view(compressed.data(), size));
+      shard_index[static_cast<size_t>(s)] = {
+          {"file", name}, {"n_examples", shard.length.size()}, {"n_tokens", shard.ids.size()}, {"windowed", shard.windowed}};
     });
   } catch (...) {
     std::error_code ec;
@@ -389,6 +295,8 @@ std::shared_ptr<TokenizedDataset> build_cache(const DatasetSpec& spec, const Tok
     throw;
   }
 
+  int64_t n_windowed = 0;
+  for (const auto& shard : shards) n_windowed += static_cast<int64_t>(shard.windowed.size());
   auto ds = DatasetBuilder::assemble(spec, shards);
   DatasetBuilder::prepend_bad(*ds, read.n_bad, read.bad_messages);
   MLR_CHECK(ds->size() > 0, "data: dataset '{}': no examples in {} (all {} rows were malformed and skipped; first: {})",
@@ -403,15 +311,19 @@ std::shared_ptr<TokenizedDataset> build_cache(const DatasetSpec& spec, const Tok
                       {"n_examples", ds->size()},
                       {"n_tokens", ds->num_tokens()},
                       {"n_bad", ds->num_bad()},
+                      {"max_row_tokens", options.max_row_tokens},
+                      {"n_windowed", n_windowed},
                       {"bad_messages", ds->bad_messages()},
                       {"shards", shard_index}};
   const std::string index_text = index.dump(1);
-  write_file_synced(tmp / "index.json", index_text.data(), index_text.size());
+  atomic_write_file(tmp / "index.json", index_text);
   std::error_code ec;
   fs::rename(tmp, dir, ec);
   if (ec) {
     // Another process (a second rank) finished the same build first: keep its copy.
     fs::remove_all(tmp, ec);
+  } else {
+    fsync_path(dir.parent_path());  // makes the directory's rename durable
   }
   PrepareInfo info;
   info.tokenized = ds->size();
@@ -439,9 +351,12 @@ std::shared_ptr<const TokenizedDataset> prepare_dataset(const DatasetSpec& spec,
     // A damaged cache is an error, not a silent rebuild: it means a disk or copy problem the user
     // should know about. The message says how to rebuild.
     try {
-      auto ds = load_cache(spec, dir, key, files, thread_count(options.threads));
-      DatasetBuilder::set_bos(*ds, bos_id);
-      return ds;
+      if (auto ds = load_cache(spec, dir, key, files, thread_count(options.threads), options.max_row_tokens)) {
+        DatasetBuilder::set_bos(*ds, bos_id);
+        return ds;
+      }
+      note = fmt::format("rebuilt: it holds only the head and tail of its longest texts, and rows of {} tokens need more",
+                         options.max_row_tokens == 0 ? std::string("any length") : std::to_string(options.max_row_tokens));
     } catch (const Error& e) {
       std::string what = e.what();
       if (what.rfind("mlr: ", 0) == 0) what = what.substr(5);

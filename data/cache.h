@@ -16,6 +16,7 @@
 // not match) is an error naming the file; CacheOptions::rebuild rebuilds it.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <filesystem>
 #include <memory>
@@ -43,6 +44,10 @@ struct CacheOptions {
   int threads = 0;      // 0: all hardware threads
   int zstd_level = 3;
   bool rebuild = false;  // tokenise again even when a valid cache exists
+  // The longest row the cache will feed (the packer's seq_len); 0: unbounded. Bounds the work on
+  // huge texts (tokenize_example's max_row_tokens). A cache built with windowed examples serves
+  // rows up to its bound; asked for longer rows (or unbounded), it is rebuilt.
+  int64_t max_row_tokens = 0;
 };
 
 // How a dataset was obtained, for reports and tests.
@@ -71,6 +76,9 @@ class TokenizedDataset {
   int64_t num_target_tokens() const { return num_target_tokens_; }
   // "file:line" of example i.
   std::string location(int64_t i) const;
+  // Whether example i holds only the head and tail windows of a huge text (tokenize_example):
+  // its real length is larger than length(i).
+  bool windowed(int64_t i) const { return std::binary_search(windowed_.begin(), windowed_.end(), i); }
 
   int64_t num_bad() const { return n_bad_; }                            // rows skipped by skip_bad
   const std::vector<std::string>& bad_messages() const { return bad_messages_; }
@@ -87,6 +95,7 @@ class TokenizedDataset {
   std::vector<uint8_t> mask_;
   std::vector<uint32_t> file_, line_;
   std::vector<int32_t> first_target_;
+  std::vector<int64_t> windowed_;  // ascending
   int64_t num_target_tokens_ = 0;
   int64_t n_bad_ = 0;
   std::vector<std::string> bad_messages_;

@@ -113,9 +113,10 @@ struct Loader::Impl {
                                     bos_ids[static_cast<size_t>(d.dataset)], ids, mask);
         if (fit == Fit::no_target) {
           MLR_CHECK(options.drop_overlong,
-                    "data: {}: dataset '{}': the example has {} tokens, {} of them prompt: {} truncation leaves no target "
-                    "token within seq_len {} (use a longer seq_len, truncation: left, or drop_overlong: true)",
-                    ds.location(d.example), ds.name(), ds.length(d.example), ds.first_target(d.example),
+                    "data: {}: dataset '{}': the example has {}{} tokens, {}{} of them prompt: {} truncation leaves no "
+                    "target token within seq_len {} (use a longer seq_len, truncation: left, or drop_overlong: true)",
+                    ds.location(d.example), ds.name(), ds.windowed(d.example) ? "more than " : "", ds.length(d.example),
+                    ds.windowed(d.example) ? "more than " : "", ds.first_target(d.example),
                     truncation_name(options.truncation), options.pack.seq_len);
           ++dropped;
           continue;

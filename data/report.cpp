@@ -30,7 +30,10 @@ std::string decode_span(const Tokenizer& tok, const std::vector<int32_t>& ids, s
 std::vector<std::shared_ptr<const TokenizedDataset>> prepare_all(const DataConfig& config, const Tokenizer& tokenizer) {
   validate_data_config(config);
   std::vector<std::shared_ptr<const TokenizedDataset>> out;
-  for (const auto& spec : config.datasets) out.push_back(prepare_dataset(spec, tokenizer, config.cache));
+  // Rows are at most seq_len tokens: huge texts are tokenized only as far as a row can use them.
+  CacheOptions cache = config.cache;
+  cache.max_row_tokens = config.loader.pack.seq_len;
+  for (const auto& spec : config.datasets) out.push_back(prepare_dataset(spec, tokenizer, cache));
   return out;
 }
 

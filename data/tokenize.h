@@ -42,9 +42,18 @@ ResolvedSpecials resolve_specials(const Tokenizer& tokenizer, const TokenizeOpti
 struct TokenizedExample {
   std::vector<int32_t> ids;
   std::vector<uint8_t> mask;  // 1 = target token
+  // The text was far longer than a row: ids hold its first and its last max_row_tokens tokens or
+  // more (the middle was never tokenized), which is all that fit_example with max_tokens <=
+  // max_row_tokens can keep, truncating on either side.
+  bool windowed = false;
 };
 
-TokenizedExample tokenize_example(const Tokenizer& tokenizer, const Example& example, const ResolvedSpecials& specials);
+// max_row_tokens > 0 bounds the work on huge texts (one 64 MB field): a text more than a few
+// times longer than such a row is tokenized in a head and a tail window, cut where the
+// tokenization of the whole text splits (checked on the text around the cut), so the tokens any
+// row can use are those of the whole text. 0: always the whole text.
+TokenizedExample tokenize_example(const Tokenizer& tokenizer, const Example& example, const ResolvedSpecials& specials,
+                                  int64_t max_row_tokens = 0);
 
 // Fitting an example into max_tokens (the packed row length). An example that fits is copied as
 // it is. A longer one is truncated, and the caller counts it:

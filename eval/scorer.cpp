@@ -2,9 +2,8 @@
 
 #include <algorithm>
 #include <cmath>
-#include <exception>
-#include <thread>
 
+#include "base/parallel_for.h"
 #include "data/text.h"
 #include "tensor/error.h"
 
@@ -143,28 +142,18 @@ TokenSequenceRequest TokenizedScorer::token_request(const LoglikelihoodRequest& 
 std::vector<LoglikelihoodResult> TokenizedScorer::loglikelihood(const std::vector<LoglikelihoodRequest>& requests) {
   std::vector<TokenSequenceRequest> token_requests(requests.size());
   const int64_t max_length = model_.max_length();
-  size_t n_threads = threads_ > 0 ? static_cast<size_t>(threads_) : std::max(1u, std::thread::hardware_concurrency());
+  size_t n_threads = static_cast<size_t>(thread_count(threads_));
   n_threads = std::min(n_threads, std::max<size_t>(1, requests.size() / 64));  // small batches stay on this thread
-  std::vector<std::exception_ptr> errors(n_threads);
-  auto encode_slice = [&](size_t slice) {
-    try {
-      PairEncoder encoder(tokenizer_, options_);
-      const size_t begin = requests.size() * slice / n_threads, end = requests.size() * (slice + 1) / n_threads;
-      for (size_t i = begin; i < end; ++i) {
-        token_requests[i] = make_token_request(encoder.encode(requests[i].context, requests[i].continuation), requests[i],
-                                               max_length);
-      }
-    } catch (...) {
-      errors[slice] = std::current_exception();
+  // One encoder (and its per-document context cache) per slice of the requests.
+  parallel_for(static_cast<int64_t>(n_threads), static_cast<int>(n_threads), [&](int64_t slice) {
+    PairEncoder encoder(tokenizer_, options_);
+    const size_t begin = requests.size() * static_cast<size_t>(slice) / n_threads;
+    const size_t end = requests.size() * static_cast<size_t>(slice + 1) / n_threads;
+    for (size_t i = begin; i < end; ++i) {
+      token_requests[i] = make_token_request(encoder.encode(requests[i].context, requests[i].continuation), requests[i],
+                                             max_length);
     }
-  };
-  std::vector<std::thread> workers;
-  for (size_t t = 1; t < n_threads; ++t) workers.emplace_back(encode_slice, t);
-  encode_slice(0);
-  for (auto& w : workers) w.join();
-  for (const auto& e : errors) {
-    if (e) std::rethrow_exception(e);
-  }
+  });
   auto results = model_.score(token_requests);
   MLR_CHECK(results.size() == requests.size(), "eval: model returned {} scores for {} requests", results.size(),
             requests.size());

@@ -2,13 +2,13 @@
 
 #include <cmath>
 #include <filesystem>
-#include <fstream>
 #include <limits>
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
 #include "autograd/checkpoint.h"
+#include "base/atomic_file.h"
 #include "llama/safetensors.h"
 #include "tensor/ops.h"
 
@@ -400,16 +400,7 @@ std::shared_ptr<LlamaForCausalLM> LlamaForCausalLM::from_pretrained(const std::s
 void LlamaForCausalLM::save_pretrained(const std::string& dir, uint64_t max_shard_bytes) const {
   fs::create_directories(dir);
   const DType dtype = model->embed_tokens->weight().dtype();
-  const std::string config_path = (fs::path(dir) / "config.json").string();
-  const std::string tmp = config_path + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    MLR_CHECK(out, "save_pretrained: cannot write {}", tmp);
-    out << llama_config_to_json(config_, dtype).dump(2) << "\n";
-    out.close();
-    MLR_CHECK(out, "save_pretrained: writing {} failed", tmp);
-  }
-  fs::rename(tmp, config_path);
+  atomic_write_file(fs::path(dir) / "config.json", llama_config_to_json(config_, dtype).dump(2) + "\n");
   // Checkpoints hold CPU tensors in the model's dtype.
   std::vector<std::pair<std::string, Tensor>> tensors = ordered_state_dict();
   for (auto& [name, t] : tensors) t = t.cpu().contiguous();

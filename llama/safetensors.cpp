@@ -1,13 +1,7 @@
 #include "llama/safetensors.h"
 
-#include <fcntl.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
-#include <unistd.h>
-
 #include <algorithm>
 #include <bit>
-#include <cerrno>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -16,6 +10,9 @@
 #include <sstream>
 
 #include <nlohmann/json.hpp>
+
+#include "base/atomic_file.h"
+#include "base/mapped_file.h"
 
 namespace fs = std::filesystem;
 
@@ -84,56 +81,25 @@ std::optional<uint64_t> as_u64(const nlohmann::json& v) {
   return std::nullopt;
 }
 
-std::string errno_text() { return std::strerror(errno); }
-
 }  // namespace
 
 // ------------------------------------------------------------------------------------- reading
-
-// The whole file mapped MAP_PRIVATE with write permission: the file is opened read-only and never
-// changes, while a caller that writes into a zero-copy tensor gets private copy-on-write pages
-// instead of a SIGSEGV.
-struct SafetensorsFile::Mapping {
-  void* base = nullptr;
-  size_t size = 0;
-  ~Mapping() {
-    if (base != nullptr) munmap(base, size);
-  }
-};
 
 SafetensorsFile SafetensorsFile::open(const std::string& path) {
   const std::string file = base_name(path);
   SafetensorsFile f;
   f.path_ = path;
 
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  MLR_CHECK(fd >= 0, "safetensors: cannot open {}: {}", path, errno_text());
-  struct stat st {};
-  if (fstat(fd, &st) != 0) {
-    std::string why = errno_text();
-    ::close(fd);
-    throw Error(fmt::format("safetensors: cannot stat {}: {}", path, why));
-  }
-  if (!S_ISREG(st.st_mode)) {
-    ::close(fd);
-    throw Error(fmt::format("safetensors: {} is not a regular file", path));
-  }
-  const uint64_t file_size = static_cast<uint64_t>(st.st_size);
-  if (file_size < 8) {
-    ::close(fd);
-    throw Error(fmt::format("safetensors: {}: file has {} bytes, fewer than the 8-byte header length (file "
-                            "truncated?)",
-                            file, file_size));
-  }
-  auto mapping = std::make_shared<Mapping>();
-  void* base = mmap(nullptr, file_size, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
-  std::string map_error = base == MAP_FAILED ? errno_text() : "";
-  ::close(fd);  // the mapping keeps its own reference to the file
-  MLR_CHECK(base != MAP_FAILED, "safetensors: cannot map {} ({} bytes): {}", path, file_size, map_error);
-  mapping->base = base;
-  mapping->size = file_size;
+  // The whole file mapped MAP_PRIVATE with write permission: the file is opened read-only and
+  // never changes, while a caller that writes into a zero-copy tensor gets private copy-on-write
+  // pages instead of a SIGSEGV.
+  auto mapping = std::make_shared<MappedFile>(path, "safetensors", MappedFile::Pages::copy_on_write);
+  const uint64_t file_size = mapping->size();
+  MLR_CHECK(file_size >= 8,
+            "safetensors: {}: file has {} bytes, fewer than the 8-byte header length (file truncated?)", file,
+            file_size);
   f.mapping_ = mapping;
-  const auto* bytes = static_cast<const unsigned char*>(base);
+  const auto* bytes = reinterpret_cast<const unsigned char*>(mapping->data());
 
   uint64_t n = 0;
   std::memcpy(&n, bytes, 8);
@@ -265,7 +231,7 @@ const SafetensorInfo& SafetensorsFile::info(const std::string& name) const {
 Tensor SafetensorsFile::get(const std::string& name, std::optional<DType> as, Device device) const {
   const SafetensorInfo& inf = info(name);
   const DType want = as.value_or(inf.dtype);
-  auto* p = static_cast<unsigned char*>(mapping_->base) + 8 + header_bytes_ + inf.begin;
+  auto* p = static_cast<unsigned char*>(mapping_->mutable_data()) + 8 + header_bytes_ + inf.begin;
   const size_t nbytes = inf.end - inf.begin;
   Tensor stored;
   if (reinterpret_cast<uintptr_t>(p) % dtype_size(inf.dtype) == 0) {
@@ -390,67 +356,6 @@ std::map<std::string, Tensor> load_checkpoint_tensors(const std::string& path, s
 
 // ------------------------------------------------------------------------------------- writing
 
-namespace {
-
-// Writes `path` through a temporary in the same directory: a crash or error mid-write leaves the
-// old file (or none), never a truncated checkpoint.
-class AtomicFile {
- public:
-  explicit AtomicFile(const std::string& path) : path_(path) {
-    fs::path dir = fs::path(path).parent_path();
-    if (dir.empty()) dir = ".";
-    std::string name = ".";  // appended piecewise: GCC 12 warns falsely (-Wrestrict) on a + chain
-    name += fs::path(path).filename().string();
-    name += ".tmpXXXXXX";
-    tmp_ = (dir / name).string();
-    fd_ = mkstemp(tmp_.data());
-    MLR_CHECK(fd_ >= 0, "safetensors: cannot create a temporary file next to {}: {}", path, errno_text());
-    fchmod(fd_, 0644);  // mkstemp creates 0600; a checkpoint is an ordinary readable file
-  }
-  ~AtomicFile() {
-    if (fd_ >= 0) ::close(fd_);
-    if (!committed_) ::unlink(tmp_.c_str());
-  }
-  void write(const void* data, size_t n) {
-    const auto* p = static_cast<const char*>(data);
-    while (n > 0) {
-      ssize_t w = ::write(fd_, p, std::min<size_t>(n, 1ull << 30));
-      if (w < 0 && errno == EINTR) continue;
-      MLR_CHECK(w > 0, "safetensors: writing {} failed: {}", path_, errno_text());
-      p += w;
-      n -= static_cast<size_t>(w);
-    }
-  }
-  void commit() {
-    MLR_CHECK(fsync(fd_) == 0, "safetensors: fsync of {} failed: {}", path_, errno_text());
-    MLR_CHECK(::close(fd_) == 0, "safetensors: closing {} failed: {}", path_, errno_text());
-    fd_ = -1;
-    MLR_CHECK(::rename(tmp_.c_str(), path_.c_str()) == 0, "safetensors: renaming {} to {} failed: {}", tmp_, path_,
-              errno_text());
-    committed_ = true;
-    // Make the rename itself durable.
-    fs::path dir = fs::path(path_).parent_path();
-    int dfd = ::open(dir.empty() ? "." : dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dfd >= 0) {
-      fsync(dfd);
-      ::close(dfd);
-    }
-  }
-
- private:
-  std::string path_, tmp_;
-  int fd_ = -1;
-  bool committed_ = false;
-};
-
-void write_text_atomically(const std::string& path, const std::string& text) {
-  AtomicFile f(path);
-  f.write(text.data(), text.size());
-  f.commit();
-}
-
-}  // namespace
-
 void save_safetensors(const std::string& path, const std::vector<std::pair<std::string, Tensor>>& tensors,
                       const std::map<std::string, std::string>& metadata) {
   const std::string file = base_name(path);
@@ -551,7 +456,7 @@ std::vector<std::string> save_sharded(const std::string& dir,
       for (const auto& nt : shards[i]) index["weight_map"][nt.first] = name;
     }
     // nlohmann::json keeps keys sorted, as json.dumps(sort_keys=True) does.
-    write_text_atomically(index_path.string(), index.dump(2) + "\n");
+    atomic_write_file(index_path, index.dump(2) + "\n");
     written.push_back(index_path.string());
   }
   // Remove what an earlier save left that would now be read instead of (or mixed with) these files.

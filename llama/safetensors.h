@@ -24,6 +24,9 @@
 
 namespace mlr {
 
+class MappedFile;
+
+
 struct SafetensorInfo {
   DType dtype = DType::f32;
   Shape shape;
@@ -51,8 +54,7 @@ class SafetensorsFile {
   Tensor get(const std::string& name, std::optional<DType> as = {}, Device device = Device::cpu()) const;
 
  private:
-  struct Mapping;
-  std::shared_ptr<Mapping> mapping_;
+  std::shared_ptr<MappedFile> mapping_;  // copy-on-write pages (base/mapped_file.h)
   std::string path_;
   std::vector<std::string> names_;
   std::map<std::string, SafetensorInfo> infos_;

@@ -7,6 +7,7 @@
 #include <set>
 #include <sstream>
 
+#include "base/atomic_file.h"
 #include "llama/safetensors.h"
 #include "multilora/registry.h"
 #include "tensor/error.h"
@@ -100,18 +101,7 @@ void save_adapter(const std::string& dir, const std::vector<NamedAdapter>& adapt
   fs::create_directories(dir, ec);
   MLR_CHECK(!ec, "save_adapter: cannot create directory {}: {}", dir, ec.message());
   save_safetensors((fs::path(dir) / kAdapterWeightsFile).string(), tensors, {{"format", "pt"}});
-  // The config through a temporary and a rename, like the weights, so a crash leaves no half file.
-  fs::path cfg = fs::path(dir) / kAdapterConfigFile, tmp = cfg;
-  tmp += ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    MLR_CHECK(out.good(), "save_adapter: cannot write {}", tmp.string());
-    out << config.dump(2) << "\n";
-    out.flush();
-    MLR_CHECK(out.good(), "save_adapter: writing {} failed", tmp.string());
-  }
-  fs::rename(tmp, cfg, ec);
-  MLR_CHECK(!ec, "save_adapter: cannot rename {} to {}: {}", tmp.string(), cfg.string(), ec.message());
+  atomic_write_file(fs::path(dir) / kAdapterConfigFile, config.dump(2) + "\n");
 }
 
 AdapterFile read_adapter_file(const std::string& dir) {

@@ -1,8 +1,8 @@
 #include "multilora/export.h"
 
 #include <filesystem>
-#include <fstream>
 
+#include "base/atomic_file.h"
 #include "llama/safetensors.h"
 #include "multilora/inject.h"
 #include "tensor/error.h"
@@ -29,18 +29,7 @@ void save_merged_pretrained(LlamaForCausalLM& model, const std::string& dir, uin
     fs::create_directories(dir, ec);
     MLR_CHECK(!ec, "save_merged_pretrained: cannot create {}: {}", dir, ec.message());
     const DType dtype = model.model->embed_tokens->weight().dtype();
-    const fs::path config_path = fs::path(dir) / "config.json";
-    fs::path tmp = config_path;
-    tmp += ".tmp";
-    {
-      std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-      MLR_CHECK(out.good(), "save_merged_pretrained: cannot write {}", tmp.string());
-      out << llama_config_to_json(model.config(), dtype).dump(2) << "\n";
-      out.close();
-      MLR_CHECK(out.good(), "save_merged_pretrained: writing {} failed", tmp.string());
-    }
-    fs::rename(tmp, config_path, ec);
-    MLR_CHECK(!ec, "save_merged_pretrained: cannot rename {}: {}", tmp.string(), ec.message());
+    atomic_write_file(fs::path(dir) / "config.json", llama_config_to_json(model.config(), dtype).dump(2) + "\n");
     std::vector<std::pair<std::string, Tensor>> tensors = merged_base_state_dict(model);
     for (auto& [name, t] : tensors) t = t.cpu().contiguous();
     save_sharded(dir, tensors, max_shard_bytes);

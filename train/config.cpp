@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 #include <yaml-cpp/yaml.h>
 
+#include "base/config_section.h"
 #include "tensor/error.h"
 
 namespace mlr {
@@ -18,92 +19,12 @@ namespace fs = std::filesystem;
 
 namespace {
 
-// Typed access to one YAML mapping; errors say "<file>:<line>: <what>" and name the dotted key.
-class Section {
+// The run config's sections (base/config_section.h): errors start with "config: " and name the
+// command-line override a bad value came from.
+class Section : public ConfigSection {
  public:
   Section(const YAML::Node& node, const std::string& file, std::string path, const std::set<std::string>& overridden)
-      : node_(node), file_(file), path_(std::move(path)), overridden_(&overridden) {
-    if (node_ && !node_.IsMap()) fail(node_, fmt::format("'{}' must be a mapping", path_));
-  }
-
-  [[noreturn]] void fail(const YAML::Node& at, const std::string& what) const {
-    const int line = at.Mark().line >= 0 ? at.Mark().line + 1 : 0;
-    throw Error(fmt::format("config: {}:{}: {}", file_, line, what));
-  }
-
-  std::string key(const std::string& k) const { return path_.empty() ? k : path_ + "." + k; }
-
-  // An error about key k: at its line in the file, or naming the command-line override it came from.
-  [[noreturn]] void fail_key(const std::string& k, const YAML::Node& at, const std::string& what) const {
-    if (overridden_->count(key(k))) throw Error(fmt::format("config: {}: command-line override: {}", file_, what));
-    fail(at, what);
-  }
-
-  void only(const std::set<std::string>& known) const {
-    if (!node_) return;
-    for (const auto& kv : node_) {
-      const std::string k = kv.first.as<std::string>();
-      if (!known.count(k)) fail(kv.first, fmt::format("unknown key '{}' (known: {})", key(k), fmt::join(known, ", ")));
-    }
-  }
-
-  template <typename T>
-  void read(const std::string& k, T& out, const char* expected) const {
-    if (!node_) return;
-    const YAML::Node v = node_[k];
-    if (!v || v.IsNull()) return;
-    if (!v.IsScalar()) fail_key(k, v, fmt::format("'{}' must be {}", key(k), expected));
-    try {
-      out = v.as<T>();
-    } catch (const YAML::Exception&) {
-      fail_key(k, v, fmt::format("'{}' is \"{}\", expected {}", key(k), v.Scalar(), expected));
-    }
-  }
-  void str(const std::string& k, std::string& out) const { read(k, out, "a string"); }
-  void number(const std::string& k, double& out) const { read(k, out, "a number"); }
-  void integer(const std::string& k, int64_t& out) const { read(k, out, "an integer"); }
-  void integer(const std::string& k, int& out) const { read(k, out, "an integer"); }
-  void boolean(const std::string& k, bool& out) const { read(k, out, "true or false"); }
-
-  template <typename T>
-  void list(const std::string& k, std::vector<T>& out, const char* expected) const {
-    if (!node_) return;
-    const YAML::Node v = node_[k];
-    if (!v || v.IsNull()) return;
-    if (v.IsScalar()) {  // a single value is a one-element list ("target_modules=q_proj")
-      T one{};
-      read(k, one, expected);
-      out = {one};
-      return;
-    }
-    if (!v.IsSequence()) fail_key(k, v, fmt::format("'{}' must be a list of {}", key(k), expected));
-    out.clear();
-    for (const auto& item : v) {
-      try {
-        out.push_back(item.as<T>());
-      } catch (const YAML::Exception&) {
-        fail_key(k, item, fmt::format("an entry of '{}' is not {}", key(k), expected));
-      }
-    }
-  }
-
-  void one_of(const std::string& k, const std::string& value, const std::set<std::string>& allowed) const {
-    if (!allowed.count(value)) {
-      const YAML::Node at = node_ && node_[k] ? node_[k] : node_;
-      fail_key(k, at, fmt::format("'{}' is \"{}\", expected one of: {}", key(k), value, fmt::join(allowed, ", ")));
-    }
-  }
-  void require(bool ok, const std::string& k, const std::string& what) const {
-    if (!ok) fail_key(k, node_ && node_[k] ? node_[k] : node_, fmt::format("'{}' {}", key(k), what));
-  }
-
-  YAML::Node node() const { return node_; }
-
- private:
-  YAML::Node node_;
-  std::string file_;
-  std::string path_;
-  const std::set<std::string>* overridden_;
+      : ConfigSection(node, "config", file, std::move(path), &overridden) {}
 };
 
 // Sets root[a][b]... = value for the dotted key of "a.b=value" (value parsed as YAML, so numbers,

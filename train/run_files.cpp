@@ -16,40 +16,6 @@ namespace fs = std::filesystem;
 
 namespace mlr {
 
-void fsync_path(const std::string& path) {
-  const int fd = ::open(path.c_str(), O_RDONLY);
-  MLR_CHECK(fd >= 0, "fsync: cannot open {}: {}", path, std::strerror(errno));
-  const int rc = ::fsync(fd);
-  const int err = errno;
-  ::close(fd);
-  MLR_CHECK(rc == 0, "fsync of {} failed: {}", path, std::strerror(err));
-}
-
-void atomic_write_file(const std::string& path, const std::string& bytes) {
-  const fs::path target(path);
-  const fs::path dir = target.has_parent_path() ? target.parent_path() : fs::path(".");
-  const std::string tmp = (dir / fmt::format(".{}.tmp-{}", target.filename().string(), ::getpid())).string();
-  {
-    std::FILE* f = std::fopen(tmp.c_str(), "wb");
-    MLR_CHECK(f != nullptr, "cannot write {}: {}", tmp, std::strerror(errno));
-    const bool ok = std::fwrite(bytes.data(), 1, bytes.size(), f) == bytes.size() && std::fflush(f) == 0 &&
-                    ::fsync(::fileno(f)) == 0;
-    const int err = errno;
-    std::fclose(f);
-    if (!ok) {
-      std::remove(tmp.c_str());
-      throw Error(fmt::format("writing {} failed: {}", tmp, std::strerror(err)));
-    }
-  }
-  std::error_code ec;
-  fs::rename(tmp, target, ec);
-  if (ec) {
-    std::remove(tmp.c_str());
-    throw Error(fmt::format("cannot rename {} to {}: {}", tmp, path, ec.message()));
-  }
-  fsync_path(dir.string());
-}
-
 CheckpointDirectory::CheckpointDirectory(std::string root) : root_(std::move(root)) {
   std::error_code ec;
   fs::create_directories(root_, ec);

@@ -1,6 +1,6 @@
-// Files of a training run that must survive a crash: atomic writes (temporary file, fsync,
-// rename, fsync of the directory), checkpoint directories that appear only when complete, and the
-// JSONL metrics log.
+// Files of a training run that must survive a crash: checkpoint directories that appear only when
+// complete, and the JSONL metrics log. Single files are replaced atomically by atomic_write_file
+// (base/atomic_file.h, included here for the trainer).
 #pragma once
 
 #include <cstdint>
@@ -11,12 +11,9 @@
 
 #include <nlohmann/json.hpp>
 
-namespace mlr {
+#include "base/atomic_file.h"
 
-// Replaces `path` with `bytes` atomically: readers see the old file or the new one, never a part.
-void atomic_write_file(const std::string& path, const std::string& bytes);
-// fsync of a file or directory by path (errors name the path).
-void fsync_path(const std::string& path);
+namespace mlr {
 
 // Checkpoints live in <root>/step-<N>/. A checkpoint is written into <root>/.partial-step-<N>/ and
 // renamed when complete, so a directory named step-<N> is always whole; leftovers of a killed write

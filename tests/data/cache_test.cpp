@@ -188,8 +188,9 @@ TEST_CASE("cache: skipped rows are counted and remembered; empty datasets are er
         std::string::npos);
 }
 
-TEST_CASE("cache: real BoolQ validation with the LLaMA tokenizer") {
-  if (!shared_data_present() || !shared_tokenizer_present()) return;
+TEST_CASE("cache: real BoolQ validation with the LLaMA tokenizer" * mlr_test::needs_external) {
+  MLR_SKIP_UNLESS(shared_data_present(), "../shared/data is absent");
+  MLR_SKIP_UNLESS(shared_tokenizer_present(), "../shared/models/llama-tokenizer is absent");
   TempDir tmp;
   const auto tok = mlr::load_tokenizer((kSharedModels / "llama-tokenizer" / "tokenizer.model").string());
   DatasetSpec spec;
@@ -214,4 +215,31 @@ TEST_CASE("cache: real BoolQ validation with the LLaMA tokenizer") {
   CHECK(yes == 2033);
   MESSAGE("boolq val: " << built->num_tokens() << " tokens, tokenised in " << built->info().seconds << " s, loaded in "
                         << loaded->info().seconds << " s");
+}
+
+TEST_CASE("cache: huge texts are stored as windows; longer rows rebuild the cache, shorter ones reuse it") {
+  TempDir tmp;
+  const ByteTokenizer tok;
+  std::string huge;
+  while (huge.size() < 200000) huge += "many words in a row ";
+  const fs::path file = tmp.write("big.jsonl", alpaca_rows(3) + R"({"instruction": ")" + huge + R"(", "output": "end"})" "\n");
+  const DatasetSpec spec = alpaca_spec(file);
+  const auto built = prepare_dataset(spec, tok, {.dir = tmp.path / "cache", .threads = 1, .max_row_tokens = 512});
+  REQUIRE(built->size() == 4);
+  CHECK(!built->windowed(0));
+  CHECK(built->windowed(3));
+  CHECK(built->length(3) < 20000);  // the head and tail windows, not 200000 byte tokens
+  CHECK(built->length(0) == prepare_dataset(spec, tok, {.dir = tmp.path / "plain", .threads = 1})->length(0));
+
+  const auto shorter = prepare_dataset(spec, tok, {.dir = tmp.path / "cache", .threads = 1, .max_row_tokens = 256});
+  CHECK(shorter->info().from_cache);
+  CHECK(shorter->windowed(3));
+  const auto longer = prepare_dataset(spec, tok, {.dir = tmp.path / "cache", .threads = 1, .max_row_tokens = 4096});
+  CHECK(!longer->info().from_cache);
+  CHECK(longer->info().note.find("rebuilt") != std::string::npos);
+  CHECK(longer->length(3) > built->length(3));
+  const auto unbounded = prepare_dataset(spec, tok, {.dir = tmp.path / "cache", .threads = 1});
+  CHECK(!unbounded->info().from_cache);
+  CHECK(!unbounded->windowed(3));
+  CHECK(unbounded->length(3) > 200000);
 }

@@ -27,12 +27,10 @@ inline const fs::path kSharedModels = fs::path(MLR_SOURCE_DIR).parent_path() / "
 
 inline bool shared_data_present() {
   if (fs::exists(kSharedData / "boolq" / "val.jsonl")) return true;
-  MESSAGE("skipped: ../shared/data is absent");
   return false;
 }
 inline bool shared_tokenizer_present() {
   if (fs::exists(kSharedModels / "llama-tokenizer" / "tokenizer.model")) return true;
-  MESSAGE("skipped: ../shared/models/llama-tokenizer is absent");
   return false;
 }
 

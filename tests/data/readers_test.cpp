@@ -29,8 +29,8 @@ std::map<int, int> label_counts(const ReadResult& r) {
 
 }  // namespace
 
-TEST_CASE("readers: real SuperGLUE and BoolQ validation files") {
-  if (!shared_data_present()) return;
+TEST_CASE("readers: real SuperGLUE and BoolQ validation files" * mlr_test::needs_external) {
+  MLR_SKIP_UNLESS(shared_data_present(), "../shared/data is absent");
   const fs::path d = kSharedData;
 
   const ReadResult boolq = read_records(Format::boolq, d / "boolq" / "val.jsonl");
@@ -84,8 +84,8 @@ TEST_CASE("readers: real SuperGLUE and BoolQ validation files") {
   CHECK(multirc.records.back().line == 83);
 }
 
-TEST_CASE("readers: real MMLU splits") {
-  if (!shared_data_present()) return;
+TEST_CASE("readers: real MMLU splits" * mlr_test::needs_external) {
+  MLR_SKIP_UNLESS(shared_data_present(), "../shared/data is absent");
   const fs::path d = kSharedData / "mmlu";
   const ReadResult test = read_records(Format::mmlu, d / "test");
   CHECK(test.records.size() == 14042);
@@ -113,8 +113,8 @@ TEST_CASE("readers: real MMLU splits") {
   CHECK(read_records(Format::mmlu, d / "val").records.size() == 1531);
 }
 
-TEST_CASE("readers: real Alpaca files") {
-  if (!shared_data_present()) return;
+TEST_CASE("readers: real Alpaca files" * mlr_test::needs_external) {
+  MLR_SKIP_UNLESS(shared_data_present(), "../shared/data is absent");
   const fs::path d = kSharedData / "alpaca";
   const ReadResult subset = read_records(Format::alpaca, d / "alpaca_data_5000_subset.json");
   CHECK(subset.records.size() == 5000);
@@ -136,8 +136,8 @@ TEST_CASE("readers: real Alpaca files") {
   CHECK(skipped.n_bad == 175);
 }
 
-TEST_CASE("readers: unlabelled test splits cannot be trained on") {
-  if (!shared_data_present()) return;
+TEST_CASE("readers: unlabelled test splits cannot be trained on" * mlr_test::needs_external) {
+  MLR_SKIP_UNLESS(shared_data_present(), "../shared/data is absent");
   const std::string error = error_of([&] { read_records(Format::boolq, kSharedData / "boolq" / "test.jsonl"); });
   CHECK(error.find("test.jsonl:1: field \"label\" is missing (an unlabelled split") != std::string::npos);
 }
@@ -191,6 +191,8 @@ TEST_CASE("readers: malformed rows name the file and line; skip_bad counts them"
       {Format::boolq, "label.jsonl",
        "{\"passage\": \"p\", \"question\": \"q\", \"label\": true}\n{\"passage\": \"p\", \"question\": \"q\", \"label\": \"maybe\"}\n",
        "label.jsonl:2: field \"label\" is a string (\"maybe\"), expected a boolean"},
+      {Format::boolq, "label2.jsonl", "{\"passage\": \"p\", \"question\": \"q\", \"label\": 2}\n",
+       "label2.jsonl:1: field \"label\" is a number (2), expected a boolean"},
       {Format::cb, "cb.jsonl", "{\"premise\": \"p\", \"hypothesis\": \"h\", \"label\": \"unsure\"}\n",
        "cb.jsonl:1: field \"label\" is a string (\"unsure\"), expected one of entailment, contradiction, neutral"},
       {Format::copa, "copa.jsonl",
@@ -340,4 +342,19 @@ TEST_CASE("readers: mutated files give mlr::Error or records, never anything els
   MESSAGE(reads << " reads succeeded, " << errors << " mlr::Errors");
   CHECK(errors > 0);
   CHECK(reads > 0);
+}
+
+TEST_CASE("readers: BoolQ labels as booleans, 0/1 or the strings \"true\"/\"false\" (the public files' form)") {
+  TempDir tmp;
+  const auto path = tmp.write("boolq.jsonl",
+                              "{\"passage\": \"p\", \"question\": \"q\", \"label\": \"true\"}\n"
+                              "{\"passage\": \"p\", \"question\": \"q\", \"label\": \"false\"}\n"
+                              "{\"passage\": \"p\", \"question\": \"q\", \"label\": true}\n"
+                              "{\"passage\": \"p\", \"question\": \"q\", \"label\": 0}\n");
+  const ReadResult r = read_records(Format::boolq, path);
+  REQUIRE(r.records.size() == 4);
+  CHECK(r.records[0].label == 1);
+  CHECK(r.records[1].label == 0);
+  CHECK(r.records[2].label == 1);
+  CHECK(r.records[3].label == 0);
 }

@@ -36,8 +36,8 @@ Record make_record(std::vector<std::pair<std::string, std::string>> fields, int 
 
 }  // namespace
 
-TEST_CASE("templates: the harness prompts on the first row of each real file") {
-  if (!shared_data_present()) return;
+TEST_CASE("templates: the harness prompts on the first row of each real file" * mlr_test::needs_external) {
+  MLR_SKIP_UNLESS(shared_data_present(), "../shared/data is absent");
   const fs::path sg = kSharedData / "superglue";
 
   {

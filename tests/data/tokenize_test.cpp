@@ -76,8 +76,9 @@ TEST_CASE("tokenize: BOS/EOS settings") {
         std::string::npos);
 }
 
-TEST_CASE("tokenize: real LLaMA tokenizer on a real MMLU question") {
-  if (!shared_data_present() || !shared_tokenizer_present()) return;
+TEST_CASE("tokenize: real LLaMA tokenizer on a real MMLU question" * mlr_test::needs_external) {
+  MLR_SKIP_UNLESS(shared_data_present(), "../shared/data is absent");
+  MLR_SKIP_UNLESS(shared_tokenizer_present(), "../shared/models/llama-tokenizer is absent");
   const auto tok = mlr::load_tokenizer((kSharedModels / "llama-tokenizer" / "tokenizer.model").string());
   const ReadResult r = read_records(Format::mmlu, kSharedData / "mmlu" / "test" / "abstract_algebra_test.csv");
   const CompiledTemplate tmpl(default_template(Format::mmlu), Format::mmlu, "mmlu");
@@ -140,4 +141,89 @@ TEST_CASE("tokenize: fit_example truncation") {
   CHECK(out == std::vector<int32_t>{2});
   CHECK(parse_truncation("left") == Truncation::left);
   CHECK(error_of([] { parse_truncation("middle"); }).find("'middle' is not a truncation side") != std::string::npos);
+}
+
+namespace {
+
+// A long text of words, punctuation and line breaks (or, with `spaces` false, one endless word),
+// the same for a seed.
+std::string long_text(size_t bytes, uint32_t seed, bool spaces = true) {
+  static const char* words[] = {"the",    "passage", "of",   "Ice",  "floats", "42",   "water,", "colder;",
+                                "über",   "naïve",   "x+y=z", "(see", "below)", "--",   "a",      "\"quoted\""};
+  std::string out;
+  uint32_t state = seed;
+  while (out.size() < bytes) {
+    state = state * 1664525u + 1013904223u;
+    if (!spaces) {
+      out += "abcdefgh"[(state >> 24) % 8];
+      continue;
+    }
+    out += words[(state >> 24) % 16];
+    out += (state >> 8) % 29 == 0 ? "\n" : (state >> 8) % 31 == 0 ? "  " : " ";
+  }
+  return out;
+}
+
+// Windowed tokenization of a long example against the whole one: the first and last
+// `row` tokens, their masks, and what fit_example keeps on either side are the same.
+void check_windows_match_whole(const mlr::Tokenizer& tok, const Example& ex, const ResolvedSpecials& specials, int64_t row) {
+  INFO("tokenizer ", tok.fingerprint(), ", prompt of ", ex.prompt.size(), " bytes, target of ", ex.target.size(), ", row ", row);
+  const TokenizedExample whole = tokenize_example(tok, ex, specials);
+  const TokenizedExample windowed = tokenize_example(tok, ex, specials, row);
+  REQUIRE(windowed.windowed);
+  CHECK(!whole.windowed);
+  CHECK(windowed.ids.size() < whole.ids.size() / 4);
+  const auto r = static_cast<size_t>(row);
+  REQUIRE(windowed.ids.size() >= 2 * r);
+  CHECK(std::vector<int32_t>(windowed.ids.begin(), windowed.ids.begin() + row) ==
+        std::vector<int32_t>(whole.ids.begin(), whole.ids.begin() + row));
+  CHECK(std::vector<int32_t>(windowed.ids.end() - row, windowed.ids.end()) ==
+        std::vector<int32_t>(whole.ids.end() - row, whole.ids.end()));
+  CHECK(std::vector<uint8_t>(windowed.mask.begin(), windowed.mask.begin() + row) ==
+        std::vector<uint8_t>(whole.mask.begin(), whole.mask.begin() + row));
+  CHECK(std::vector<uint8_t>(windowed.mask.end() - row, windowed.mask.end()) ==
+        std::vector<uint8_t>(whole.mask.end() - row, whole.mask.end()));
+  for (const Truncation side : {Truncation::right, Truncation::left}) {
+    for (const int64_t max_tokens : {row, row / 2 + 1}) {
+      std::vector<int32_t> ids_w, ids_a;
+      std::vector<uint8_t> mask_w, mask_a;
+      const int32_t bos = specials.bos ? specials.bos_id : -1;
+      CHECK(fit_example(windowed.ids, windowed.mask, max_tokens, side, bos, ids_w, mask_w) ==
+            fit_example(whole.ids, whole.mask, max_tokens, side, bos, ids_a, mask_a));
+      CHECK(ids_w == ids_a);
+      CHECK(mask_w == mask_a);
+    }
+  }
+}
+
+}  // namespace
+
+TEST_CASE("tokenize: a text far longer than a row is tokenized in windows with the whole text's tokens") {
+  const auto gpt2 = mlr::load_tokenizer((fs::path(MLR_SOURCE_DIR) / "tests" / "fixtures" / "tokenizer" / "gpt2").string());
+  const ByteTokenizer bytes(true, false);
+  for (const mlr::Tokenizer* tok : {static_cast<const mlr::Tokenizer*>(gpt2.get()), static_cast<const mlr::Tokenizer*>(&bytes)}) {
+    const ResolvedSpecials specials = resolve_specials(*tok, {.bos = Special::always, .eos = Special::always});
+    // A huge prompt and a short target; a huge target; chat turns around a huge message; a text
+    // without spaces (cut inside a word).
+    check_windows_match_whole(*tok, example(long_text(200000, 1) + "\nQuestion: is it?\nAnswer:", " yes"), specials, 256);
+    check_windows_match_whole(*tok, example("Write:", " " + long_text(150000, 2)), specials, 128);
+    Example chat = example("### Instruction:\n" + long_text(120000, 3) + "\n\n### Response:\n", long_text(30000, 4));
+    chat.history = {{"### Instruction:\nhi\n\n### Response:\n", "hello"}};
+    check_windows_match_whole(*tok, chat, specials, 200);
+    check_windows_match_whole(*tok, example(long_text(100000, 5, /*spaces=*/false), "!"), specials, 100);
+  }
+  // Texts up to a few rows long are tokenized whole, as without a bound.
+  const ResolvedSpecials specials = resolve_specials(bytes, {});
+  const Example short_one = example(long_text(3000, 6), " no");
+  CHECK(!tokenize_example(bytes, short_one, specials, 256).windowed);
+  CHECK(tokenize_example(bytes, short_one, specials, 256).ids == tokenize_example(bytes, short_one, specials).ids);
+}
+
+TEST_CASE("tokenize: windows with the LLaMA sentencepiece tokenizer" * mlr_test::needs_external) {
+  MLR_SKIP_UNLESS(shared_tokenizer_present(), "../shared/models/llama-tokenizer is absent");
+  const auto tok = mlr::load_tokenizer((kSharedModels / "llama-tokenizer" / "tokenizer.model").string());
+  const ResolvedSpecials specials = resolve_specials(*tok, {.eos = Special::always});
+  check_windows_match_whole(*tok, example(long_text(200000, 7) + "\nQuestion: is it?\nAnswer:", " yes"), specials, 256);
+  check_windows_match_whole(*tok, example("Say:", " " + long_text(100000, 8)), specials, 128);
+  check_windows_match_whole(*tok, example(long_text(100000, 9, /*spaces=*/false), " B"), specials, 100);
 }

@@ -75,11 +75,8 @@ std::vector<std::vector<std::string>> rows_of(const fs::path& path) {
 
 }  // namespace
 
-TEST_CASE("tokenizer parity with transformers over every shared data file") {
-  if (!fs::exists(kShared / "data") || !fs::exists(kShared / "models")) {
-    MESSAGE("skipped: ../shared/data or ../shared/models is absent");
-    return;
-  }
+TEST_CASE("tokenizer parity with transformers over every shared data file" * mlr_test::needs_external) {
+  MLR_SKIP_UNLESS(fs::exists(kShared / "data") && fs::exists(kShared / "models"), "../shared/data or ../shared/models is absent");
   const uint32_t one = 1;
   unsigned char first_byte;
   std::memcpy(&first_byte, &one, 1);

@@ -3,6 +3,8 @@
 // has the harness's keys.
 #include <doctest/doctest.h>
 
+#include "tests/test_support.h"
+
 #include <nlohmann/json.hpp>
 
 #include <cmath>
@@ -172,11 +174,8 @@ TEST_CASE("CB f1 (macro over classes, stderr N/A) and the MultiRC extras f1a and
   CHECK(j["results"]["multirc"]["em,none"].get<double>() == doctest::Approx(0.5));
 }
 
-TEST_CASE("MMLU end to end on real data: per-subject acc, groups, results JSON, table") {
-  if (!fs::exists(kData / "mmlu")) {
-    MESSAGE("skipped: ../shared/data is absent");
-    return;
-  }
+TEST_CASE("MMLU end to end on real data: per-subject acc, groups, results JSON, table" * mlr_test::needs_external) {
+  MLR_SKIP_UNLESS(fs::exists(kData / "mmlu"), "../shared/data is absent");
   const auto tasks = load_mmlu(kData / "mmlu", "test", {"abstract_algebra", "anatomy", "philosophy"});
   const auto groups = mmlu_groups(tasks);
   AlwaysAScorer scorer;
@@ -257,16 +256,14 @@ class HashScorer : public LanguageModelScorer {
 
 }  // namespace
 
-TEST_CASE("aggregates equal lm-evaluation-harness's own process_results / aggregation on real data") {
+TEST_CASE("aggregates equal lm-evaluation-harness's own process_results / aggregation on real data" *
+          mlr_test::needs_external) {
   // Expected: lm_eval 0.4.13, its task objects over the shared files (as scripts/eval/
   // render_with_harness.py loads them), task.process_results on the same fake log-likelihoods,
   // task.aggregation() and stderr_for_metric(bootstrap_iters=100000); groups with its
   // aggregate_subtask_metrics(weight_by_size=True) and pooled_sample_stderr. SuperGLUE 0-shot on
   // the full validation files, MMLU 5-shot on the first 20 test rows of each of the 57 subjects.
-  if (!fs::exists(kData / "mmlu") || !fs::exists(kData / "superglue")) {
-    MESSAGE("skipped: ../shared/data is absent");
-    return;
-  }
+  MLR_SKIP_UNLESS(fs::exists(kData / "mmlu") && fs::exists(kData / "superglue"), "../shared/data is absent");
   std::vector<Task> tasks;
   const std::vector<std::pair<std::string, fs::path>> superglue{
       {"boolq", kData / "boolq" / "val.jsonl"},           {"cb", kData / "superglue" / "CB" / "val.jsonl"},

@@ -3,6 +3,8 @@
 // them; see its docstring). Runs when MLR_EVAL_HARNESS_PROMPTS names that file, else skips.
 #include <doctest/doctest.h>
 
+#include "tests/test_support.h"
+
 #include <nlohmann/json.hpp>
 
 #include <cstdlib>
@@ -18,13 +20,11 @@ namespace fs = std::filesystem;
 using namespace mlr::eval;
 using json = nlohmann::json;
 
-TEST_CASE("all shared rows render as lm-evaluation-harness renders them (opt-in)") {
+TEST_CASE("all shared rows render as lm-evaluation-harness renders them (opt-in)" * mlr_test::opt_in) {
   const char* expected_path = std::getenv("MLR_EVAL_HARNESS_PROMPTS");
   const fs::path data = fs::path(MLR_SOURCE_DIR) / ".." / "shared" / "data";
-  if (!expected_path || !fs::exists(data)) {
-    MESSAGE("skipped: set MLR_EVAL_HARNESS_PROMPTS (scripts/eval/render_with_harness.py) and provide ../shared/data");
-    return;
-  }
+  MLR_SKIP_UNLESS(expected_path && fs::exists(data),
+                  "set MLR_EVAL_HARNESS_PROMPTS (scripts/eval/render_with_harness.py) and provide ../shared/data");
   // The settings the script uses.
   const std::map<std::string, fs::path> files{
       {"boolq", data / "boolq" / "val.jsonl"},        {"cb", data / "superglue" / "CB" / "val.jsonl"},

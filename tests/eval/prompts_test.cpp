@@ -5,6 +5,8 @@
 // the harness made (Random(1234), the n + 1 rule, the eval doc excluded at docs 44 and 52).
 #include <doctest/doctest.h>
 
+#include "tests/test_support.h"
+
 #include <filesystem>
 #include <string>
 #include <vector>
@@ -22,7 +24,6 @@ const fs::path kData = fs::path(MLR_SOURCE_DIR) / ".." / "shared" / "data";
 
 bool shared_data_present() {
   if (fs::exists(kData / "superglue") && fs::exists(kData / "mmlu") && fs::exists(kData / "boolq")) return true;
-  MESSAGE("skipped: ../shared/data is absent");
   return false;
 }
 
@@ -143,8 +144,8 @@ const std::string k_mmlu_abstract_algebra_5shot =
 
 }  // namespace
 
-TEST_CASE("SuperGLUE and BoolQ: first validation doc, 0-shot, matches the harness") {
-  if (!shared_data_present()) return;
+TEST_CASE("SuperGLUE and BoolQ: first validation doc, 0-shot, matches the harness" * mlr_test::needs_external) {
+  MLR_SKIP_UNLESS(shared_data_present(), "../shared/data is absent");
   struct Case {
     std::string task;
     const std::string* context;
@@ -177,8 +178,8 @@ TEST_CASE("SuperGLUE and BoolQ: first validation doc, 0-shot, matches the harnes
   }
 }
 
-TEST_CASE("split sizes of the shared validation files") {
-  if (!shared_data_present()) return;
+TEST_CASE("split sizes of the shared validation files" * mlr_test::needs_external) {
+  MLR_SKIP_UNLESS(shared_data_present(), "../shared/data is absent");
   const std::vector<std::pair<std::string, size_t>> sizes{{"boolq", 3270}, {"cb", 56},  {"copa", 100}, {"multirc", 4848},
                                                           {"sglue_rte", 277}, {"wic", 638}, {"wsc", 104}};
   for (const auto& [name, n] : sizes) {
@@ -187,8 +188,8 @@ TEST_CASE("split sizes of the shared validation files") {
   }
 }
 
-TEST_CASE("COPA continuations begin with two spaces; MultiRC's gold is the inverted label") {
-  if (!shared_data_present()) return;
+TEST_CASE("COPA continuations begin with two spaces; MultiRC's gold is the inverted label" * mlr_test::needs_external) {
+  MLR_SKIP_UNLESS(shared_data_present(), "../shared/data is absent");
   const Task copa = load_task("copa", superglue_file("copa"));
   PromptBuilder builder(copa, 0);
   const RenderedDoc r = builder.render(copa.docs[0]);
@@ -199,8 +200,8 @@ TEST_CASE("COPA continuations begin with two spaces; MultiRC's gold is the inver
   CHECK(multirc.docs[1].gold == 1);
 }
 
-TEST_CASE("MMLU: 5-shot abstract_algebra doc 0 is byte-identical to the harness's context") {
-  if (!shared_data_present()) return;
+TEST_CASE("MMLU: 5-shot abstract_algebra doc 0 is byte-identical to the harness's context" * mlr_test::needs_external) {
+  MLR_SKIP_UNLESS(shared_data_present(), "../shared/data is absent");
   const auto tasks = load_mmlu(kData / "mmlu", "test", {"abstract_algebra"});
   REQUIRE(tasks.size() == 1);
   const Task& t = tasks[0];
@@ -220,8 +221,8 @@ TEST_CASE("MMLU: 5-shot abstract_algebra doc 0 is byte-identical to the harness'
   CHECK_THROWS_AS(PromptBuilder(t, 6), mlr::Error);
 }
 
-TEST_CASE("MMLU: all 57 subjects, 14042 test questions, descriptions from the subject name") {
-  if (!shared_data_present()) return;
+TEST_CASE("MMLU: all 57 subjects, 14042 test questions, descriptions from the subject name" * mlr_test::needs_external) {
+  MLR_SKIP_UNLESS(shared_data_present(), "../shared/data is absent");
   const auto tasks = load_mmlu(kData / "mmlu");
   REQUIRE(tasks.size() == 57);
   size_t total = 0;
@@ -244,8 +245,8 @@ TEST_CASE("MMLU: all 57 subjects, 14042 test questions, descriptions from the su
   CHECK_THROWS_WITH_AS(load_mmlu(kData / "mmlu", "train", {"anatomy"}), doctest::Contains("anatomy_train.csv"), mlr::Error);
 }
 
-TEST_CASE("default sampler: CB 3-shot draws for all 56 docs match the harness (pool = the same file)") {
-  if (!shared_data_present()) return;
+TEST_CASE("default sampler: CB 3-shot draws for all 56 docs match the harness (pool = the same file)" * mlr_test::needs_external) {
+  MLR_SKIP_UNLESS(shared_data_present(), "../shared/data is absent");
   Task cb = load_task("cb", superglue_file("cb"), superglue_file("cb"));
   const std::vector<std::vector<size_t>> expected{
       {49, 28, 7}, {5, 51, 37}, {42, 44, 5}, {49, 22, 15}, {1, 50, 22}, {39, 30, 29},
@@ -276,7 +277,10 @@ TEST_CASE("default sampler: CB 3-shot draws for all 56 docs match the harness (p
 TEST_CASE("task loading errors name the task or file") {
   CHECK_THROWS_WITH_AS(load_task("rte", "x.jsonl"), doctest::Contains("sglue_rte"), mlr::Error);
   CHECK_THROWS_WITH_AS(load_task("record", "x.jsonl"), doctest::Contains("unknown task"), mlr::Error);
-  if (!shared_data_present()) return;
+}
+
+TEST_CASE("task loading errors on the shared files name the task or file" * mlr_test::needs_external) {
+  MLR_SKIP_UNLESS(shared_data_present(), "../shared/data is absent");
   const Task no_pool = load_task("cb", superglue_file("cb"));
   CHECK_THROWS_WITH_AS(PromptBuilder(no_pool, 2), doctest::Contains("few-shot pool"), mlr::Error);
   // The unlabelled test split is rejected by the reader with the file and line.

@@ -7,6 +7,8 @@
 // log-likelihoods within 1e-4, greedy flags and accuracies identical; greedy generations equal.
 #include <doctest/doctest.h>
 
+#include "tests/test_support.h"
+
 #include <nlohmann/json.hpp>
 
 #include <cmath>
@@ -26,14 +28,12 @@ using namespace mlr;
 using namespace mlr::eval;
 using json = nlohmann::json;
 
-TEST_CASE("demo model: per-choice log-likelihoods and acc equal lm-evaluation-harness HFLM") {
+TEST_CASE("demo model: per-choice log-likelihoods and acc equal lm-evaluation-harness HFLM" * mlr_test::needs_external) {
   const fs::path root(MLR_SOURCE_DIR);
   const fs::path data = root / ".." / "shared" / "data";
   const fs::path model_dir = root / "configs" / "demo" / "model";
-  if (!fs::exists(data) || !fs::exists(model_dir / "model.safetensors")) {
-    MESSAGE("skipped: ../shared/data or configs/demo/model is absent");
-    return;
-  }
+  MLR_SKIP_UNLESS(fs::exists(data) && fs::exists(model_dir / "model.safetensors"),
+                  "../shared/data or configs/demo/model is absent");
   std::ifstream in(root / "tests" / "fixtures" / "eval" / "demo_loglikelihoods.json");
   REQUIRE(in.good());
   const json fixture = json::parse(in);

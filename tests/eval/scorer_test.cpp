@@ -5,6 +5,8 @@
 //   whole = [1] + sp.encode(ctx + cont); ctx_ids = [1] + sp.encode(ctx); cont_ids = whole[len(ctx_ids):]
 #include <doctest/doctest.h>
 
+#include "tests/test_support.h"
+
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
@@ -25,7 +27,6 @@ const fs::path kTokenizer = fs::path(MLR_SOURCE_DIR) / ".." / "shared" / "models
 
 bool tokenizer_present() {
   if (fs::exists(kTokenizer / "tokenizer.model")) return true;
-  MESSAGE("skipped: ../shared/models/llama-tokenizer is absent");
   return false;
 }
 
@@ -48,8 +49,8 @@ TEST_CASE("move_trailing_whitespace uses Python's str.rstrip") {
   CHECK(k4 == "  water");
 }
 
-TEST_CASE("encode_pair on the LLaMA tokenizer matches the harness's split") {
-  if (!tokenizer_present()) return;
+TEST_CASE("encode_pair on the LLaMA tokenizer matches the harness's split" * mlr_test::needs_external) {
+  MLR_SKIP_UNLESS(tokenizer_present(), "../shared/models/llama-tokenizer is absent");
   const auto tok = mlr::load_tokenizer(kTokenizer.string());
   struct Case {
     std::string context, continuation;
@@ -83,8 +84,8 @@ TEST_CASE("encode_pair on the LLaMA tokenizer matches the harness's split") {
   CHECK(empty.continuation == tok->encode("Hello", false));
 }
 
-TEST_CASE("TokenizedScorer: sums continuation log-probs, greedy flag, left truncation") {
-  if (!tokenizer_present()) return;
+TEST_CASE("TokenizedScorer: sums continuation log-probs, greedy flag, left truncation" * mlr_test::needs_external) {
+  MLR_SKIP_UNLESS(tokenizer_present(), "../shared/models/llama-tokenizer is absent");
   const auto tok = mlr::load_tokenizer(kTokenizer.string());
   const int32_t vocab = tok->vocab_size();
   // An "oracle" model over a known token sequence: at each position it puts log-prob -0.25 on the
@@ -130,8 +131,8 @@ TEST_CASE("TokenizedScorer: sums continuation log-probs, greedy flag, left trunc
   CHECK_THROWS_AS(short_scorer.token_request({"Hi", " water flowed from the spout and more words"}), mlr::Error);
 }
 
-TEST_CASE("TokenizedScorer::generate_until: greedy, stops and cuts at the stop string") {
-  if (!tokenizer_present()) return;
+TEST_CASE("TokenizedScorer::generate_until: greedy, stops and cuts at the stop string" * mlr_test::needs_external) {
+  MLR_SKIP_UNLESS(tokenizer_present(), "../shared/models/llama-tokenizer is absent");
   const auto tok = mlr::load_tokenizer(kTokenizer.string());
   const int32_t vocab = tok->vocab_size();
   const std::string context = "Question: 6 times 7?\nAnswer:";
@@ -159,13 +160,11 @@ TEST_CASE("TokenizedScorer::generate_until: greedy, stops and cuts at the stop s
   CHECK(calls == static_cast<int64_t>(answer.size()) + 1);
 }
 
-TEST_CASE("evaluate through TokenizedScorer: a function model on the tok512 tokenizer, BoolQ docs") {
+TEST_CASE("evaluate through TokenizedScorer: a function model on the tok512 tokenizer, BoolQ docs" *
+          mlr_test::needs_external) {
   const fs::path tok512 = fs::path(MLR_SOURCE_DIR) / ".." / "shared" / "models" / "stories260K" / "tok512.model";
   const fs::path boolq = fs::path(MLR_SOURCE_DIR) / ".." / "shared" / "data" / "boolq" / "val.jsonl";
-  if (!fs::exists(tok512) || !fs::exists(boolq)) {
-    MESSAGE("skipped: ../shared/models/stories260K or ../shared/data/boolq is absent");
-    return;
-  }
+  MLR_SKIP_UNLESS(fs::exists(tok512) && fs::exists(boolq), "../shared/models/stories260K or ../shared/data/boolq is absent");
   const auto tok = mlr::load_tokenizer(tok512.string());
   const int32_t vocab = tok->vocab_size();
   // log_softmax of logits[v] = 2 sin(0.37 v + 0.11 x_t) at each position t.
@@ -213,8 +212,8 @@ TEST_CASE("evaluate through TokenizedScorer: a function model on the tok512 toke
   CHECK(r.tasks[0].n_effective == 3);
 }
 
-TEST_CASE("TokenizedScorer: threaded tokenization with the per-doc context cache changes no token") {
-  if (!tokenizer_present()) return;
+TEST_CASE("TokenizedScorer: threaded tokenization with the per-doc context cache changes no token" * mlr_test::needs_external) {
+  MLR_SKIP_UNLESS(tokenizer_present(), "../shared/models/llama-tokenizer is absent");
   const auto tok = mlr::load_tokenizer(kTokenizer.string());
   struct Recorder : ContinuationModel {
     std::vector<TokenSequenceRequest> seen;

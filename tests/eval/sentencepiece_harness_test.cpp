@@ -68,11 +68,10 @@ double worst_difference(const json& expected, const EvalResults& r) {
 
 }  // namespace
 
-TEST_CASE("sentencepiece LLaMA: per-request log-likelihoods and metrics equal lm-evaluation-harness HFLM") {
-  if (!fs::exists(kData) || !fs::exists(kTokenizerModel)) {
-    MESSAGE("skipped: ../shared/data or ../shared/models/llama-tokenizer is absent");
-    return;
-  }
+TEST_CASE("sentencepiece LLaMA: per-request log-likelihoods and metrics equal lm-evaluation-harness HFLM" *
+          mlr_test::needs_external) {
+  MLR_SKIP_UNLESS(fs::exists(kData) && fs::exists(kTokenizerModel),
+                  "../shared/data or ../shared/models/llama-tokenizer is absent");
   TempDir model_dir;
   for (const char* name : {"config.json", "model.safetensors", "tokenizer_config.json"})
     fs::copy_file(kFixture / name, model_dir.path / name);

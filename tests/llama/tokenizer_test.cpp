@@ -52,14 +52,13 @@ std::string error_of(F&& f) {
 
 bool shared_models_present() {
   if (fs::exists(kShared / "models")) return true;
-  MESSAGE("skipped: ../shared/models is absent");
   return false;
 }
 
 }  // namespace
 
-TEST_CASE("sentencepiece: ids and decoding match python sentencepiece") {
-  if (!shared_models_present()) return;
+TEST_CASE("sentencepiece: ids and decoding match python sentencepiece" * mlr_test::needs_external) {
+  MLR_SKIP_UNLESS(shared_models_present(), "../shared/models is absent");
   const json ref = read_json(kFixtures / "sentencepiece_reference.json");
   for (const auto& [rel, cases] : ref.items()) {
     CAPTURE(rel);
@@ -92,8 +91,8 @@ TEST_CASE("sentencepiece: ids and decoding match python sentencepiece") {
   CHECK_THROWS_AS(llama->decode({32000}), mlr::Error);
 }
 
-TEST_CASE("sentencepiece: tokenizer_config.json sets BOS/EOS behaviour") {
-  if (!shared_models_present()) return;
+TEST_CASE("sentencepiece: tokenizer_config.json sets BOS/EOS behaviour" * mlr_test::needs_external) {
+  MLR_SKIP_UNLESS(shared_models_present(), "../shared/models is absent");
   TempDir dir;
   fs::copy_file(kShared / "models/stories260K/tok512.model", dir.path / "tokenizer.model");
   auto plain = mlr::load_tokenizer((dir.path / "tokenizer.model").string());
@@ -335,8 +334,8 @@ TEST_CASE("sentencepiece-style tokenizer.json: ids and decoding match transforme
   }
 }
 
-TEST_CASE("tokenizer.model with a LlamaTokenizer config: converted as transformers converts it") {
-  if (!shared_models_present()) return;
+TEST_CASE("tokenizer.model with a LlamaTokenizer config: converted as transformers converts it" * mlr_test::needs_external) {
+  MLR_SKIP_UNLESS(shared_models_present(), "../shared/models is absent");
   const json ref = read_json(kFixtures / "spbpe" / "reference.json");
   REQUIRE(ref["models"].size() == 4);
   for (const auto& [key, cases] : ref["models"].items()) {
@@ -350,8 +349,8 @@ TEST_CASE("tokenizer.model with a LlamaTokenizer config: converted as transforme
   }
 }
 
-TEST_CASE("tokenizer backends: transformers' tokens by default, the sentencepiece library's on request") {
-  if (!shared_models_present()) return;
+TEST_CASE("tokenizer backends: transformers' tokens by default, the sentencepiece library's on request" * mlr_test::needs_external) {
+  MLR_SKIP_UNLESS(shared_models_present(), "../shared/models is absent");
   TempDir dir;
   fs::copy_file(kShared / "models/llama-tokenizer/tokenizer.model", dir.path / "tokenizer.model");
   // A bare tokenizer.model: the sentencepiece library and LLaMA's BOS rule, whatever the backend.
@@ -381,7 +380,7 @@ TEST_CASE("tokenizer backends: transformers' tokens by default, the sentencepiec
         }).find("needs tokenizer.model") != std::string::npos);
 }
 
-TEST_CASE("malformed sentencepiece-style files and models give errors that name the file") {
+TEST_CASE("malformed sentencepiece-style files give errors that name the file") {
   TempDir dir;
   json base = read_json(kFixtures / "spbpe" / "metaspace" / "tokenizer.json");
   const auto error_for = [&](auto&& edit) {
@@ -397,9 +396,13 @@ TEST_CASE("malformed sentencepiece-style files and models give errors that name 
   CHECK(error_for([](json& j) {
           j["normalizer"] = {{"type", "Replace"}, {"pattern", {{"Regex", " +"}}}, {"content", "x"}};
         }).find("String") != std::string::npos);
+}
 
-  // A truncated tokenizer.model under a LlamaTokenizer config: the protobuf reader names the file.
-  if (!shared_models_present()) return;
+TEST_CASE("malformed sentencepiece models under a LlamaTokenizer config give errors that name the file" *
+          mlr_test::needs_external) {
+  // A truncated tokenizer.model: the protobuf reader names the file.
+  MLR_SKIP_UNLESS(shared_models_present(), "../shared/models is absent");
+  TempDir dir;
   const std::string model = read(kShared / "models/stories260K/tok512.model");
   fs::remove(dir.path / "tokenizer.json");
   write(dir.path / "tokenizer.model", model.substr(0, model.size() / 2));

@@ -3,6 +3,8 @@
 // gradient match PEFT's; merged and exported, the checkpoint reloads with the same logits (the
 // fixture script also loads it with transformers).
 #include <doctest/doctest.h>
+
+#include "tests/test_support.h"
 #include <unistd.h>
 
 #include <cstdlib>
@@ -29,14 +31,13 @@ double rel_error(const Tensor& a, const Tensor& b) {
 
 bool fixtures_present() {
   if (fs::exists(kBase / "model.safetensors") && fs::exists(kReference)) return true;
-  MESSAGE("skipped: tiny LLaMA fixture " << kBase.string() << " or " << kReference.string() << " is missing");
   return false;
 }
 
 }  // namespace
 
-TEST_CASE("peft llama: PEFT's LoRA on every projection gives PEFT's logits, loss and adapter gradients") {
-  if (!fixtures_present()) return;
+TEST_CASE("peft llama: PEFT's LoRA on every projection gives PEFT's logits, loss and adapter gradients" * mlr_test::needs_external) {
+  MLR_SKIP_UNLESS(fixtures_present(), "the tiny LLaMA fixture (scripts/fixtures) is missing");
   auto model = LlamaForCausalLM::from_pretrained(kBase.string());
   auto adapters = inject_adapter_from_file(*model, kAdapter.string());
   CHECK(adapters.size() == 14);  // 2 layers x 7 projections
@@ -71,8 +72,8 @@ TEST_CASE("peft llama: PEFT's LoRA on every projection gives PEFT's logits, loss
     if (!p.requires_grad()) CHECK_MESSAGE(!p.grad().defined(), name);
 }
 
-TEST_CASE("peft llama: merged Hugging Face checkpoint reloads with the adapted logits") {
-  if (!fixtures_present()) return;
+TEST_CASE("peft llama: merged Hugging Face checkpoint reloads with the adapted logits" * mlr_test::needs_external) {
+  MLR_SKIP_UNLESS(fixtures_present(), "the tiny LLaMA fixture (scripts/fixtures) is missing");
   auto model = LlamaForCausalLM::from_pretrained(kBase.string());
   inject_adapter_from_file(*model, kAdapter.string());
   SafetensorsFile ref = SafetensorsFile::open(kReference.string());

@@ -26,20 +26,6 @@ fs::path fresh_dir(const char* name) {
 }
 }  // namespace
 
-TEST_CASE("atomic_write_file replaces the file and leaves no temporary behind") {
-  const fs::path d = fresh_dir("mlr_atomic_test");
-  const fs::path f = d / "state.json";
-  atomic_write_file(f.string(), "first");
-  atomic_write_file(f.string(), "second, longer");
-  CHECK(read_all(f) == "second, longer");
-  int entries = 0;
-  for (const auto& e : fs::directory_iterator(d)) entries += e.is_regular_file();
-  CHECK(entries == 1);
-  CHECK_THROWS_WITH_AS(atomic_write_file((d / "missing_dir" / "x").string(), "x"),
-                       doctest::Contains("missing_dir"), std::exception);
-  fs::remove_all(d);
-}
-
 TEST_CASE("checkpoint directories: staged, committed, rotated; interrupted writes are invisible") {
   const fs::path d = fresh_dir("mlr_ckpt_test");
   CheckpointDirectory ckpt(d.string());

@@ -1,0 +1,48 @@
+#include "base/config_section.h"
+
+#include <fmt/ranges.h>
+
+namespace mlr {
+
+ConfigSection::ConfigSection(const YAML::Node& node, std::string context, std::string file, std::string path,
+                             const std::set<std::string>* overridden)
+    : node_(node), context_(std::move(context)), file_(std::move(file)), path_(std::move(path)), overridden_(overridden) {
+  if (node_ && !node_.IsMap()) fail(node_, fmt::format("'{}' must be a mapping", path_.empty() ? "the document" : path_));
+}
+
+void ConfigSection::fail(const YAML::Node& at, const std::string& what) const {
+  const int line = at.Mark().line >= 0 ? at.Mark().line + 1 : 0;
+  throw Error(fmt::format("{}: {}:{}: {}", context_, file_, line, what));
+}
+
+void ConfigSection::fail_key(const std::string& k, const YAML::Node& at, const std::string& what) const {
+  if (overridden_ && overridden_->count(key(k)))
+    throw Error(fmt::format("{}: {}: command-line override: {}", context_, file_, what));
+  fail(at, what);
+}
+
+void ConfigSection::only(const std::set<std::string>& known) const {
+  if (!node_) return;
+  for (const auto& kv : node_) {
+    const std::string k = kv.first.as<std::string>();
+    if (!known.count(k)) fail(kv.first, fmt::format("unknown key '{}' (known: {})", key(k), fmt::join(known, ", ")));
+  }
+}
+
+void ConfigSection::one_of(const std::string& k, const std::string& value, const std::set<std::string>& allowed) const {
+  if (!allowed.count(value)) {
+    const YAML::Node at = has(k) ? get(k) : node_;
+    fail_key(k, at, fmt::format("'{}' is \"{}\", expected one of: {}", key(k), value, fmt::join(allowed, ", ")));
+  }
+}
+
+void ConfigSection::require(bool ok, const std::string& k, const std::string& what) const {
+  if (!ok) fail_key(k, has(k) ? get(k) : node_, fmt::format("'{}' {}", key(k), what));
+}
+
+std::string ConfigSection::without_prefix(const std::string& message) const {
+  const std::string prefix = "mlr: " + context_ + ": ";
+  return message.rfind(prefix, 0) == 0 ? message.substr(prefix.size()) : message;
+}
+
+}  // namespace mlr
