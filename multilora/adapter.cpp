@@ -37,15 +37,22 @@ std::vector<Variable> AdaptedLinear::parameters() const {
   return out;
 }
 
+namespace {
+
+void check_input(const Variable& x, int64_t in_features) {
+  MLR_CHECK(x.dim() >= 1 && x.size(-1) == in_features, "adapter: input shape {} does not end in {} features",
+            shape_str(x.shape()), in_features);
+}
+
+}  // namespace
+
 Variable AdaptedLinear::base_forward(const Variable& x) const {
-  MLR_CHECK(x.dim() >= 1 && x.size(-1) == in_features(), "adapter: input shape {} does not end in {} features",
-            shape_str(x.shape()), in_features());
+  check_input(x, in_features());
   return linear(x, weight_.detach(), bias_.defined() ? bias_.detach() : Variable());
 }
 
 Variable AdaptedLinear::base_product(const Variable& x) const {
-  MLR_CHECK(x.dim() >= 1 && x.size(-1) == in_features(), "adapter: input shape {} does not end in {} features",
-            shape_str(x.shape()), in_features());
+  check_input(x, in_features());
   return linear(x, weight_.detach());
 }
 

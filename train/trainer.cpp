@@ -79,6 +79,8 @@ Trainable setup_trainable(LlamaForCausalLM& model, const TrainConfig& config) {
     t.full = true;
     model.requires_grad_(true);
   } else {
+    MLR_CHECK(config.adapter.settings != nullptr,
+              "mlr-train: adapter type {} has no hyperparameters (parse_train_config reads them)", config.adapter.type);
     InjectionSpec spec;
     spec.adapter = config.adapter.settings;
     spec.target_modules = config.adapter.target_modules;

@@ -172,6 +172,40 @@ TEST_CASE("smora: training counts loads; update_load_balance moves the bias by u
   CHECK(spread(late) < 0.5 * spread(first));
 }
 
+TEST_CASE("smora: the trainer's hooks through AdaptedLinear: after-step update, checkpoint state, step metrics") {
+  Generator gen(15);
+  SmoraConfig c;
+  c.r = 4;
+  c.top_k = 2;
+  c.bias_update_rate = 0.5;
+  std::unique_ptr<AdaptedLinear> adapter = c.make_adapter(random_tensor({3, 5}, 16), Tensor(), gen, 7);
+  CHECK(&adapter->type() == &smora_adapter_type());
+  adapter->train(true);
+  adapter->forward(random_tensor({30, 5}, 17));
+  adapter->after_optimizer_step();  // the load-balancing update: counts move into the totals
+  const auto& sm = dynamic_cast<const SmoraLinear&>(*adapter);
+  const SmoraLoadStats st = sm.load_stats();
+  CHECK(std::accumulate(st.total_counts.begin(), st.total_counts.end(), int64_t{0}) == 60);
+  CHECK(adapter->training_state_key() == "smora_total_counts");
+  CHECK(adapter->training_state() == nlohmann::json(st.total_counts));
+  const std::vector<AdaptedLinear::Metric> metrics = adapter->step_metrics();
+  REQUIRE(metrics.size() == 2);
+  CHECK(metrics[0].name == "smora_max_over_mean_load");
+  CHECK(metrics[0].value == doctest::Approx(st.max_over_mean));
+  CHECK(metrics[0].tensorboard_tag == "smora/max_over_mean_load");
+  CHECK(metrics[1].name == "smora_load_cv");
+  CHECK(metrics[1].value == doctest::Approx(st.coefficient_of_variation));
+  // A fresh adapter restores the totals from the checkpoint's JSON; malformed state is an error.
+  Generator gen2(15);
+  std::unique_ptr<AdaptedLinear> resumed = c.make_adapter(random_tensor({3, 5}, 16), Tensor(), gen2, 7);
+  resumed->restore_training_state(adapter->training_state());
+  CHECK(dynamic_cast<const SmoraLinear&>(*resumed).total_counts() == st.total_counts);
+  CHECK(error_of([&] { resumed->restore_training_state(nlohmann::json{{"counts", 1}}); })
+            .find("the saved load counts are {\"counts\":1}, expected an array") != std::string::npos);
+  CHECK(error_of([&] { resumed->restore_training_state(nlohmann::json{1, 2}); })
+            .find("2 load counts given for 4 ranks") != std::string::npos);
+}
+
 TEST_CASE("smora: merging is refused with a reason; bad configs and masks are errors") {
   Generator gen(1);
   SmoraConfig c;
