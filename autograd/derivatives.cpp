@@ -2,11 +2,11 @@
 // g is the gradient of the output; "(summed)" means summed back to the input's shape after
 // broadcasting. A rule saves a tensor only when an input whose gradient needs it requires grad.
 //
+// The unary and binary ops of tensor/op_table.h (add sub mul div pow, neg exp log ... gelu_tanh)
+// have their rules in the table's saves and derivative columns; their functions are generated below.
+// The other ops:
+//
 //   op              saves                                  gradient
-//   add(a, b)       -                                      da = g, db = g                      (summed)
-//   sub(a, b)       -                                      da = g, db = -g                     (summed)
-//   mul(a, b)       b if a needs grad, a if b needs grad   da = g*b, db = g*a                  (summed)
-//   div(a, b)       b; a if b needs grad                   da = g/b, db = -g*a/b^2             (summed)
 //   add_scalar      -                                      da = g                              (a + s)
 //   sub_scalar      -                                      da = g                              (a - s)
 //   rsub_scalar     -                                      da = -g                             (s - a)
@@ -14,23 +14,6 @@
 //   div_scalar      -                                      da = g/s                            (a / s)
 //   rdiv_scalar     a                                      da = -g*s/a^2                       (s / a)
 //   pow_scalar      a                                      da = g*s*a^(s-1)   (0 when s = 0)   (a ^ s)
-//   pow(a, b)       a; b if a needs grad; out if b needs   da = g*b*a^(b-1), db = g*out*log(a) (summed)
-//   neg             -                                      da = -g
-//   exp             out                                    da = g*out
-//   log             a                                      da = g/a
-//   sqrt            out                                    da = g/(2 out)
-//   rsqrt           out                                    da = -g*out^3/2
-//   square          a                                      da = 2*g*a
-//   reciprocal      out                                    da = -g*out^2
-//   abs             a                                      da = g*sign(a)
-//   sin             a                                      da = g*cos(a)
-//   cos             a                                      da = -g*sin(a)
-//   tanh            out                                    da = g*(1 - out^2)
-//   sigmoid         out                                    da = g*out*(1 - out)
-//   relu            out                                    da = g where out > 0, else 0
-//   silu            a                                      da = g*s*(1 + a(1 - s)),  s = sigmoid(a)
-//   gelu            a                                      da = g*(Phi(a) + a*phi(a))
-//   gelu_tanh       a                                      da = g * d/da of the tanh approximation
 //   clamp           mask = min <= a <= max (bool)          da = g where mask, else 0
 //   where(c, a, b)  c                                      da = g where c, db = g where !c     (summed)
 //   masked_fill     mask                                   da = g where !mask, else 0
@@ -75,14 +58,21 @@
 namespace mlr {
 
 const std::vector<std::string>& differentiable_ops() {
-  static const std::vector<std::string> ops = {
-      "add", "sub", "mul", "div", "add_scalar", "sub_scalar", "rsub_scalar", "mul_scalar", "div_scalar",
-      "rdiv_scalar", "pow_scalar", "pow", "neg", "exp", "log", "sqrt", "rsqrt", "square", "reciprocal", "abs",
-      "sin", "cos", "tanh", "sigmoid", "relu", "silu", "gelu", "gelu_tanh", "clamp", "where", "masked_fill",
-      "sum", "mean", "amax", "logsumexp", "softmax", "log_softmax", "matmul", "linear", "reshape", "view",
-      "permute", "transpose", "narrow", "slice", "select", "expand", "squeeze", "unsqueeze", "contiguous",
-      "cast", "cat", "stack", "split", "index_select", "embedding", "rmsnorm", "rope", "swiglu", "attention",
-      "cross_entropy"};
+  static const std::vector<std::string> ops = [] {
+    std::vector<std::string> names;
+    for (const BinaryOpInfo& op : kBinaryOps)
+      if (op.differentiable) names.emplace_back(op.name);
+    for (const UnaryOpInfo& op : kUnaryOps)
+      if (op.saves != SavedTensor::nograd) names.emplace_back(op.name);
+    for (const char* name :
+         {"add_scalar", "sub_scalar", "rsub_scalar", "mul_scalar", "div_scalar", "rdiv_scalar", "pow_scalar", "clamp",
+          "where", "masked_fill", "sum", "mean", "amax", "logsumexp", "softmax", "log_softmax", "matmul", "linear",
+          "reshape", "view", "permute", "transpose", "narrow", "slice", "select", "expand", "squeeze", "unsqueeze",
+          "contiguous", "cast", "cat", "stack", "split", "index_select", "embedding", "rmsnorm", "rope", "swiglu",
+          "attention", "cross_entropy"})
+      names.emplace_back(name);
+    return names;
+  }();
   return ops;
 }
 
@@ -194,39 +184,57 @@ Tensor keepdim_grad(const Tensor& g, const std::vector<int64_t>& sorted_dims, bo
 
 }  // namespace
 
-// ---------------------------------------------------------------- arithmetic
+// ---------------------------------------------------------------- unary and binary ops of the table
+// A binary rule keeps a, b and out only when an input whose gradient reads them needs a gradient
+// (the da_saves and db_saves columns); a unary rule keeps its input or output as `saves` says.
 
-Variable add(const Variable& a, const Variable& b) {
-  Op op("add", {a, b});
-  return op.out(mlr::add(a.data(), b.data()), [](const Tensor& g, const Inputs& in) -> Grads {
-    return {in.grad(0, [&] { return g; }), in.grad(1, [&] { return g; })};
-  });
-}
+#define MLR_BINARY_RULE_rule(name, da, da_saves, db, db_saves)                                                 \
+  Variable name(const Variable& x, const Variable& y) {                                                         \
+    Op op(#name, {x, y});                                                                                       \
+    Tensor result = mlr::name(x.data(), y.data());                                                              \
+    auto saved = [&](int tensor) {                                                                              \
+      return (op.need(0) && ((da_saves) & tensor) != 0) || (op.need(1) && ((db_saves) & tensor) != 0);          \
+    };                                                                                                          \
+    return op.out(result, [a = keep(saved(kSaveA), x.data()), b = keep(saved(kSaveB), y.data()),                \
+                           out = keep(saved(kSaveOut), result)](const Tensor& g, const Inputs& in) -> Grads {   \
+      return {in.grad(0, [&] { return Tensor(da); }), in.grad(1, [&] { return Tensor(db); })};                  \
+    });                                                                                                         \
+  }
+#define MLR_BINARY_RULE_nograd(name, da, da_saves, db, db_saves)
+#define MLR_BINARY_RULE(name, kind, scalar_form, grad, da, da_saves, db, db_saves, ...) \
+  MLR_BINARY_RULE_##grad(name, da, da_saves, db, db_saves)
+MLR_BINARY_OPS(MLR_BINARY_RULE)
+#undef MLR_BINARY_RULE
+#undef MLR_BINARY_RULE_rule
+#undef MLR_BINARY_RULE_nograd
 
-Variable sub(const Variable& a, const Variable& b) {
-  Op op("sub", {a, b});
-  return op.out(mlr::sub(a.data(), b.data()), [](const Tensor& g, const Inputs& in) -> Grads {
-    return {in.grad(0, [&] { return g; }), in.grad(1, [&] { return neg(g); })};
-  });
-}
+#define MLR_UNARY_RULE_none(name, derivative)                                                                  \
+  Variable name(const Variable& x) {                                                                          \
+    Op op(#name, {x});                                                                                        \
+    return op.out(mlr::name(x.data()), [](const Tensor& g, const Inputs&) -> Grads { return {derivative}; }); \
+  }
+#define MLR_UNARY_RULE_input(name, derivative)                                           \
+  Variable name(const Variable& x) {                                                    \
+    Op op(#name, {x});                                                                  \
+    return op.out(mlr::name(x.data()),                                                  \
+                  [a = x.data()](const Tensor& g, const Inputs&) -> Grads { return {derivative}; }); \
+  }
+#define MLR_UNARY_RULE_output(name, derivative)                                                          \
+  Variable name(const Variable& x) {                                                                    \
+    Op op(#name, {x});                                                                                  \
+    Tensor out = mlr::name(x.data());                                                                   \
+    return op.out(out, [out](const Tensor& g, const Inputs&) -> Grads { return {derivative}; });        \
+  }
+#define MLR_UNARY_RULE_nograd(name, derivative)
+#define MLR_UNARY_RULE(name, kind, saves, derivative, ...) MLR_UNARY_RULE_##saves(name, derivative)
+MLR_UNARY_OPS(MLR_UNARY_RULE)
+#undef MLR_UNARY_RULE
+#undef MLR_UNARY_RULE_none
+#undef MLR_UNARY_RULE_input
+#undef MLR_UNARY_RULE_output
+#undef MLR_UNARY_RULE_nograd
 
-Variable mul(const Variable& a, const Variable& b) {
-  Op op("mul", {a, b});
-  return op.out(mlr::mul(a.data(), b.data()),
-                [sa = keep(op.need(1), a.data()), sb = keep(op.need(0), b.data())](const Tensor& g,
-                                                                                    const Inputs& in) -> Grads {
-                  return {in.grad(0, [&] { return g * sb; }), in.grad(1, [&] { return g * sa; })};
-                });
-}
-
-Variable div(const Variable& a, const Variable& b) {
-  Op op("div", {a, b});
-  return op.out(mlr::div(a.data(), b.data()),
-                [sa = keep(op.need(1), a.data()), sb = b.data()](const Tensor& g, const Inputs& in) -> Grads {
-                  return {in.grad(0, [&] { return g / sb; }),
-                          in.grad(1, [&] { return neg(g * sa / square(sb)); })};
-                });
-}
+// ---------------------------------------------------------------- with a scalar
 
 Variable add(const Variable& a, double s) {
   Op op("add_scalar", {a});
@@ -266,110 +274,6 @@ Variable pow(const Variable& a, double p) {
     if (p == 0.0) return {zeros_like(g)};
     return {g * mlr::pow(sa, p - 1.0) * p};
   });
-}
-
-Variable pow(const Variable& a, const Variable& b) {
-  Op op("pow", {a, b});
-  Tensor out = mlr::pow(a.data(), b.data());
-  return op.out(out, [sa = a.data(), sb = keep(op.need(0), b.data()), so = keep(op.need(1), out)](
-                         const Tensor& g, const Inputs& in) -> Grads {
-    return {in.grad(0, [&] { return g * sb * mlr::pow(sa, sub(sb, 1.0)); }),
-            in.grad(1, [&] { return g * so * log(sa); })};
-  });
-}
-
-// ---------------------------------------------------------------- elementwise
-
-Variable neg(const Variable& a) {
-  Op op("neg", {a});
-  return op.out(mlr::neg(a.data()), [](const Tensor& g, const Inputs&) -> Grads { return {neg(g)}; });
-}
-
-Variable exp(const Variable& a) {
-  Op op("exp", {a});
-  Tensor out = mlr::exp(a.data());
-  return op.out(out, [out](const Tensor& g, const Inputs&) -> Grads { return {g * out}; });
-}
-
-Variable log(const Variable& a) {
-  Op op("log", {a});
-  return op.out(mlr::log(a.data()), [sa = a.data()](const Tensor& g, const Inputs&) -> Grads { return {g / sa}; });
-}
-
-Variable sqrt(const Variable& a) {
-  Op op("sqrt", {a});
-  Tensor out = mlr::sqrt(a.data());
-  return op.out(out, [out](const Tensor& g, const Inputs&) -> Grads { return {g / (out * 2.0)}; });
-}
-
-Variable rsqrt(const Variable& a) {
-  Op op("rsqrt", {a});
-  Tensor out = mlr::rsqrt(a.data());
-  return op.out(out, [out](const Tensor& g, const Inputs&) -> Grads { return {g * out * square(out) * -0.5}; });
-}
-
-Variable square(const Variable& a) {
-  Op op("square", {a});
-  return op.out(mlr::square(a.data()),
-                [sa = a.data()](const Tensor& g, const Inputs&) -> Grads { return {g * sa * 2.0}; });
-}
-
-Variable reciprocal(const Variable& a) {
-  Op op("reciprocal", {a});
-  Tensor out = mlr::reciprocal(a.data());
-  return op.out(out, [out](const Tensor& g, const Inputs&) -> Grads { return {neg(g * square(out))}; });
-}
-
-Variable abs(const Variable& a) {
-  Op op("abs", {a});
-  return op.out(mlr::abs(a.data()), [sa = a.data()](const Tensor& g, const Inputs&) -> Grads { return {g * sign(sa)}; });
-}
-
-Variable sin(const Variable& a) {
-  Op op("sin", {a});
-  return op.out(mlr::sin(a.data()), [sa = a.data()](const Tensor& g, const Inputs&) -> Grads { return {g * cos(sa)}; });
-}
-
-Variable cos(const Variable& a) {
-  Op op("cos", {a});
-  return op.out(mlr::cos(a.data()),
-                [sa = a.data()](const Tensor& g, const Inputs&) -> Grads { return {neg(g * sin(sa))}; });
-}
-
-Variable tanh(const Variable& a) {
-  Op op("tanh", {a});
-  Tensor out = mlr::tanh(a.data());
-  return op.out(out, [out](const Tensor& g, const Inputs&) -> Grads { return {tanh_backward(g, out)}; });
-}
-
-Variable sigmoid(const Variable& a) {
-  Op op("sigmoid", {a});
-  Tensor out = mlr::sigmoid(a.data());
-  return op.out(out, [out](const Tensor& g, const Inputs&) -> Grads { return {sigmoid_backward(g, out)}; });
-}
-
-Variable relu(const Variable& a) {
-  Op op("relu", {a});
-  Tensor out = mlr::relu(a.data());
-  return op.out(out, [out](const Tensor& g, const Inputs&) -> Grads { return {where(gt(out, 0.0), g, 0.0)}; });
-}
-
-Variable silu(const Variable& a) {
-  Op op("silu", {a});
-  return op.out(mlr::silu(a.data()),
-                [sa = a.data()](const Tensor& g, const Inputs&) -> Grads { return {silu_backward(g, sa)}; });
-}
-
-Variable gelu(const Variable& a) {
-  Op op("gelu", {a});
-  return op.out(mlr::gelu(a.data()),
-                [sa = a.data()](const Tensor& g, const Inputs&) -> Grads { return {gelu_backward(g, sa)}; });
-}
-
-Variable gelu_tanh(const Variable& a) {
-  Op op("gelu_tanh", {a});
-  return op.out(mlr::gelu_tanh(a.data()),
-                [sa = a.data()](const Tensor& g, const Inputs&) -> Grads { return {gelu_tanh_backward(g, sa)}; });
 }
 
 Variable clamp(const Variable& a, std::optional<double> min, std::optional<double> max) {

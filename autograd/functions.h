@@ -12,14 +12,34 @@
 
 #include "autograd/variable.h"
 #include "tensor/nn_ops.h"
+#include "tensor/op_table.h"
 
 namespace mlr {
 
-// ---- arithmetic (broadcasting; gradients are summed back to each input's shape) ----
-Variable add(const Variable& a, const Variable& b);
-Variable sub(const Variable& a, const Variable& b);
-Variable mul(const Variable& a, const Variable& b);
-Variable div(const Variable& a, const Variable& b);
+// ---- elementwise ops of tensor/op_table.h with a derivative rule (its derivative columns) ----
+// Binary ones broadcast; gradients are summed back to each input's shape. pow(a, b) needs a > 0
+// where b needs a gradient. abs and relu have gradient 0 at 0.
+#define MLR_DECLARE_VARIABLE_BINARY_rule(name) Variable name(const Variable& a, const Variable& b);
+#define MLR_DECLARE_VARIABLE_BINARY_nograd(name)
+#define MLR_DECLARE_VARIABLE_BINARY(name, kind, scalar_form, grad, ...) MLR_DECLARE_VARIABLE_BINARY_##grad(name)
+MLR_BINARY_OPS(MLR_DECLARE_VARIABLE_BINARY)
+#undef MLR_DECLARE_VARIABLE_BINARY
+#undef MLR_DECLARE_VARIABLE_BINARY_rule
+#undef MLR_DECLARE_VARIABLE_BINARY_nograd
+
+#define MLR_DECLARE_VARIABLE_UNARY_none(name) Variable name(const Variable& a);
+#define MLR_DECLARE_VARIABLE_UNARY_input(name) Variable name(const Variable& a);
+#define MLR_DECLARE_VARIABLE_UNARY_output(name) Variable name(const Variable& a);
+#define MLR_DECLARE_VARIABLE_UNARY_nograd(name)
+#define MLR_DECLARE_VARIABLE_UNARY(name, kind, saves, ...) MLR_DECLARE_VARIABLE_UNARY_##saves(name)
+MLR_UNARY_OPS(MLR_DECLARE_VARIABLE_UNARY)
+#undef MLR_DECLARE_VARIABLE_UNARY
+#undef MLR_DECLARE_VARIABLE_UNARY_none
+#undef MLR_DECLARE_VARIABLE_UNARY_input
+#undef MLR_DECLARE_VARIABLE_UNARY_output
+#undef MLR_DECLARE_VARIABLE_UNARY_nograd
+
+// ---- with a scalar ----
 Variable add(const Variable& a, double b);
 Variable sub(const Variable& a, double b);
 Variable sub(double a, const Variable& b);  // a - b
@@ -27,25 +47,6 @@ Variable mul(const Variable& a, double b);
 Variable div(const Variable& a, double b);
 Variable div(double a, const Variable& b);  // a / b
 Variable pow(const Variable& a, double exponent);
-Variable pow(const Variable& a, const Variable& exponent);  // a > 0 where the exponent needs grad
-
-// ---- elementwise ----
-Variable neg(const Variable& a);
-Variable exp(const Variable& a);
-Variable log(const Variable& a);
-Variable sqrt(const Variable& a);
-Variable rsqrt(const Variable& a);
-Variable square(const Variable& a);
-Variable reciprocal(const Variable& a);
-Variable abs(const Variable& a);  // gradient sign(a): 0 at 0
-Variable sin(const Variable& a);
-Variable cos(const Variable& a);
-Variable tanh(const Variable& a);
-Variable sigmoid(const Variable& a);
-Variable relu(const Variable& a);  // gradient 0 at 0
-Variable silu(const Variable& a);
-Variable gelu(const Variable& a);       // exact (erf)
-Variable gelu_tanh(const Variable& a);  // tanh approximation
 // Gradient passes where min <= a <= max (both bounds inclusive, as in PyTorch).
 Variable clamp(const Variable& a, std::optional<double> min, std::optional<double> max);
 

@@ -19,7 +19,7 @@ function(mlr_module name)
   target_include_directories(mlr_${name} PUBLIC ${PROJECT_SOURCE_DIR})
   target_link_libraries(mlr_${name} PUBLIC ${ARG_DEPS})
   target_compile_options(mlr_${name} PRIVATE
-    $<$<COMPILE_LANGUAGE:CXX>:-Wall -Wextra -Wno-unused-parameter>
+    $<$<COMPILE_LANGUAGE:CXX>:-Wall -Wextra -Wno-unused-parameter -Werror=switch>
     $<$<COMPILE_LANGUAGE:CUDA>:--expt-relaxed-constexpr --extended-lambda>)
   if(MLR_CUDA)
     target_compile_definitions(mlr_${name} PUBLIC MLR_CUDA=1)

@@ -9,71 +9,47 @@
 #include <optional>
 #include <vector>
 
+#include "tensor/op_table.h"
 #include "tensor/tensor.h"
 
 namespace mlr {
 
-// ---- elementwise binary (broadcasting) ----
-Tensor add(const Tensor& a, const Tensor& b);
-Tensor sub(const Tensor& a, const Tensor& b);
-Tensor mul(const Tensor& a, const Tensor& b);
-Tensor div(const Tensor& a, const Tensor& b);
-Tensor pow(const Tensor& a, const Tensor& b);
-Tensor maximum(const Tensor& a, const Tensor& b);
-Tensor minimum(const Tensor& a, const Tensor& b);
-Tensor add(const Tensor& a, double b);
-Tensor sub(const Tensor& a, double b);
-Tensor mul(const Tensor& a, double b);
-Tensor div(const Tensor& a, double b);
-Tensor pow(const Tensor& a, double exponent);
-// comparisons give bool tensors
-Tensor eq(const Tensor& a, const Tensor& b);
-Tensor ne(const Tensor& a, const Tensor& b);
-Tensor lt(const Tensor& a, const Tensor& b);
-Tensor le(const Tensor& a, const Tensor& b);
-Tensor gt(const Tensor& a, const Tensor& b);
-Tensor ge(const Tensor& a, const Tensor& b);
-Tensor eq(const Tensor& a, double b);
-Tensor ne(const Tensor& a, double b);
-Tensor lt(const Tensor& a, double b);
-Tensor le(const Tensor& a, double b);
-Tensor gt(const Tensor& a, double b);
-Tensor ge(const Tensor& a, double b);
-Tensor logical_and(const Tensor& a, const Tensor& b);
-Tensor logical_or(const Tensor& a, const Tensor& b);
-Tensor logical_not(const Tensor& a);
+// ---- elementwise (tensor/op_table.h lists them, with their result dtypes and derivatives) ----
+// Binary ops broadcast; those marked `scalar` in the table also take a double as b. Comparisons and
+// logical ops give bool tensors.
+#define MLR_DECLARE_BINARY_scalar(name) \
+  Tensor name(const Tensor& a, const Tensor& b); \
+  Tensor name(const Tensor& a, double b);
+#define MLR_DECLARE_BINARY_no_scalar(name) Tensor name(const Tensor& a, const Tensor& b);
+#define MLR_DECLARE_BINARY(name, kind, scalar_form, ...) MLR_DECLARE_BINARY_##scalar_form(name)
+MLR_BINARY_OPS(MLR_DECLARE_BINARY)
+#undef MLR_DECLARE_BINARY
+#undef MLR_DECLARE_BINARY_scalar
+#undef MLR_DECLARE_BINARY_no_scalar
+
+#define MLR_DECLARE_UNARY(name, ...) Tensor name(const Tensor& a);
+MLR_UNARY_OPS(MLR_DECLARE_UNARY)
+#undef MLR_DECLARE_UNARY
+
+// Elementwise derivatives used by autograd: g times the derivative of the op, from the saved
+// input x or output y (sigmoid_backward(g, y), tanh_backward(g, y), silu_backward(g, x), ...).
+#define MLR_DECLARE_UNARY_BACKWARD(name, function, ...) Tensor function(const Tensor& g, const Tensor& saved);
+MLR_UNARY_BACKWARD_OPS(MLR_DECLARE_UNARY_BACKWARD)
+#undef MLR_DECLARE_UNARY_BACKWARD
+
+Tensor clamp(const Tensor& a, std::optional<double> min, std::optional<double> max);
+
+// The op of a table entry chosen at run time (the test harnesses iterate the table with these):
+// apply(UnaryOp::exp, x) is exp(x). A tensor-scalar form exists for every binary op here.
+Tensor apply(UnaryOp op, const Tensor& a);
+Tensor apply(BinaryOp op, const Tensor& a, const Tensor& b);
+Tensor apply(BinaryOp op, const Tensor& a, double b);
+Tensor apply(UnaryBackwardOp op, const Tensor& g, const Tensor& saved);
+Tensor apply(ReduceOp op, const Tensor& a, const std::vector<int64_t>& dims = {}, bool keepdim = false);
 
 // a += b (b broadcast to a's shape, converted to a's dtype); the workhorse of gradient accumulation.
 Tensor& add_(Tensor& a, const Tensor& b);
 Tensor& mul_(Tensor& a, double b);
-
-// ---- elementwise unary ----
-Tensor neg(const Tensor& a);
-Tensor abs(const Tensor& a);
-Tensor sign(const Tensor& a);
-Tensor exp(const Tensor& a);
-Tensor log(const Tensor& a);
-Tensor sqrt(const Tensor& a);
-Tensor rsqrt(const Tensor& a);
-Tensor square(const Tensor& a);
-Tensor reciprocal(const Tensor& a);
-Tensor sin(const Tensor& a);
-Tensor cos(const Tensor& a);
-Tensor tanh(const Tensor& a);
-Tensor sigmoid(const Tensor& a);
-Tensor relu(const Tensor& a);
-Tensor silu(const Tensor& a);
-Tensor gelu(const Tensor& a);       // exact: x * Phi(x) = 0.5 x (1 + erf(x / sqrt 2))
-Tensor gelu_tanh(const Tensor& a);  // 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))
-Tensor clamp(const Tensor& a, std::optional<double> min, std::optional<double> max);
-Tensor isnan(const Tensor& a);      // bool
-Tensor isfinite(const Tensor& a);   // bool
-// Elementwise derivatives used by autograd (g times the derivative of the op at x).
-Tensor sigmoid_backward(const Tensor& g, const Tensor& y);  // g * y * (1 - y), y = sigmoid(x)
-Tensor tanh_backward(const Tensor& g, const Tensor& y);     // g * (1 - y^2),  y = tanh(x)
-Tensor silu_backward(const Tensor& g, const Tensor& x);     // g * s * (1 + x (1 - s)), s = sigmoid(x)
-Tensor gelu_backward(const Tensor& g, const Tensor& x);
-Tensor gelu_tanh_backward(const Tensor& g, const Tensor& x);
 
 // ---- selection ----
 Tensor where(const Tensor& cond, const Tensor& a, const Tensor& b);  // cond is bool; broadcasting
@@ -84,10 +60,10 @@ Tensor masked_fill(const Tensor& a, const Tensor& mask, double value);  // mask 
 Tensor cast(const Tensor& a, DType dtype);
 
 // ---- reductions (dims may be negative; an empty dims list reduces every dimension) ----
-Tensor sum(const Tensor& a, const std::vector<int64_t>& dims = {}, bool keepdim = false);
-Tensor mean(const Tensor& a, const std::vector<int64_t>& dims = {}, bool keepdim = false);
-Tensor amax(const Tensor& a, const std::vector<int64_t>& dims = {}, bool keepdim = false);
-Tensor amin(const Tensor& a, const std::vector<int64_t>& dims = {}, bool keepdim = false);
+#define MLR_DECLARE_REDUCE(name, ...) \
+  Tensor name(const Tensor& a, const std::vector<int64_t>& dims = {}, bool keepdim = false);
+MLR_REDUCE_OPS(MLR_DECLARE_REDUCE)  // sum, mean, amax, amin
+#undef MLR_DECLARE_REDUCE
 Tensor argmax(const Tensor& a, int64_t dim, bool keepdim = false);  // i64; first maximum wins
 Tensor logsumexp(const Tensor& a, int64_t dim, bool keepdim = false);
 // Bool tensor of scores' shape, true at the k largest entries of scores + bias along the last

@@ -2,13 +2,13 @@
 // input's device, expand the inputs to the output shape (casting them first when their dtypes
 // differ from the compute dtype), then dispatch to the kernel (tensor/kernels/*/elementwise.*).
 //
-// Result dtypes (tensor/dtype.h has the promotion rules):
-//   add sub mul pow maximum minimum   promote_types(a, b); integers stay integers
-//   div                                promote_types(a, b), then f32 if that is not floating (true division)
-//   eq ne lt le gt ge logical_*        bool (compared in promote_types(a, b))
-//   neg abs sign square relu           the input's dtype (neg of bool is an error)
-//   exp log sqrt ... gelu_tanh         the input's dtype if floating, else f32
-//   isnan isfinite logical_not         bool
+// Result dtypes, by the op's kind in tensor/op_table.h (tensor/dtype.h has the promotion rules):
+//   binary same (add sub mul pow ...)   promote_types(a, b); integers stay integers
+//   binary floating (div)               promote_types(a, b), then f32 if that is not floating (true division)
+//   binary predicate (eq ... logical_*) bool (compared in promote_types(a, b))
+//   unary same (neg abs sign ...)       the input's dtype (neg of bool is an error)
+//   unary floating (exp log ...)        the input's dtype if floating, else f32
+//   unary predicate (isnan ...)         bool
 // A C++ double scalar counts as floating when it has a fractional part or is not finite, so
 // i64 + 2.0 stays i64 while i64 * 0.5 is f32 (promote_with_scalar). pow of an integer tensor to a
 // negative integer power is rejected, as torch does.
@@ -53,7 +53,7 @@ Tensor binary_op(BinaryOp op, const char* name, const Tensor& a, const Tensor& b
   DType compute = promote_types(a.dtype(), b.dtype());
   MLR_CHECK(!(op == BinaryOp::sub && compute == DType::boolean),
             "{}: both operands are bool; subtracting bool tensors is not supported (cast to an integer dtype)", name);
-  if (op == BinaryOp::div && !is_floating(compute)) compute = DType::f32;
+  if (is_float_math(op) && !is_floating(compute)) compute = DType::f32;
   Tensor out = empty(shape, {is_predicate(op) ? DType::boolean : compute, a.device()});
   if (out.numel() == 0) return out;
   MLR_DISPATCH(a.device(), binary, op, out, prepared(a, compute, shape), prepared(b, compute, shape));
@@ -63,7 +63,7 @@ Tensor binary_op(BinaryOp op, const char* name, const Tensor& a, const Tensor& b
 Tensor binary_scalar_op(BinaryOp op, const char* name, const Tensor& a, double b) {
   check_defined(name, a, "a");
   DType compute = promote_with_scalar(a.dtype(), scalar_is_floating(b));
-  if (op == BinaryOp::div && !is_floating(compute)) compute = DType::f32;
+  if (is_float_math(op) && !is_floating(compute)) compute = DType::f32;
   MLR_CHECK(!(op == BinaryOp::pow && !is_floating(compute) && b < 0),
             "{}: an integer tensor ({}) to a negative integer power ({}) is not supported; cast to a floating dtype",
             name, a.dtype(), b);
@@ -71,20 +71,6 @@ Tensor binary_scalar_op(BinaryOp op, const char* name, const Tensor& a, double b
   if (out.numel() == 0) return out;
   MLR_DISPATCH(a.device(), binary_scalar, op, out, a.to(compute), b);
   return out;
-}
-
-bool is_float_math(UnaryOp op) {
-  switch (op) {
-    case UnaryOp::neg:
-    case UnaryOp::abs:
-    case UnaryOp::sign:
-    case UnaryOp::square:
-    case UnaryOp::relu:
-    case UnaryOp::logical_not:
-    case UnaryOp::isnan:
-    case UnaryOp::isfinite: return false;
-    default: return true;
-  }
 }
 
 Tensor unary_op(UnaryOp op, const char* name, const Tensor& a) {
@@ -113,36 +99,21 @@ Tensor unary_backward_op(UnaryBackwardOp op, const char* name, const Tensor& g, 
 
 }  // namespace
 
-// ---------------------------------------------------------------- binary
+// ---------------------------------------------------------------- binary (one per table entry)
 
-Tensor add(const Tensor& a, const Tensor& b) { return binary_op(BinaryOp::add, "add", a, b); }
-Tensor sub(const Tensor& a, const Tensor& b) { return binary_op(BinaryOp::sub, "sub", a, b); }
-Tensor mul(const Tensor& a, const Tensor& b) { return binary_op(BinaryOp::mul, "mul", a, b); }
-Tensor div(const Tensor& a, const Tensor& b) { return binary_op(BinaryOp::div, "div", a, b); }
-Tensor pow(const Tensor& a, const Tensor& b) { return binary_op(BinaryOp::pow, "pow", a, b); }
-Tensor maximum(const Tensor& a, const Tensor& b) { return binary_op(BinaryOp::maximum, "maximum", a, b); }
-Tensor minimum(const Tensor& a, const Tensor& b) { return binary_op(BinaryOp::minimum, "minimum", a, b); }
-Tensor add(const Tensor& a, double b) { return binary_scalar_op(BinaryOp::add, "add", a, b); }
-Tensor sub(const Tensor& a, double b) { return binary_scalar_op(BinaryOp::sub, "sub", a, b); }
-Tensor mul(const Tensor& a, double b) { return binary_scalar_op(BinaryOp::mul, "mul", a, b); }
-Tensor div(const Tensor& a, double b) { return binary_scalar_op(BinaryOp::div, "div", a, b); }
-Tensor pow(const Tensor& a, double exponent) { return binary_scalar_op(BinaryOp::pow, "pow", a, exponent); }
+#define MLR_DEFINE_BINARY_scalar(name) \
+  Tensor name(const Tensor& a, double b) { return binary_scalar_op(BinaryOp::name, #name, a, b); }
+#define MLR_DEFINE_BINARY_no_scalar(name)
+#define MLR_DEFINE_BINARY(name, kind, scalar_form, ...)                                           \
+  Tensor name(const Tensor& a, const Tensor& b) { return binary_op(BinaryOp::name, #name, a, b); } \
+  MLR_DEFINE_BINARY_##scalar_form(name)
+MLR_BINARY_OPS(MLR_DEFINE_BINARY)
+#undef MLR_DEFINE_BINARY
+#undef MLR_DEFINE_BINARY_scalar
+#undef MLR_DEFINE_BINARY_no_scalar
 
-Tensor eq(const Tensor& a, const Tensor& b) { return binary_op(BinaryOp::eq, "eq", a, b); }
-Tensor ne(const Tensor& a, const Tensor& b) { return binary_op(BinaryOp::ne, "ne", a, b); }
-Tensor lt(const Tensor& a, const Tensor& b) { return binary_op(BinaryOp::lt, "lt", a, b); }
-Tensor le(const Tensor& a, const Tensor& b) { return binary_op(BinaryOp::le, "le", a, b); }
-Tensor gt(const Tensor& a, const Tensor& b) { return binary_op(BinaryOp::gt, "gt", a, b); }
-Tensor ge(const Tensor& a, const Tensor& b) { return binary_op(BinaryOp::ge, "ge", a, b); }
-Tensor eq(const Tensor& a, double b) { return binary_scalar_op(BinaryOp::eq, "eq", a, b); }
-Tensor ne(const Tensor& a, double b) { return binary_scalar_op(BinaryOp::ne, "ne", a, b); }
-Tensor lt(const Tensor& a, double b) { return binary_scalar_op(BinaryOp::lt, "lt", a, b); }
-Tensor le(const Tensor& a, double b) { return binary_scalar_op(BinaryOp::le, "le", a, b); }
-Tensor gt(const Tensor& a, double b) { return binary_scalar_op(BinaryOp::gt, "gt", a, b); }
-Tensor ge(const Tensor& a, double b) { return binary_scalar_op(BinaryOp::ge, "ge", a, b); }
-Tensor logical_and(const Tensor& a, const Tensor& b) { return binary_op(BinaryOp::logical_and, "logical_and", a, b); }
-Tensor logical_or(const Tensor& a, const Tensor& b) { return binary_op(BinaryOp::logical_or, "logical_or", a, b); }
-Tensor logical_not(const Tensor& a) { return unary_op(UnaryOp::logical_not, "logical_not", a); }
+Tensor apply(BinaryOp op, const Tensor& a, const Tensor& b) { return binary_op(op, op_name(op), a, b); }
+Tensor apply(BinaryOp op, const Tensor& a, double b) { return binary_scalar_op(op, op_name(op), a, b); }
 
 // ---------------------------------------------------------------- in place
 
@@ -186,27 +157,24 @@ Tensor& mul_(Tensor& a, double b) {
   return a;
 }
 
-// ---------------------------------------------------------------- unary
+// ---------------------------------------------------------------- unary (one per table entry)
 
-Tensor neg(const Tensor& a) { return unary_op(UnaryOp::neg, "neg", a); }
-Tensor abs(const Tensor& a) { return unary_op(UnaryOp::abs, "abs", a); }
-Tensor sign(const Tensor& a) { return unary_op(UnaryOp::sign, "sign", a); }
-Tensor exp(const Tensor& a) { return unary_op(UnaryOp::exp, "exp", a); }
-Tensor log(const Tensor& a) { return unary_op(UnaryOp::log, "log", a); }
-Tensor sqrt(const Tensor& a) { return unary_op(UnaryOp::sqrt, "sqrt", a); }
-Tensor rsqrt(const Tensor& a) { return unary_op(UnaryOp::rsqrt, "rsqrt", a); }
-Tensor square(const Tensor& a) { return unary_op(UnaryOp::square, "square", a); }
-Tensor reciprocal(const Tensor& a) { return unary_op(UnaryOp::reciprocal, "reciprocal", a); }
-Tensor sin(const Tensor& a) { return unary_op(UnaryOp::sin, "sin", a); }
-Tensor cos(const Tensor& a) { return unary_op(UnaryOp::cos, "cos", a); }
-Tensor tanh(const Tensor& a) { return unary_op(UnaryOp::tanh, "tanh", a); }
-Tensor sigmoid(const Tensor& a) { return unary_op(UnaryOp::sigmoid, "sigmoid", a); }
-Tensor relu(const Tensor& a) { return unary_op(UnaryOp::relu, "relu", a); }
-Tensor silu(const Tensor& a) { return unary_op(UnaryOp::silu, "silu", a); }
-Tensor gelu(const Tensor& a) { return unary_op(UnaryOp::gelu, "gelu", a); }
-Tensor gelu_tanh(const Tensor& a) { return unary_op(UnaryOp::gelu_tanh, "gelu_tanh", a); }
-Tensor isnan(const Tensor& a) { return unary_op(UnaryOp::isnan, "isnan", a); }
-Tensor isfinite(const Tensor& a) { return unary_op(UnaryOp::isfinite, "isfinite", a); }
+#define MLR_DEFINE_UNARY(name, ...) \
+  Tensor name(const Tensor& a) { return unary_op(UnaryOp::name, #name, a); }
+MLR_UNARY_OPS(MLR_DEFINE_UNARY)
+#undef MLR_DEFINE_UNARY
+
+#define MLR_DEFINE_UNARY_BACKWARD(name, function, ...) \
+  Tensor function(const Tensor& g, const Tensor& saved) {   \
+    return unary_backward_op(UnaryBackwardOp::name, #function, g, saved); \
+  }
+MLR_UNARY_BACKWARD_OPS(MLR_DEFINE_UNARY_BACKWARD)
+#undef MLR_DEFINE_UNARY_BACKWARD
+
+Tensor apply(UnaryOp op, const Tensor& a) { return unary_op(op, op_name(op), a); }
+Tensor apply(UnaryBackwardOp op, const Tensor& g, const Tensor& saved) {
+  return unary_backward_op(op, op_info(op).function, g, saved);
+}
 
 Tensor clamp(const Tensor& a, std::optional<double> min, std::optional<double> max) {
   check_defined("clamp", a, "input");
@@ -219,22 +187,6 @@ Tensor clamp(const Tensor& a, std::optional<double> min, std::optional<double> m
   const double inf = std::numeric_limits<double>::infinity();
   MLR_DISPATCH(a.device(), clamp, out, a.to(dtype), min.value_or(-inf), max.value_or(inf));
   return out;
-}
-
-Tensor sigmoid_backward(const Tensor& g, const Tensor& y) {
-  return unary_backward_op(UnaryBackwardOp::sigmoid_from_output, "sigmoid_backward", g, y);
-}
-Tensor tanh_backward(const Tensor& g, const Tensor& y) {
-  return unary_backward_op(UnaryBackwardOp::tanh_from_output, "tanh_backward", g, y);
-}
-Tensor silu_backward(const Tensor& g, const Tensor& x) {
-  return unary_backward_op(UnaryBackwardOp::silu, "silu_backward", g, x);
-}
-Tensor gelu_backward(const Tensor& g, const Tensor& x) {
-  return unary_backward_op(UnaryBackwardOp::gelu, "gelu_backward", g, x);
-}
-Tensor gelu_tanh_backward(const Tensor& g, const Tensor& x) {
-  return unary_backward_op(UnaryBackwardOp::gelu_tanh, "gelu_tanh_backward", g, x);
 }
 
 // ---------------------------------------------------------------- selection

@@ -83,17 +83,15 @@ DType floating_or_f32(DType t) { return is_floating(t) ? t : DType::f32; }
 
 // ---------------------------------------------------------------- reductions
 
-Tensor sum(const Tensor& a, const std::vector<int64_t>& dims, bool keepdim) {
-  return reduce_op(ReduceOp::sum, "sum", a, dims, keepdim);
-}
-Tensor mean(const Tensor& a, const std::vector<int64_t>& dims, bool keepdim) {
-  return reduce_op(ReduceOp::mean, "mean", a, dims, keepdim);
-}
-Tensor amax(const Tensor& a, const std::vector<int64_t>& dims, bool keepdim) {
-  return reduce_op(ReduceOp::amax, "amax", a, dims, keepdim);
-}
-Tensor amin(const Tensor& a, const std::vector<int64_t>& dims, bool keepdim) {
-  return reduce_op(ReduceOp::amin, "amin", a, dims, keepdim);
+#define MLR_DEFINE_REDUCE(name, ...)                                             \
+  Tensor name(const Tensor& a, const std::vector<int64_t>& dims, bool keepdim) { \
+    return reduce_op(ReduceOp::name, #name, a, dims, keepdim);                   \
+  }
+MLR_REDUCE_OPS(MLR_DEFINE_REDUCE)
+#undef MLR_DEFINE_REDUCE
+
+Tensor apply(ReduceOp op, const Tensor& a, const std::vector<int64_t>& dims, bool keepdim) {
+  return reduce_op(op, op_name(op), a, dims, keepdim);
 }
 
 Tensor argmax(const Tensor& a, int64_t dim, bool keepdim) {

@@ -2,7 +2,9 @@
 //
 // The registry below holds one or more cases per op (by its name in differentiable_ops()):
 // random inputs from a fresh seed per case, small odd shapes, broadcasting where the op
-// broadcasts. The harness runs each case twice: on contiguous inputs and on non-contiguous views
+// broadcasts. The unary and binary ops of the op table (tensor/op_table.h) get their cases from
+// their rows (inputs from the row's domain), so a differentiable op added there is checked here
+// without a line of this file. The harness runs each case twice: on contiguous inputs and on non-contiguous views
 // of the same values (every other element of a wider buffer). It also checks that the case's
 // graph really contains the op's node, and a test fails when an op has no case.
 #include <doctest/doctest.h>
@@ -16,6 +18,7 @@
 
 #include "autograd/functions.h"
 #include "autograd/gradcheck.h"
+#include "tensor/op_table.h"
 #include "tensor/ops.h"
 
 using namespace mlr;
@@ -51,6 +54,16 @@ Variable away_from_zero(Generator& g, Shape s) {
 Variable constant(Tensor t) { return Variable(std::move(t)); }
 Tensor ids(const std::vector<int64_t>& v, Shape s) { return from_vector(v, s); }
 Tensor bools(Generator& g, Shape s) { return gt(rand(s, g), 0.5); }
+// A leaf from an op table domain (tensor/op_table.h).
+Variable from_domain(Generator& g, InputDomain domain, Shape s) {
+  switch (domain) {
+    case InputDomain::normal: return normal(g, s);
+    case InputDomain::positive: return positive(g, s);
+    case InputDomain::nonzero: return away_from_zero(g, s);
+    case InputDomain::specials: break;
+  }
+  throw Error("gradcheck: the 'specials' domain (NaN, inf) has no finite differences; give the op another domain");
+}
 
 std::vector<Variable> one(Variable v) { return {std::move(v)}; }
 
@@ -64,22 +77,50 @@ std::vector<Case> build_registry() {
   using G = Generator&;
   using I = const Inputs&;
 
-  // arithmetic
-  add("add", "same shape", [](G g) { return Inputs{normal(g, {3, 5}), normal(g, {3, 5})}; },
-      [](I x) { return one(x[0] + x[1]); });
-  add("add", "broadcast [2,3,5] + [3,1]", [](G g) { return Inputs{normal(g, {2, 3, 5}), normal(g, {3, 1})}; },
-      [](I x) { return one(x[0] + x[1]); });
-  add("sub", "broadcast [4,1,3] - [5,3]", [](G g) { return Inputs{normal(g, {4, 1, 3}), normal(g, {5, 3})}; },
-      [](I x) { return one(x[0] - x[1]); });
-  add("mul", "same shape", [](G g) { return Inputs{normal(g, {3, 5}), normal(g, {3, 5})}; },
-      [](I x) { return one(x[0] * x[1]); });
-  add("mul", "broadcast [2,1,4] * [3,1], b constant",
-      [](G g) { return Inputs{normal(g, {2, 1, 4}), constant(randn({3, 1}, g, DType::f64))}; },
-      [](I x) { return one(x[0] * x[1]); });
-  add("div", "same shape", [](G g) { return Inputs{normal(g, {3, 5}), away_from_zero(g, {3, 5})}; },
-      [](I x) { return one(x[0] / x[1]); });
-  add("div", "broadcast [2,3] / [3]", [](G g) { return Inputs{normal(g, {2, 3}), away_from_zero(g, {3})}; },
-      [](I x) { return one(x[0] / x[1]); });
+  // binary ops of the table: same shape, both broadcast, and one operand constant (so each rule
+  // is also run saving only what one input's gradient needs)
+  auto binary = [&](std::string op, BinaryOp code, std::function<Variable(const Variable&, const Variable&)> f) {
+    const BinaryOpInfo info = op_info(code);
+    const InputDomain da = info.a_inputs, db = info.b_inputs;
+    auto run = [f](I x) { return one(f(x[0], x[1])); };
+    add(op, "same shape", [=](G g) { return Inputs{from_domain(g, da, {3, 5}), from_domain(g, db, {3, 5})}; }, run);
+    add(op, "broadcast [4,1,3] op [5,3]",
+        [=](G g) { return Inputs{from_domain(g, da, {4, 1, 3}), from_domain(g, db, {5, 3})}; }, run);
+    add(op, "broadcast [2,1,4] op [3,1], b constant",
+        [=](G g) { return Inputs{from_domain(g, da, {2, 1, 4}), constant(from_domain(g, db, {3, 1}).data())}; }, run);
+    add(op, "broadcast [2,3] op [3], a constant",
+        [=](G g) { return Inputs{constant(from_domain(g, da, {2, 3}).data()), from_domain(g, db, {3})}; }, run);
+  };
+#define MLR_GRADCHECK_BINARY_rule(name) \
+  binary(#name, BinaryOp::name, [](const Variable& a, const Variable& b) { return mlr::name(a, b); });
+#define MLR_GRADCHECK_BINARY_nograd(name)
+#define MLR_GRADCHECK_BINARY(name, kind, scalar_form, grad, ...) MLR_GRADCHECK_BINARY_##grad(name)
+  MLR_BINARY_OPS(MLR_GRADCHECK_BINARY)
+#undef MLR_GRADCHECK_BINARY
+#undef MLR_GRADCHECK_BINARY_rule
+#undef MLR_GRADCHECK_BINARY_nograd
+
+  // unary ops of the table
+  auto unary = [&](std::string op, UnaryOp code, std::function<Variable(const Variable&)> f) {
+    const InputDomain domain = op_info(code).inputs;
+    add(op, "", [domain](G g) { return Inputs{from_domain(g, domain, {3, 5})}; }, [f](I x) { return one(f(x[0])); });
+  };
+#define MLR_GRADCHECK_UNARY_CASE(name) \
+  unary(#name, UnaryOp::name, [](const Variable& a) { return mlr::name(a); });
+#define MLR_GRADCHECK_UNARY_none(name) MLR_GRADCHECK_UNARY_CASE(name)
+#define MLR_GRADCHECK_UNARY_input(name) MLR_GRADCHECK_UNARY_CASE(name)
+#define MLR_GRADCHECK_UNARY_output(name) MLR_GRADCHECK_UNARY_CASE(name)
+#define MLR_GRADCHECK_UNARY_nograd(name)
+#define MLR_GRADCHECK_UNARY(name, kind, saves, ...) MLR_GRADCHECK_UNARY_##saves(name)
+  MLR_UNARY_OPS(MLR_GRADCHECK_UNARY)
+#undef MLR_GRADCHECK_UNARY
+#undef MLR_GRADCHECK_UNARY_CASE
+#undef MLR_GRADCHECK_UNARY_none
+#undef MLR_GRADCHECK_UNARY_input
+#undef MLR_GRADCHECK_UNARY_output
+#undef MLR_GRADCHECK_UNARY_nograd
+
+  // with a scalar
   add("add_scalar", "", [](G g) { return Inputs{normal(g, {3, 4})}; }, [](I x) { return one(x[0] + 1.5); });
   add("sub_scalar", "", [](G g) { return Inputs{normal(g, {3, 4})}; }, [](I x) { return one(x[0] - 1.5); });
   add("rsub_scalar", "", [](G g) { return Inputs{normal(g, {3, 4})}; }, [](I x) { return one(1.5 - x[0]); });
@@ -91,34 +132,7 @@ std::vector<Case> build_registry() {
       [](I x) { return one(pow(x[0], 2.5)); });
   add("pow_scalar", "integer exponent, signed base", [](G g) { return Inputs{normal(g, {5})}; },
       [](I x) { return one(pow(x[0], 3.0)); });
-  add("pow", "same shape", [](G g) { return Inputs{positive(g, {3, 4}), normal(g, {3, 4})}; },
-      [](I x) { return one(pow(x[0], x[1])); });
-  add("pow", "broadcast exponent [4]", [](G g) { return Inputs{positive(g, {3, 4}), normal(g, {4})}; },
-      [](I x) { return one(pow(x[0], x[1])); });
 
-  // elementwise
-  auto unary = [&](std::string op, std::function<Variable(G, Shape)> make, std::function<Variable(const Variable&)> f) {
-    add(op, "", [make](G g) { return Inputs{make(g, {3, 5})}; }, [f](I x) { return one(f(x[0])); });
-  };
-  auto n = [](G g, Shape s) { return normal(g, s); };
-  auto p = [](G g, Shape s) { return positive(g, s); };
-  auto z = [](G g, Shape s) { return away_from_zero(g, s); };
-  unary("neg", n, [](const Variable& a) { return -a; });
-  unary("exp", n, [](const Variable& a) { return exp(a); });
-  unary("log", p, [](const Variable& a) { return log(a); });
-  unary("sqrt", p, [](const Variable& a) { return sqrt(a); });
-  unary("rsqrt", p, [](const Variable& a) { return rsqrt(a); });
-  unary("square", n, [](const Variable& a) { return square(a); });
-  unary("reciprocal", z, [](const Variable& a) { return reciprocal(a); });
-  unary("abs", z, [](const Variable& a) { return abs(a); });
-  unary("sin", n, [](const Variable& a) { return sin(a); });
-  unary("cos", n, [](const Variable& a) { return cos(a); });
-  unary("tanh", n, [](const Variable& a) { return tanh(a); });
-  unary("sigmoid", n, [](const Variable& a) { return sigmoid(a); });
-  unary("relu", z, [](const Variable& a) { return relu(a); });
-  unary("silu", n, [](const Variable& a) { return silu(a); });
-  unary("gelu", n, [](const Variable& a) { return gelu(a); });
-  unary("gelu_tanh", n, [](const Variable& a) { return gelu_tanh(a); });
   // Values in [-1.5, 1.5] against bounds +-0.5: an element within eps of a bound is improbable.
   add("clamp", "both bounds", [](G g) { return Inputs{uniform(g, {4, 5}, -1.5, 1.5)}; },
       [](I x) { return one(clamp(x[0], -0.5, 0.5)); });

@@ -7,10 +7,12 @@
 
 #include <cmath>
 #include <functional>
+#include <set>
 #include <limits>
 #include <string>
 #include <vector>
 
+#include "tensor/op_table.h"
 #include "tensor/ops.h"
 
 using namespace mlr;
@@ -338,25 +340,99 @@ TEST_CASE("clamp, isnan, isfinite") {
   check_values(isnan(from_vector<float>({kNaN, 1}, {2}, DType::f16)), {1, 0});
 }
 
-TEST_CASE("derivative helpers match central finite differences in f64") {
+namespace {
+// Values of a table domain, as doubles exactly representable in bf16 and f16 (so that every dtype
+// sees the same inputs).
+std::vector<double> domain_values(InputDomain domain) {
+  switch (domain) {
+    case InputDomain::normal: return {-2.0, -1.25, -0.5, -0.125, 0.0, 0.375, 0.75, 1.5, 2.0};
+    case InputDomain::positive: return {0.5, 0.625, 0.875, 1.0, 1.25, 1.5, 1.75, 2.0, 0.75};
+    case InputDomain::nonzero: return {-1.5, -1.0, -0.625, -0.25, 0.25, 0.5, 0.875, 1.25, 1.5};
+    case InputDomain::specials: {
+      const double nan = std::numeric_limits<double>::quiet_NaN(), inf = std::numeric_limits<double>::infinity();
+      return {nan, inf, -inf, 0.0, -0.0, -1.5, 0.5, 0.5, 2.0};
+    }
+  }
+  return {};
+}
+
+double tolerance_of(const OpTolerance& tol, DType t) {
+  // Against an f64 reference, each dtype also rounds its result once: at least half an ulp.
+  const DTypeTolerance d = t == DType::bf16 ? tol.bf16 : t == DType::f16 ? tol.f16 : tol.f32;
+  const double half_ulp = t == DType::bf16 ? 4e-3 : t == DType::f16 ? 5e-4 : 6e-8;
+  return std::max(d.rtol, half_ulp);
+}
+}  // namespace
+
+TEST_CASE("op table: names, order and the kinds of the result dtypes") {
+  std::set<std::string> names;
+  for (size_t i = 0; i < kUnaryOpCount; ++i) {
+    CHECK(static_cast<size_t>(kUnaryOps[i].op) == i);
+    CHECK(names.insert(kUnaryOps[i].name).second);
+  }
+  for (size_t i = 0; i < kBinaryOpCount; ++i) {
+    CHECK(static_cast<size_t>(kBinaryOps[i].op) == i);
+    CHECK(names.insert(kBinaryOps[i].name).second);
+  }
+  for (size_t i = 0; i < kUnaryBackwardOpCount; ++i) CHECK(static_cast<size_t>(kUnaryBackwardOps[i].op) == i);
+  for (size_t i = 0; i < kReduceOpCount; ++i) CHECK(static_cast<size_t>(kReduceOps[i].op) == i);
+  // The kind column is what the front-ends do: same keeps the dtype, floating computes integers in
+  // f32, predicates give bool.
+  auto expected = [](OpKind kind, DType input) {
+    if (kind == OpKind::predicate) return DType::boolean;
+    return kind == OpKind::floating && !is_floating(input) ? DType::f32 : input;
+  };
+  for (const UnaryOpInfo& op : kUnaryOps) {
+    for (DType t : {DType::f32, DType::bf16, DType::i32, DType::i64}) {
+      INFO("unary ", op.name, " on ", t);
+      Tensor x = from_vector<double>(domain_values(op.inputs), {9}, DType::f64).to(t);
+      CHECK(apply(op.op, x).dtype() == expected(op.kind, t));
+    }
+  }
+  for (const BinaryOpInfo& op : kBinaryOps) {
+    for (DType t : {DType::f32, DType::f16, DType::i32, DType::i64}) {
+      INFO("binary ", op.name, " on ", t);
+      Tensor a = from_vector<double>(domain_values(op.a_inputs), {9}, DType::f64).to(t);
+      Tensor b = from_vector<double>(domain_values(op.b_inputs), {9}, DType::f64).to(t);
+      CHECK(apply(op.op, a, b).dtype() == expected(op.kind, t));
+    }
+  }
+}
+
+TEST_CASE("every unary and binary op of the table: f32, bf16 and f16 agree with f64 on the CPU") {
+  for (const UnaryOpInfo& op : kUnaryOps) {
+    const Tensor x = from_vector<double>(domain_values(op.inputs), {3, 3}, DType::f64);
+    const Tensor want = apply(op.op, x).to(DType::f64);
+    for (DType t : {DType::f32, DType::bf16, DType::f16}) {
+      INFO("unary ", op.name, " in ", t);
+      check_values(apply(op.op, x.to(t).t()).t().contiguous(), want.to_vector<double>(), tolerance_of(op.tol, t));
+    }
+  }
+  for (const BinaryOpInfo& op : kBinaryOps) {
+    const Tensor a = from_vector<double>(domain_values(op.a_inputs), {3, 3}, DType::f64);
+    const Tensor b = from_vector<double>(domain_values(op.b_inputs), {3, 3}, DType::f64);
+    const Tensor want = apply(op.op, a, b).to(DType::f64);
+    for (DType t : {DType::f32, DType::bf16, DType::f16}) {
+      INFO("binary ", op.name, " in ", t);
+      check_values(apply(op.op, a.to(t), b.to(t)), want.to_vector<double>(), tolerance_of(op.tol, t));
+    }
+  }
+}
+
+TEST_CASE("every unary derivative of the table matches central finite differences in f64") {
   const std::vector<double> xs = {-3.0, -1.1, -0.2, 0.0, 0.4, 1.3, 2.7};
   const Shape s{static_cast<int64_t>(xs.size())};
   Tensor x = f64(xs, s);
   Tensor g = f64({0.3, -1.2, 0.7, 1.0, -0.4, 2.0, 0.9}, s);
   const double h = 1e-6;
-  auto fd = [&](const std::function<Tensor(const Tensor&)>& f) {
-    return div(mul(sub(f(add(x, h)), f(sub(x, h))), g), 2 * h);
-  };
-  auto check_close = [](const Tensor& got, const Tensor& want) {
+  for (const UnaryBackwardOpInfo& op : kUnaryBackwardOps) {
+    INFO("derivative ", op.function);
+    const Tensor want = div(mul(sub(apply(op.forward, add(x, h)), apply(op.forward, sub(x, h))), g), 2 * h);
+    const Tensor got = apply(op.op, g, op.saved == SavedTensor::output ? apply(op.forward, x) : x);
     INFO("max abs diff ", max_abs_diff(got, want));
+    CHECK(got.dtype() == DType::f64);
     CHECK(allclose(got, want, 1e-6, 1e-8));
-  };
-  check_close(sigmoid_backward(g, sigmoid(x)), fd([](const Tensor& t) { return sigmoid(t); }));
-  check_close(tanh_backward(g, tanh(x)), fd([](const Tensor& t) { return tanh(t); }));
-  check_close(silu_backward(g, x), fd([](const Tensor& t) { return silu(t); }));
-  check_close(gelu_backward(g, x), fd([](const Tensor& t) { return gelu(t); }));
-  check_close(gelu_tanh_backward(g, x), fd([](const Tensor& t) { return gelu_tanh(t); }));
-  CHECK(gelu_backward(g, x).dtype() == DType::f64);
+  }
   // broadcasting g, and f32 inputs
   Tensor gx = silu_backward(scalar_tensor(2.0, DType::f32), f32({0.0f, 1.0f}, {2}));
   const double s1 = 1.0 / (1.0 + std::exp(-1.0));

@@ -5,18 +5,27 @@
 // part of its output unwritten fails. Backward kernels are checked the same way, with the CPU
 // saved statistics (rstd, lse) fed to both sides.
 //
+// The elementwise ops and reductions come from the op table (tensor/op_table.h): every entry runs
+// in f32, bf16, f16 (and i32 where the op takes integers) on inputs from its domain, contiguous (the
+// vectorised kernels) and strided (the indexed ones), at the entry's tolerance. An op added to the
+// table is in this harness without a line here. The fused ops (softmax, matmul, gathers, the LLaMA
+// ops) have a case each below.
+//
 // Tolerances (|cuda - cpu| <= atol + rtol |cpu|): both sides compute in f32 and round once, so
 // they differ by summation order and at most an ulp or two of the output dtype.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <functional>
+#include <limits>
 #include <string>
 #include <vector>
 
 #include "tensor/kernels/cuda/kernels.h"
 #include "tensor/kernels/cuda/runtime.h"
 #include "tensor/nn_ops.h"
+#include "tensor/op_table.h"
 #include "tensor/ops.h"
 #include "tensor/tensor.h"
 
@@ -84,6 +93,59 @@ Tensor random_input(const Shape& shape, DType dtype, double low = -2.0, double h
 
 Tensor to_cuda(const Tensor& t) { return t.to(Device::cuda(0)); }
 
+// An op table tolerance for results in dtype t; integer inputs of floating math give f32 results.
+Tolerance tolerance_of(const OpTolerance& tol, DType t) {
+  const DTypeTolerance d = t == DType::bf16 ? tol.bf16 : t == DType::f16 ? tol.f16 : tol.f32;
+  return {d.atol, d.rtol};
+}
+
+// Values from a table domain (tensor/op_table.h) in `dtype`. Integer dtypes get small integers
+// (|x| <= 4, of the domain's sign; the conversion truncates toward zero). `specials` puts values on a
+// coarse grid (so that comparisons see ties) and, in floating dtypes, NaN, +-inf, +-0 at fixed places.
+Tensor domain_input(InputDomain domain, const Shape& shape, DType dtype) {
+  const bool integer = !is_floating(dtype);
+  Tensor t;
+  switch (domain) {
+    case InputDomain::normal:
+      t = integer ? random_input(shape, DType::f32, -4.0, 4.99) : random_input(shape, DType::f32);
+      break;
+    case InputDomain::positive:
+      t = integer ? random_input(shape, DType::f32, 1.0, 4.99) : random_input(shape, DType::f32, 0.5, 2.0);
+      break;
+    case InputDomain::nonzero: {
+      Tensor magnitude =
+          integer ? random_input(shape, DType::f32, 1.0, 4.99) : random_input(shape, DType::f32, 0.2, 1.5);
+      t = where(gt(rand(shape, gen(), {DType::f32}), 0.5), magnitude, neg(magnitude));
+      break;
+    }
+    case InputDomain::specials: {
+      std::vector<float> v = random_input(shape, DType::f32, -2.0, 2.49).to_vector<float>();
+      for (float& x : v) x = std::floor(x * 2.0f) / 2.0f;  // multiples of 0.5 in [-2, 2]
+      if (!integer) {
+        const float inf = std::numeric_limits<float>::infinity();
+        const float specials[] = {std::numeric_limits<float>::quiet_NaN(), inf, -inf, 0.0f, -0.0f};
+        for (size_t i = 0; i < v.size(); i += 7) v[i] = specials[(i / 7) % 5];
+      }
+      t = from_vector<float>(v, shape);
+      break;
+    }
+  }
+  return t.to(dtype);
+}
+
+// A scalar operand from a domain, for the tensor-scalar forms.
+double domain_scalar(InputDomain domain) {
+  switch (domain) {
+    case InputDomain::normal: return 0.75;
+    case InputDomain::positive: return 1.5;
+    case InputDomain::nonzero: return -1.25;
+    case InputDomain::specials: return 0.5;
+  }
+  return 0.0;
+}
+
+const std::vector<DType> kTableTypes = {DType::f32, DType::bf16, DType::f16, DType::i32};
+
 // Runs `op` on CPU inputs and on their CUDA copies; compares every output.
 void check_op(const std::string& name, DType dtype, const std::vector<Tensor>& inputs,
               const std::function<std::vector<Tensor>(const std::vector<Tensor>&)>& op,
@@ -100,20 +162,95 @@ void check_op(const std::string& name, DType dtype, const std::vector<Tensor>& i
 
 }  // namespace
 
-TEST_CASE("cuda vs cpu: elementwise, broadcasting and strided views") {
+TEST_CASE("cuda vs cpu: every unary op of the table, contiguous and strided, in every dtype") {
+  PoisonGuard poison;
+  for (const UnaryOpInfo& op : kUnaryOps) {
+    for (DType t : kTableTypes) {
+      const Tolerance tol = tolerance_of(op.tol, t);
+      const UnaryOp code = op.op;
+      check_op(fmt::format("{} contiguous", op.name), t, {domain_input(op.inputs, {37, 53}, t)},
+               [code](auto& x) { return std::vector<Tensor>{apply(code, x[0])}; }, tol);
+      check_op(fmt::format("{} transposed view", op.name), t, {domain_input(op.inputs, {53, 37}, t)},
+               [code](auto& x) { return std::vector<Tensor>{apply(code, x[0].t())}; }, tol);
+    }
+  }
+}
+
+TEST_CASE("cuda vs cpu: every binary op of the table, broadcast, strided and with a scalar, in every dtype") {
+  PoisonGuard poison;
+  for (const BinaryOpInfo& op : kBinaryOps) {
+    for (DType t : kTableTypes) {
+      const Tolerance tol = tolerance_of(op.tol, t);
+      const BinaryOp code = op.op;
+      auto fn = [code](const Tensor& x, const Tensor& y) { return apply(code, x, y); };
+      const Tensor a = domain_input(op.a_inputs, {37, 53}, t);
+      check_op(fmt::format("{} same shape", op.name), t, {a, domain_input(op.b_inputs, {37, 53}, t)},
+               [fn](auto& x) { return std::vector<Tensor>{fn(x[0], x[1])}; }, tol);
+      check_op(fmt::format("{} broadcast [37,53] op [53]", op.name), t, {a, domain_input(op.b_inputs, {53}, t)},
+               [fn](auto& x) { return std::vector<Tensor>{fn(x[0], x[1])}; }, tol);
+      check_op(fmt::format("{} broadcast [37,1] op [53]", op.name), t,
+               {domain_input(op.a_inputs, {37, 1}, t), domain_input(op.b_inputs, {53}, t)},
+               [fn](auto& x) { return std::vector<Tensor>{fn(x[0], x[1])}; }, tol);
+      check_op(fmt::format("{} transposed view", op.name), t, {a, domain_input(op.b_inputs, {53, 37}, t)},
+               [fn](auto& x) { return std::vector<Tensor>{fn(x[0], x[1].t())}; }, tol);
+      const double s = domain_scalar(op.b_inputs);
+      check_op(fmt::format("{} scalar {}", op.name, s), t, {a},
+               [code, s](auto& x) { return std::vector<Tensor>{apply(code, x[0], s), apply(code, x[0].t(), s)}; },
+               tol);
+    }
+  }
+}
+
+TEST_CASE("cuda vs cpu: every unary derivative of the table, contiguous and strided") {
+  PoisonGuard poison;
+  for (const UnaryBackwardOpInfo& op : kUnaryBackwardOps) {
+    for (DType t : kFloatTypes) {
+      const UnaryBackwardOp code = op.op;
+      auto fn = [code](const Tensor& g, const Tensor& saved) { return apply(code, g, saved); };
+      const bool from_output = op.saved == SavedTensor::output;
+      // The saved tensor as autograd saves it: the forward's input, or its output (computed on the
+      // CPU and copied, so only the derivative kernel is compared).
+      const Tensor x = random_input({37, 53}, t);
+      const Tensor saved = from_output ? apply(op.forward, x) : x;
+      check_op(fmt::format("{} contiguous", op.function), t, {random_input({37, 53}, t), saved},
+               [fn](auto& v) { return std::vector<Tensor>{fn(v[0], v[1])}; }, tolerance_of(op.tol, t));
+      check_op(fmt::format("{} strided g, broadcast g", op.function), t,
+               {random_input({53, 37}, t), saved, random_input({53}, t)},
+               [fn](auto& v) { return std::vector<Tensor>{fn(v[0].t(), v[1]), fn(v[2], v[1])}; },
+               tolerance_of(op.tol, t));
+    }
+  }
+}
+
+TEST_CASE("cuda vs cpu: every reduction of the table, over rows, columns and everything") {
+  PoisonGuard poison;
+  for (const ReduceOpInfo& op : kReduceOps) {
+    for (DType t : kTableTypes) {
+      if (op.op == ReduceOp::mean && !is_floating(t)) continue;  // the mean of integers is an error
+      const ReduceOp code = op.op;
+      auto fn = [code](const Tensor& x, const std::vector<int64_t>& dims, bool keepdim) {
+        return apply(code, x, dims, keepdim);
+      };
+      const Tolerance tol = tolerance_of(op.tol, t);
+      check_op(fmt::format("{}", op.name), t, {domain_input(InputDomain::normal, {7, 129, 33}, t)},
+               [fn](auto& x) {
+                 return std::vector<Tensor>{fn(x[0], {1}, false), fn(x[0], {0, 2}, false), fn(x[0], {2}, true),
+                                            fn(x[0], {}, false), fn(x[0].transpose(0, 2), {0}, false)};
+               },
+               tol);
+      // A long reduction split over blocks (the partial-results path).
+      check_op(fmt::format("{} long row", op.name), t, {domain_input(InputDomain::normal, {2, 70001}, t)},
+               [fn](auto& x) { return std::vector<Tensor>{fn(x[0], {1}, false), fn(x[0], {0}, false)}; }, tol);
+    }
+  }
+}
+
+TEST_CASE("cuda vs cpu: clamp, where, masked_fill, casts and copies") {
   PoisonGuard poison;
   for (DType t : kFloatTypes) {
-    Tensor a = random_input({37, 53}, t), b = random_input({53}, t), c = random_input({53, 37}, t);
-    check_op("add broadcast", t, {a, b}, [](auto& x) { return std::vector<Tensor>{add(x[0], x[1])}; });
-    check_op("mul transposed view", t, {a, c}, [](auto& x) { return std::vector<Tensor>{mul(x[0], x[1].t())}; });
-    check_op("div", t, {a, add(abs(c), 0.5)}, [](auto& x) { return std::vector<Tensor>{div(x[0], x[1].t())}; });
-    check_op("unary", t, {a}, [](auto& x) {
-      return std::vector<Tensor>{exp(x[0]), tanh(x[0]), sigmoid(x[0]), silu(x[0]), gelu(x[0]), neg(x[0]),
-                                 sqrt(abs(x[0])), clamp(x[0], -0.5, 0.7)};
-    });
-    check_op("unary backward", t, {a, c}, [](auto& x) {
-      Tensor g = x[1].t();
-      return std::vector<Tensor>{silu_backward(g, x[0]), gelu_backward(g, x[0]), sigmoid_backward(g, sigmoid(x[0]))};
+    Tensor a = random_input({37, 53}, t), c = random_input({53, 37}, t);
+    check_op("clamp", t, {a}, [](auto& x) {
+      return std::vector<Tensor>{clamp(x[0], -0.5, 0.7), clamp(x[0].t(), std::nullopt, 0.2), clamp(x[0], 0.3, -0.3)};
     });
     check_op("comparisons and where", t, {a, c}, [](auto& x) {
       Tensor cond = gt(x[0], x[1].t());

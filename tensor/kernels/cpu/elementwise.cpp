@@ -134,60 +134,132 @@ void check_dtype(const char* op, const Tensor& t, DType expected, const char* wh
   MLR_CHECK(t.dtype() == expected, "{}: {} has dtype {}, expected {}", op, what, t.dtype(), expected);
 }
 
-// The arithmetic ops as a functor over compute values, selected once outside the loop.
-template <BinaryOp op, typename C>
-inline C arith(C x, C y) {
-  if constexpr (op == BinaryOp::add) return x + y;
-  if constexpr (op == BinaryOp::sub) return x - y;
-  if constexpr (op == BinaryOp::mul) return x * y;
-  if constexpr (op == BinaryOp::div) return x / y;
-  if constexpr (op == BinaryOp::pow) {
+// ---- the math of every op of tensor/op_table.h, in the compute type C ----
+// One specialisation per table entry. The dispatch (visit_unary, ...) instantiates the one of every
+// entry of the table, so an entry without its math here is a compile error, never a pass-through.
+template <UnaryOp op> struct UnaryMath;              // f(x)
+template <BinaryOp op> struct BinaryMath;            // f(x, y)
+template <UnaryBackwardOp op> struct UnaryGradMath;  // f(g, saved) = g * the derivative
+
+#define MLR_CPU_UNARY(op, expr) \
+  template <> struct UnaryMath<UnaryOp::op> { template <typename C> static auto f(C x) { return expr; } };
+MLR_CPU_UNARY(neg, -x)
+MLR_CPU_UNARY(abs, x < C(0) ? -x : x)
+MLR_CPU_UNARY(sign, x > C(0) ? C(1) : x < C(0) ? C(-1) : x)  // keeps 0, -0 and NaN
+MLR_CPU_UNARY(exp, std::exp(x))
+MLR_CPU_UNARY(log, std::log(x))
+MLR_CPU_UNARY(sqrt, std::sqrt(x))
+MLR_CPU_UNARY(rsqrt, C(1) / std::sqrt(x))
+MLR_CPU_UNARY(square, x * x)
+MLR_CPU_UNARY(reciprocal, C(1) / x)
+MLR_CPU_UNARY(sin, std::sin(x))
+MLR_CPU_UNARY(cos, std::cos(x))
+MLR_CPU_UNARY(tanh, std::tanh(x))
+MLR_CPU_UNARY(sigmoid, sigmoid_of(x))
+MLR_CPU_UNARY(relu, x < C(0) ? C(0) : x)  // NaN stays NaN
+MLR_CPU_UNARY(silu, x * sigmoid_of(x))
+MLR_CPU_UNARY(gelu, C(0.5) * x * (C(1) + std::erf(x * kSqrt1_2<C>)))
+MLR_CPU_UNARY(gelu_tanh, C(0.5) * x * (C(1) + std::tanh(kSqrt2OverPi<C> * (x + kGeluC<C> * x * x * x))))
+MLR_CPU_UNARY(logical_not, x == C(0))
+MLR_CPU_UNARY(isnan, is_nan(x))
+#undef MLR_CPU_UNARY
+template <> struct UnaryMath<UnaryOp::isfinite> {
+  template <typename C> static bool f(C x) {
+    if constexpr (std::is_floating_point_v<C>) return std::isfinite(x);
+    else return true;
+  }
+};
+
+#define MLR_CPU_BINARY(op, expr) \
+  template <> struct BinaryMath<BinaryOp::op> { template <typename C> static auto f(C x, C y) { return expr; } };
+MLR_CPU_BINARY(add, x + y)
+MLR_CPU_BINARY(sub, x - y)
+MLR_CPU_BINARY(mul, x * y)
+MLR_CPU_BINARY(div, x / y)
+MLR_CPU_BINARY(maximum, (x > y || is_nan(x)) ? x : y)
+MLR_CPU_BINARY(minimum, (x < y || is_nan(x)) ? x : y)
+MLR_CPU_BINARY(eq, x == y)
+MLR_CPU_BINARY(ne, x != y)
+MLR_CPU_BINARY(lt, x < y)
+MLR_CPU_BINARY(le, x <= y)
+MLR_CPU_BINARY(gt, x > y)
+MLR_CPU_BINARY(ge, x >= y)
+MLR_CPU_BINARY(logical_and, x != C(0) && y != C(0))
+MLR_CPU_BINARY(logical_or, x != C(0) || y != C(0))
+#undef MLR_CPU_BINARY
+template <> struct BinaryMath<BinaryOp::pow> {
+  template <typename C> static C f(C x, C y) {
     if constexpr (std::is_integral_v<C>) return int_pow(x, y);
     else return std::pow(x, y);
   }
-  if constexpr (op == BinaryOp::maximum) return (x > y || is_nan(x)) ? x : y;
-  if constexpr (op == BinaryOp::minimum) return (x < y || is_nan(x)) ? x : y;
-  return C(0);
-}
+};
 
-template <BinaryOp op, typename C>
-inline bool predicate(C x, C y) {
-  if constexpr (op == BinaryOp::eq) return x == y;
-  if constexpr (op == BinaryOp::ne) return x != y;
-  if constexpr (op == BinaryOp::lt) return x < y;
-  if constexpr (op == BinaryOp::le) return x <= y;
-  if constexpr (op == BinaryOp::gt) return x > y;
-  if constexpr (op == BinaryOp::ge) return x >= y;
-  if constexpr (op == BinaryOp::logical_and) return x != C(0) && y != C(0);
-  if constexpr (op == BinaryOp::logical_or) return x != C(0) || y != C(0);
-  return false;
-}
+template <> struct UnaryGradMath<UnaryBackwardOp::sigmoid_from_output> {
+  template <typename C> static C f(C g, C y) { return g * y * (C(1) - y); }
+};
+template <> struct UnaryGradMath<UnaryBackwardOp::tanh_from_output> {
+  template <typename C> static C f(C g, C y) { return g * (C(1) - y * y); }
+};
+template <> struct UnaryGradMath<UnaryBackwardOp::silu> {
+  template <typename C> static C f(C g, C x) {
+    C s = sigmoid_of(x);
+    return g * s * (C(1) + x * (C(1) - s));
+  }
+};
+template <> struct UnaryGradMath<UnaryBackwardOp::gelu> {
+  template <typename C> static C f(C g, C x) {
+    C cdf = C(0.5) * (C(1) + std::erf(x * kSqrt1_2<C>));
+    C pdf = kInvSqrt2Pi<C> * std::exp(C(-0.5) * x * x);
+    return g * (cdf + x * pdf);
+  }
+};
+template <> struct UnaryGradMath<UnaryBackwardOp::gelu_tanh> {
+  template <typename C> static C f(C g, C x) {
+    C x2 = x * x;
+    C t = std::tanh(kSqrt2OverPi<C> * (x + kGeluC<C> * x2 * x));
+    C du = kSqrt2OverPi<C> * (C(1) + C(3) * kGeluC<C> * x2);
+    return g * (C(0.5) * (C(1) + t) + C(0.5) * x * (C(1) - t * t) * du);
+  }
+};
 
-// Calls f(std::integral_constant<BinaryOp, op>{}) for the runtime op.
+// Calls f(std::integral_constant<Enum, op>{}) for the runtime op: one case per table entry.
+template <typename F>
+void visit_unary(UnaryOp op, F&& f) {
+  switch (op) {
+#define MLR_CPU_CASE(name, ...) case UnaryOp::name: return f(std::integral_constant<UnaryOp, UnaryOp::name>{});
+    MLR_UNARY_OPS(MLR_CPU_CASE)
+#undef MLR_CPU_CASE
+  }
+  throw Error(fmt::format("unary: op code {} is not in the op table", static_cast<int>(op)));
+}
 template <typename F>
 void visit_binary(BinaryOp op, F&& f) {
-  using B = BinaryOp;
   switch (op) {
-    case B::add: return f(std::integral_constant<B, B::add>{});
-    case B::sub: return f(std::integral_constant<B, B::sub>{});
-    case B::mul: return f(std::integral_constant<B, B::mul>{});
-    case B::div: return f(std::integral_constant<B, B::div>{});
-    case B::pow: return f(std::integral_constant<B, B::pow>{});
-    case B::maximum: return f(std::integral_constant<B, B::maximum>{});
-    case B::minimum: return f(std::integral_constant<B, B::minimum>{});
-    case B::eq: return f(std::integral_constant<B, B::eq>{});
-    case B::ne: return f(std::integral_constant<B, B::ne>{});
-    case B::lt: return f(std::integral_constant<B, B::lt>{});
-    case B::le: return f(std::integral_constant<B, B::le>{});
-    case B::gt: return f(std::integral_constant<B, B::gt>{});
-    case B::ge: return f(std::integral_constant<B, B::ge>{});
-    case B::logical_and: return f(std::integral_constant<B, B::logical_and>{});
-    case B::logical_or: return f(std::integral_constant<B, B::logical_or>{});
+#define MLR_CPU_CASE(name, ...) case BinaryOp::name: return f(std::integral_constant<BinaryOp, BinaryOp::name>{});
+    MLR_BINARY_OPS(MLR_CPU_CASE)
+#undef MLR_CPU_CASE
   }
-  throw Error("binary: unknown op");
+  throw Error(fmt::format("binary: op code {} is not in the op table", static_cast<int>(op)));
+}
+template <typename F>
+void visit_unary_backward(UnaryBackwardOp op, F&& f) {
+  switch (op) {
+#define MLR_CPU_CASE(name, ...) \
+  case UnaryBackwardOp::name: return f(std::integral_constant<UnaryBackwardOp, UnaryBackwardOp::name>{});
+    MLR_UNARY_BACKWARD_OPS(MLR_CPU_CASE)
+#undef MLR_CPU_CASE
+  }
+  throw Error(fmt::format("unary_backward: op code {} is not in the op table", static_cast<int>(op)));
 }
 
 bool integral_valued(double v) { return std::isfinite(v) && v == std::floor(v) && std::fabs(v) < 9.2e18; }
+
+// The floating ops (div, exp, ...) never see integers: the front-end computes them in f32.
+void check_float_math(const char* kernel, bool float_math, DType dtype, const char* op) {
+  MLR_CHECK(!float_math || is_floating(dtype),
+            "{}: {} on dtype {} (the op needs a floating dtype; the front-end computes integers in f32)", kernel, op,
+            dtype);
+}
 
 }  // namespace
 
@@ -197,17 +269,19 @@ void binary(BinaryOp op, const Tensor& out, const Tensor& a, const Tensor& b) {
   MLR_CHECK(a.dtype() == b.dtype(), "binary: operands have dtypes {} and {} (cast to one dtype first)", a.dtype(),
             b.dtype());
   check_dtype("binary", out, is_predicate(op) ? DType::boolean : a.dtype(), "output");
-  MLR_CHECK(!(op == BinaryOp::div && !is_floating(a.dtype())),
-            "binary: div on dtype {} (integer division is not an op; promote to a floating dtype)", a.dtype());
+  check_float_math("binary", is_float_math(op), a.dtype(), op_name(op));
   visit_dtype(a.dtype(), [&](auto tag) {
     using T = decltype(tag);
     using C = calc_t<T>;
     visit_binary(op, [&](auto opc) {
       constexpr BinaryOp o = decltype(opc)::value;
-      if constexpr (o >= BinaryOp::eq) {
-        map2<bool, T>(out, a, b, [](T x, T y) { return predicate<o, C>(load<C>(x), load<C>(y)); });
+      using M = BinaryMath<o>;
+      if constexpr (op_kind(o) == OpKind::predicate) {
+        map2<bool, T>(out, a, b, [](T x, T y) -> bool { return M::f(load<C>(x), load<C>(y)); });
+      } else if constexpr (op_kind(o) == OpKind::floating && !std::is_floating_point_v<C>) {
+        throw Error("binary: unreachable (checked above)");
       } else {
-        map2<T, T>(out, a, b, [](T x, T y) { return store<T>(arith<o, C>(load<C>(x), load<C>(y))); });
+        map2<T, T>(out, a, b, [](T x, T y) { return store<T>(M::f(load<C>(x), load<C>(y))); });
       }
     });
   });
@@ -216,8 +290,7 @@ void binary(BinaryOp op, const Tensor& out, const Tensor& a, const Tensor& b) {
 void binary_scalar(BinaryOp op, const Tensor& out, const Tensor& a, double b) {
   check_same_shape("binary_scalar", out, a);
   check_dtype("binary_scalar", out, is_predicate(op) ? DType::boolean : a.dtype(), "output");
-  MLR_CHECK(!(op == BinaryOp::div && !is_floating(a.dtype())),
-            "binary_scalar: div on dtype {} (integer division is not an op; promote to a floating dtype)", a.dtype());
+  check_float_math("binary_scalar", is_float_math(op), a.dtype(), op_name(op));
   MLR_CHECK(is_floating(a.dtype()) || integral_valued(b),
             "binary_scalar: scalar {} is not an integer, but the operand has dtype {} (promote to f32 first)", b,
             a.dtype());
@@ -230,8 +303,11 @@ void binary_scalar(BinaryOp op, const Tensor& out, const Tensor& a, double b) {
     const C s_cmp = is_floating(a.dtype()) ? load<C>(store<T>(static_cast<C>(b))) : static_cast<C>(b);
     visit_binary(op, [&](auto opc) {
       constexpr BinaryOp o = decltype(opc)::value;
-      if constexpr (o >= BinaryOp::eq) {
-        map1<bool, T>(out, a, [s_cmp](T x) { return predicate<o, C>(load<C>(x), s_cmp); });
+      using M = BinaryMath<o>;
+      if constexpr (op_kind(o) == OpKind::predicate) {
+        map1<bool, T>(out, a, [s_cmp](T x) -> bool { return M::f(load<C>(x), s_cmp); });
+      } else if constexpr (op_kind(o) == OpKind::floating && !std::is_floating_point_v<C>) {
+        throw Error("binary_scalar: unreachable (checked above)");
       } else if constexpr (o == BinaryOp::pow && std::is_floating_point_v<C>) {
         if (s_arith == C(2)) {
           map1<T, T>(out, a, [](T x) { C v = load<C>(x); return store<T>(v * v); });
@@ -239,86 +315,28 @@ void binary_scalar(BinaryOp op, const Tensor& out, const Tensor& a, double b) {
           map1<T, T>(out, a, [s_arith](T x) { return store<T>(std::pow(load<C>(x), s_arith)); });
         }
       } else {
-        map1<T, T>(out, a, [s_arith](T x) { return store<T>(arith<o, C>(load<C>(x), s_arith)); });
+        map1<T, T>(out, a, [s_arith](T x) { return store<T>(M::f(load<C>(x), s_arith)); });
       }
     });
   });
 }
 
-namespace {
-
-template <UnaryOp op, typename C>
-inline C unary_value(C x) {
-  using U = UnaryOp;
-  if constexpr (op == U::neg) return -x;
-  if constexpr (op == U::abs) return x < C(0) ? -x : x;
-  if constexpr (op == U::sign) return x > C(0) ? C(1) : x < C(0) ? C(-1) : x;  // keeps 0, -0 and NaN
-  if constexpr (op == U::square) return x * x;
-  if constexpr (op == U::relu) return x < C(0) ? C(0) : x;  // NaN stays NaN
-  if constexpr (std::is_floating_point_v<C>) {
-    if constexpr (op == U::exp) return std::exp(x);
-    if constexpr (op == U::log) return std::log(x);
-    if constexpr (op == U::sqrt) return std::sqrt(x);
-    if constexpr (op == U::rsqrt) return C(1) / std::sqrt(x);
-    if constexpr (op == U::reciprocal) return C(1) / x;
-    if constexpr (op == U::sin) return std::sin(x);
-    if constexpr (op == U::cos) return std::cos(x);
-    if constexpr (op == U::tanh) return std::tanh(x);
-    if constexpr (op == U::sigmoid) return sigmoid_of(x);
-    if constexpr (op == U::silu) return x * sigmoid_of(x);
-    if constexpr (op == U::gelu) return C(0.5) * x * (C(1) + std::erf(x * kSqrt1_2<C>));
-    if constexpr (op == U::gelu_tanh)
-      return C(0.5) * x * (C(1) + std::tanh(kSqrt2OverPi<C> * (x + kGeluC<C> * x * x * x)));
-  }
-  return x;
-}
-
-template <UnaryOp op>
-constexpr bool is_float_math() {
-  return op != UnaryOp::neg && op != UnaryOp::abs && op != UnaryOp::sign && op != UnaryOp::square &&
-         op != UnaryOp::relu && op < UnaryOp::logical_not;
-}
-
-template <typename F>
-void visit_unary(UnaryOp op, F&& f) {
-  using U = UnaryOp;
-  switch (op) {
-#define MLR_UNARY_CASE(name) \
-  case U::name: return f(std::integral_constant<U, U::name>{});
-    MLR_UNARY_CASE(neg) MLR_UNARY_CASE(abs) MLR_UNARY_CASE(sign) MLR_UNARY_CASE(exp) MLR_UNARY_CASE(log)
-    MLR_UNARY_CASE(sqrt) MLR_UNARY_CASE(rsqrt) MLR_UNARY_CASE(square) MLR_UNARY_CASE(reciprocal)
-    MLR_UNARY_CASE(sin) MLR_UNARY_CASE(cos) MLR_UNARY_CASE(tanh) MLR_UNARY_CASE(sigmoid) MLR_UNARY_CASE(relu)
-    MLR_UNARY_CASE(silu) MLR_UNARY_CASE(gelu) MLR_UNARY_CASE(gelu_tanh) MLR_UNARY_CASE(logical_not)
-    MLR_UNARY_CASE(isnan) MLR_UNARY_CASE(isfinite)
-#undef MLR_UNARY_CASE
-  }
-  throw Error("unary: unknown op");
-}
-
-}  // namespace
-
 void unary(UnaryOp op, const Tensor& out, const Tensor& a) {
   check_same_shape("unary", out, a);
   check_dtype("unary", out, is_predicate(op) ? DType::boolean : a.dtype(), "output");
+  check_float_math("unary", is_float_math(op), a.dtype(), op_name(op));
   visit_dtype(a.dtype(), [&](auto tag) {
     using T = decltype(tag);
     using C = calc_t<T>;
     visit_unary(op, [&](auto opc) {
       constexpr UnaryOp o = decltype(opc)::value;
-      if constexpr (o == UnaryOp::logical_not) {
-        map1<bool, T>(out, a, [](T x) { return load<C>(x) == C(0); });
-      } else if constexpr (o == UnaryOp::isnan) {
-        map1<bool, T>(out, a, [](T x) { return is_nan(load<C>(x)); });
-      } else if constexpr (o == UnaryOp::isfinite) {
-        map1<bool, T>(out, a, [](T x) {
-          if constexpr (std::is_floating_point_v<C>) return std::isfinite(load<C>(x));
-          return true;
-        });
-      } else if constexpr (is_float_math<o>() && !std::is_floating_point_v<C>) {
-        throw Error(fmt::format("unary: op {} on dtype {} (the front-end computes float math in f32)",
-                                static_cast<int>(o), a.dtype()));
+      using M = UnaryMath<o>;
+      if constexpr (op_kind(o) == OpKind::predicate) {
+        map1<bool, T>(out, a, [](T x) -> bool { return M::f(load<C>(x)); });
+      } else if constexpr (op_kind(o) == OpKind::floating && !std::is_floating_point_v<C>) {
+        throw Error("unary: unreachable (checked above)");
       } else {
-        map1<T, T>(out, a, [](T x) { return store<T>(unary_value<o, C>(load<C>(x))); });
+        map1<T, T>(out, a, [](T x) { return store<T>(M::f(load<C>(x))); });
       }
     });
   });
@@ -332,32 +350,10 @@ void unary_backward(UnaryBackwardOp op, const Tensor& out, const Tensor& g, cons
   visit_floating(g.dtype(), "unary_backward", [&](auto tag) {
     using T = decltype(tag);
     using C = calc_t<T>;
-    auto run = [&](auto f) { map2<T, T>(out, g, saved, [f](T gv, T sv) { return store<T>(f(load<C>(gv), load<C>(sv))); }); };
-    switch (op) {
-      case UnaryBackwardOp::sigmoid_from_output:
-        return run([](C gv, C y) { return gv * y * (C(1) - y); });
-      case UnaryBackwardOp::tanh_from_output:
-        return run([](C gv, C y) { return gv * (C(1) - y * y); });
-      case UnaryBackwardOp::silu:
-        return run([](C gv, C x) {
-          C s = sigmoid_of(x);
-          return gv * s * (C(1) + x * (C(1) - s));
-        });
-      case UnaryBackwardOp::gelu:
-        return run([](C gv, C x) {
-          C cdf = C(0.5) * (C(1) + std::erf(x * kSqrt1_2<C>));
-          C pdf = kInvSqrt2Pi<C> * std::exp(C(-0.5) * x * x);
-          return gv * (cdf + x * pdf);
-        });
-      case UnaryBackwardOp::gelu_tanh:
-        return run([](C gv, C x) {
-          C x2 = x * x;
-          C t = std::tanh(kSqrt2OverPi<C> * (x + kGeluC<C> * x2 * x));
-          C du = kSqrt2OverPi<C> * (C(1) + C(3) * kGeluC<C> * x2);
-          return gv * (C(0.5) * (C(1) + t) + C(0.5) * x * (C(1) - t * t) * du);
-        });
-    }
-    throw Error("unary_backward: unknown op");
+    visit_unary_backward(op, [&](auto opc) {
+      using M = UnaryGradMath<decltype(opc)::value>;
+      map2<T, T>(out, g, saved, [](T gv, T sv) { return store<T>(M::f(load<C>(gv), load<C>(sv))); });
+    });
   });
 }
 

@@ -106,19 +106,44 @@ struct Kahan {
   }
 };
 
+// The rule of every reduction of tensor/op_table.h. An `adds` op sums its elements (pairwise in
+// a run, Kahan-compensated across runs) and finishes the sum; an `extremum` op starts from init and
+// combines. The dispatch in reduce() instantiates the rule of every entry of the table, so an
+// entry without its rule here does not compile.
+template <ReduceOp op> struct ReduceRule;
+template <> struct ReduceRule<ReduceOp::sum> {
+  template <typename A> static A finish(A s, int64_t) { return s; }
+};
+template <> struct ReduceRule<ReduceOp::mean> {
+  template <typename A> static A finish(A s, int64_t count) { return s / static_cast<A>(count); }  // 0/0 = NaN
+};
+template <> struct ReduceRule<ReduceOp::amax> {
+  template <typename A> static A init() { return lowest<A>(); }
+  template <typename A> static A combine(A m, A x) { return nan_max(m, x); }
+};
+template <> struct ReduceRule<ReduceOp::amin> {
+  template <typename A> static A init() { return highest<A>(); }
+  template <typename A> static A combine(A m, A x) { return nan_min(m, x); }
+};
+
+template <ReduceOp op> constexpr bool kAdds = op_info(op).kind == ReduceKind::adds;
+
 // Combines per-run results of one output.
 template <ReduceOp op, typename A>
 struct Combiner {
+  using Rule = ReduceRule<op>;
+  static A start() {
+    if constexpr (kAdds<op>) return A(0);
+    else return Rule::template init<A>();
+  }
   Kahan<A> sum;
-  A ext = op == ReduceOp::amax ? lowest<A>() : highest<A>();
+  A ext = start();
   void add(A part) {
-    if constexpr (op == ReduceOp::sum || op == ReduceOp::mean) sum.add(part);
-    else if constexpr (op == ReduceOp::amax) ext = nan_max(ext, part);
-    else ext = nan_min(ext, part);
+    if constexpr (kAdds<op>) sum.add(part);
+    else ext = Rule::combine(ext, part);
   }
   A result(int64_t count) const {
-    if constexpr (op == ReduceOp::sum) return sum.s;
-    else if constexpr (op == ReduceOp::mean) return sum.s / static_cast<A>(count);  // 0/0 = NaN
+    if constexpr (kAdds<op>) return Rule::finish(sum.s, count);
     else return ext;
   }
 };
@@ -126,14 +151,11 @@ struct Combiner {
 // The reduction of one strided run of n elements.
 template <ReduceOp op, typename A, typename T>
 A reduce_run(const T* p, int64_t n, int64_t stride) {
-  if constexpr (op == ReduceOp::sum || op == ReduceOp::mean) {
+  if constexpr (kAdds<op>) {
     return pairwise_sum<A>(p, n, stride, [](T v) { return static_cast<A>(v); });
   } else {
-    A m = op == ReduceOp::amax ? lowest<A>() : highest<A>();
-    for (int64_t i = 0; i < n; ++i) {
-      A v = static_cast<A>(p[i * stride]);
-      m = op == ReduceOp::amax ? nan_max(m, v) : nan_min(m, v);
-    }
+    A m = ReduceRule<op>::template init<A>();
+    for (int64_t i = 0; i < n; ++i) m = ReduceRule<op>::combine(m, static_cast<A>(p[i * stride]));
     return m;
   }
 }
@@ -322,11 +344,12 @@ void reduce(ReduceOp op, const Tensor& out, const Tensor& a, const std::vector<b
     auto with_op = [&](auto out_tag) {
       using O = decltype(out_tag);
       switch (op) {
-        case ReduceOp::sum: return reduce_impl<ReduceOp::sum, T, O>(out, a, reduce_mask);
-        case ReduceOp::mean: return reduce_impl<ReduceOp::mean, T, O>(out, a, reduce_mask);
-        case ReduceOp::amax: return reduce_impl<ReduceOp::amax, T, O>(out, a, reduce_mask);
-        case ReduceOp::amin: return reduce_impl<ReduceOp::amin, T, O>(out, a, reduce_mask);
+#define MLR_CPU_CASE(name, ...) \
+  case ReduceOp::name: return reduce_impl<ReduceOp::name, T, O>(out, a, reduce_mask);
+        MLR_REDUCE_OPS(MLR_CPU_CASE)
+#undef MLR_CPU_CASE
       }
+      throw Error(fmt::format("reduce: op code {} is not in the op table", static_cast<int>(op)));
     };
     if (out.dtype() == a.dtype()) {
       with_op(T{});

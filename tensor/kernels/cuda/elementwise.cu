@@ -19,6 +19,7 @@
 // for contiguous, 16-byte-aligned f32/bf16/f16 operands one with 16-byte vector loads and stores.
 #include <cmath>
 #include <limits>
+#include <tuple>
 
 #include "tensor/kernels/cuda/cuda_utils.cuh"
 #include "tensor/kernels/cuda/kernels.h"
@@ -75,115 +76,151 @@ __device__ __forceinline__ int64_t int_pow(int64_t base, int64_t e) {
   return r;
 }
 
-template <typename C>
-__device__ __forceinline__ C arith(BinaryOp op, C x, C y) {
-  switch (op) {
-    case BinaryOp::add: return x + y;
-    case BinaryOp::sub: return x - y;
-    case BinaryOp::mul: return x * y;
-    case BinaryOp::div:
-      if constexpr (std::is_floating_point_v<C>) return x / y;
-      else return C(0);  // rejected on the host
-    case BinaryOp::pow:
-      if constexpr (std::is_floating_point_v<C>) return y == C(2) ? x * x : m_pow(x, y);
-      else return int_pow(x, y);
-    case BinaryOp::maximum: return (x > y || is_nan(x)) ? x : y;
-    case BinaryOp::minimum: return (x < y || is_nan(x)) ? x : y;
-    default: return C(0);
+// ---- the math of every op of tensor/op_table.h, in the compute type C ----
+// One specialisation per table entry. The switches below have one case per entry of the table
+// and instantiate that entry's math, so an entry without its math here is a compile error, never
+// a pass-through.
+template <UnaryOp op> struct UnaryMath;              // f(x)
+template <BinaryOp op> struct BinaryMath;            // f(x, y)
+template <UnaryBackwardOp op> struct UnaryGradMath;  // f(g, saved) = g * the derivative
+
+#define MLR_CUDA_UNARY(op, expr)                                        \
+  template <> struct UnaryMath<UnaryOp::op> {                           \
+    template <typename C> __device__ __forceinline__ static auto f(C x) { \
+      return expr;                                                      \
+    }                                                                   \
+  };
+MLR_CUDA_UNARY(neg, -x)
+MLR_CUDA_UNARY(abs, x < C(0) ? -x : x)
+MLR_CUDA_UNARY(sign, x > C(0) ? C(1) : x < C(0) ? C(-1) : x)  // keeps 0, -0 and NaN
+MLR_CUDA_UNARY(exp, m_exp(x))
+MLR_CUDA_UNARY(log, m_log(x))
+MLR_CUDA_UNARY(sqrt, m_sqrt(x))
+MLR_CUDA_UNARY(rsqrt, C(1) / m_sqrt(x))
+MLR_CUDA_UNARY(square, x * x)
+MLR_CUDA_UNARY(reciprocal, C(1) / x)
+MLR_CUDA_UNARY(sin, m_sin(x))
+MLR_CUDA_UNARY(cos, m_cos(x))
+MLR_CUDA_UNARY(tanh, m_tanh(x))
+MLR_CUDA_UNARY(sigmoid, sigmoid_of(x))
+MLR_CUDA_UNARY(relu, x < C(0) ? C(0) : x)  // NaN stays NaN
+MLR_CUDA_UNARY(silu, x * sigmoid_of(x))
+MLR_CUDA_UNARY(gelu, C(0.5) * x * (C(1) + m_erf(x * kSqrt1_2<C>)))
+MLR_CUDA_UNARY(gelu_tanh, C(0.5) * x * (C(1) + m_tanh(kSqrt2OverPi<C> * (x + kGeluC<C> * x * x * x))))
+MLR_CUDA_UNARY(logical_not, x == C(0))
+MLR_CUDA_UNARY(isnan, is_nan(x))
+#undef MLR_CUDA_UNARY
+template <> struct UnaryMath<UnaryOp::isfinite> {
+  template <typename C> __device__ __forceinline__ static bool f(C x) {
+    if constexpr (std::is_floating_point_v<C>) return m_isfinite(x);
+    else return true;
+  }
+};
+
+#define MLR_CUDA_BINARY(op, expr)                                            \
+  template <> struct BinaryMath<BinaryOp::op> {                              \
+    template <typename C> __device__ __forceinline__ static auto f(C x, C y) { \
+      return expr;                                                           \
+    }                                                                        \
+  };
+MLR_CUDA_BINARY(add, x + y)
+MLR_CUDA_BINARY(sub, x - y)
+MLR_CUDA_BINARY(mul, x * y)
+MLR_CUDA_BINARY(div, x / y)
+MLR_CUDA_BINARY(maximum, (x > y || is_nan(x)) ? x : y)
+MLR_CUDA_BINARY(minimum, (x < y || is_nan(x)) ? x : y)
+MLR_CUDA_BINARY(eq, x == y)
+MLR_CUDA_BINARY(ne, x != y)
+MLR_CUDA_BINARY(lt, x < y)
+MLR_CUDA_BINARY(le, x <= y)
+MLR_CUDA_BINARY(gt, x > y)
+MLR_CUDA_BINARY(ge, x >= y)
+MLR_CUDA_BINARY(logical_and, x != C(0) && y != C(0))
+MLR_CUDA_BINARY(logical_or, x != C(0) || y != C(0))
+#undef MLR_CUDA_BINARY
+template <> struct BinaryMath<BinaryOp::pow> {
+  template <typename C> __device__ __forceinline__ static C f(C x, C y) {
+    if constexpr (std::is_floating_point_v<C>) return y == C(2) ? x * x : m_pow(x, y);
+    else return int_pow(x, y);
+  }
+};
+
+template <> struct UnaryGradMath<UnaryBackwardOp::sigmoid_from_output> {
+  template <typename C> __device__ __forceinline__ static C f(C g, C y) { return g * y * (C(1) - y); }
+};
+template <> struct UnaryGradMath<UnaryBackwardOp::tanh_from_output> {
+  template <typename C> __device__ __forceinline__ static C f(C g, C y) { return g * (C(1) - y * y); }
+};
+template <> struct UnaryGradMath<UnaryBackwardOp::silu> {
+  template <typename C> __device__ __forceinline__ static C f(C g, C x) {
+    const C sg = sigmoid_of(x);
+    return g * sg * (C(1) + x * (C(1) - sg));
+  }
+};
+template <> struct UnaryGradMath<UnaryBackwardOp::gelu> {
+  template <typename C> __device__ __forceinline__ static C f(C g, C x) {
+    const C cdf = C(0.5) * (C(1) + m_erf(x * kSqrt1_2<C>));
+    const C pdf = kInvSqrt2Pi<C> * m_exp(C(-0.5) * x * x);
+    return g * (cdf + x * pdf);
+  }
+};
+template <> struct UnaryGradMath<UnaryBackwardOp::gelu_tanh> {
+  template <typename C> __device__ __forceinline__ static C f(C g, C x) {
+    const C x2 = x * x;
+    const C t = m_tanh(kSqrt2OverPi<C> * (x + kGeluC<C> * x2 * x));
+    const C du = kSqrt2OverPi<C> * (C(1) + C(3) * kGeluC<C> * x2);
+    return g * (C(0.5) * (C(1) + t) + C(0.5) * x * (C(1) - t * t) * du);
+  }
+};
+
+// One op's value in the output type O (T, or bool for predicates). The kernels are instantiated
+// per storage and output type with the op a runtime value, so every (op, O, C) combination
+// compiles; those the host rejects (a predicate into a non-bool output, float math on integers)
+// return O() and are never launched.
+template <typename Math, OpKind kind, typename O, typename... C>
+__device__ __forceinline__ O op_value(C... x) {
+  using First = std::tuple_element_t<0, std::tuple<C...>>;
+  if constexpr (kind == OpKind::predicate) {
+    if constexpr (std::is_same_v<O, bool>) return Math::f(x...);
+    else return O();
+  } else if constexpr (kind == OpKind::floating && !std::is_floating_point_v<First>) {
+    return O();
+  } else {
+    return convert<O>(Math::f(x...));
   }
 }
 
-template <typename C>
-__device__ __forceinline__ bool predicate(BinaryOp op, C x, C y) {
-  switch (op) {
-    case BinaryOp::eq: return x == y;
-    case BinaryOp::ne: return x != y;
-    case BinaryOp::lt: return x < y;
-    case BinaryOp::le: return x <= y;
-    case BinaryOp::gt: return x > y;
-    case BinaryOp::ge: return x >= y;
-    case BinaryOp::logical_and: return x != C(0) && y != C(0);
-    case BinaryOp::logical_or: return x != C(0) || y != C(0);
-    default: return false;
-  }
-}
-
-// out = op(x, y) in the output type O (T, or bool for predicates).
 template <typename O, typename C>
 __device__ __forceinline__ O binary_value(BinaryOp op, C x, C y) {
-  if constexpr (std::is_same_v<O, bool>) {
-    if (op >= BinaryOp::eq) return predicate(op, x, y);
-  }
-  return convert<O>(arith(op, x, y));
-}
-
-template <typename C>
-__device__ __forceinline__ C unary_value(UnaryOp op, C x) {
   switch (op) {
-    case UnaryOp::neg: return -x;
-    case UnaryOp::abs: return x < C(0) ? -x : x;
-    case UnaryOp::sign: return x > C(0) ? C(1) : x < C(0) ? C(-1) : x;  // keeps 0, -0 and NaN
-    case UnaryOp::square: return x * x;
-    case UnaryOp::relu: return x < C(0) ? C(0) : x;  // NaN stays NaN
-    default: break;
+#define MLR_CUDA_CASE(name, kind, ...) \
+  case BinaryOp::name: return op_value<BinaryMath<BinaryOp::name>, OpKind::kind, O>(x, y);
+    MLR_BINARY_OPS(MLR_CUDA_CASE)
+#undef MLR_CUDA_CASE
   }
-  if constexpr (std::is_floating_point_v<C>) {
-    switch (op) {
-      case UnaryOp::exp: return m_exp(x);
-      case UnaryOp::log: return m_log(x);
-      case UnaryOp::sqrt: return m_sqrt(x);
-      case UnaryOp::rsqrt: return C(1) / m_sqrt(x);
-      case UnaryOp::reciprocal: return C(1) / x;
-      case UnaryOp::sin: return m_sin(x);
-      case UnaryOp::cos: return m_cos(x);
-      case UnaryOp::tanh: return m_tanh(x);
-      case UnaryOp::sigmoid: return sigmoid_of(x);
-      case UnaryOp::silu: return x * sigmoid_of(x);
-      case UnaryOp::gelu: return C(0.5) * x * (C(1) + m_erf(x * kSqrt1_2<C>));
-      case UnaryOp::gelu_tanh: return C(0.5) * x * (C(1) + m_tanh(kSqrt2OverPi<C> * (x + kGeluC<C> * x * x * x)));
-      default: break;
-    }
-  }
-  return x;
+  return O();  // unreachable: one case per op of the table
 }
 
 template <typename O, typename C>
 __device__ __forceinline__ O unary_out(UnaryOp op, C x) {
-  if constexpr (std::is_same_v<O, bool>) {
-    switch (op) {
-      case UnaryOp::logical_not: return x == C(0);
-      case UnaryOp::isnan: return is_nan(x);
-      case UnaryOp::isfinite:
-        if constexpr (std::is_floating_point_v<C>) return m_isfinite(x);
-        else return true;
-      default: break;
-    }
+  switch (op) {
+#define MLR_CUDA_CASE(name, kind, ...) \
+  case UnaryOp::name: return op_value<UnaryMath<UnaryOp::name>, OpKind::kind, O>(x);
+    MLR_UNARY_OPS(MLR_CUDA_CASE)
+#undef MLR_CUDA_CASE
   }
-  return convert<O>(unary_value(op, x));
+  return O();  // unreachable: one case per op of the table
 }
 
 template <typename C>
 __device__ __forceinline__ C unary_grad(UnaryBackwardOp op, C g, C s) {
   switch (op) {
-    case UnaryBackwardOp::sigmoid_from_output: return g * s * (C(1) - s);
-    case UnaryBackwardOp::tanh_from_output: return g * (C(1) - s * s);
-    case UnaryBackwardOp::silu: {
-      const C sg = sigmoid_of(s);
-      return g * sg * (C(1) + s * (C(1) - sg));
-    }
-    case UnaryBackwardOp::gelu: {
-      const C cdf = C(0.5) * (C(1) + m_erf(s * kSqrt1_2<C>));
-      const C pdf = kInvSqrt2Pi<C> * m_exp(C(-0.5) * s * s);
-      return g * (cdf + s * pdf);
-    }
-    case UnaryBackwardOp::gelu_tanh: {
-      const C x2 = s * s;
-      const C t = m_tanh(kSqrt2OverPi<C> * (s + kGeluC<C> * x2 * s));
-      const C du = kSqrt2OverPi<C> * (C(1) + C(3) * kGeluC<C> * x2);
-      return g * (C(0.5) * (C(1) + t) + C(0.5) * s * (C(1) - t * t) * du);
-    }
+#define MLR_CUDA_CASE(name, ...) \
+  case UnaryBackwardOp::name: return UnaryGradMath<UnaryBackwardOp::name>::f(g, s);
+    MLR_UNARY_BACKWARD_OPS(MLR_CUDA_CASE)
+#undef MLR_CUDA_CASE
   }
-  return C(0);
+  return C(0);  // unreachable: one case per op of the table
 }
 
 // A small aligned pack of N values, for vector loads and stores.
@@ -352,6 +389,13 @@ void visit_device_floating(DType t, const char* op, F&& f) {
   visit_floating(t, op, [&](auto tag) { f(device_t<decltype(tag)>{}); });
 }
 
+// The floating ops (div, exp, ...) never see integers: the front-end computes them in f32.
+void check_float_math(const char* kernel, bool float_math, DType dtype, const char* op) {
+  MLR_CHECK(!float_math || is_floating(dtype),
+            "{}: {} on dtype {} (the op needs a floating dtype; the front-end computes integers in f32)", kernel, op,
+            dtype);
+}
+
 bool integral_valued(double v) { return std::isfinite(v) && v == std::floor(v) && std::fabs(v) < 9.2e18; }
 
 // The scalar operand in the compute type; comparisons first round it to the tensor's dtype, so a
@@ -409,8 +453,7 @@ void binary(BinaryOp op, const Tensor& out, const Tensor& a, const Tensor& b) {
   MLR_CHECK(a.dtype() == b.dtype(), "binary: operands have dtypes {} and {} (cast to one dtype first)", a.dtype(),
             b.dtype());
   check_dtype("binary", out, is_predicate(op) ? DType::boolean : a.dtype(), "output");
-  MLR_CHECK(!(op == BinaryOp::div && !is_floating(a.dtype())),
-            "binary: div on dtype {} (integer division is not an op; promote to a floating dtype)", a.dtype());
+  check_float_math("binary", is_float_math(op), a.dtype(), op_name(op));
   run_binary(op, out, a, &b, 0.0);
 }
 
@@ -418,8 +461,7 @@ void binary_scalar(BinaryOp op, const Tensor& out, const Tensor& a, double b) {
   check_same_shape("binary_scalar", out, a);
   check_device("binary_scalar", out, a);
   check_dtype("binary_scalar", out, is_predicate(op) ? DType::boolean : a.dtype(), "output");
-  MLR_CHECK(!(op == BinaryOp::div && !is_floating(a.dtype())),
-            "binary_scalar: div on dtype {} (integer division is not an op; promote to a floating dtype)", a.dtype());
+  check_float_math("binary_scalar", is_float_math(op), a.dtype(), op_name(op));
   MLR_CHECK(is_floating(a.dtype()) || integral_valued(b),
             "binary_scalar: scalar {} is not an integer, but the operand has dtype {} (promote to f32 first)", b,
             a.dtype());
@@ -430,10 +472,7 @@ void unary(UnaryOp op, const Tensor& out, const Tensor& a) {
   check_same_shape("unary", out, a);
   check_device("unary", out, a);
   check_dtype("unary", out, is_predicate(op) ? DType::boolean : a.dtype(), "output");
-  const bool float_math = op != UnaryOp::neg && op != UnaryOp::abs && op != UnaryOp::sign && op != UnaryOp::square &&
-                          op != UnaryOp::relu && !is_predicate(op);
-  MLR_CHECK(!float_math || is_floating(a.dtype()),
-            "unary: op {} on dtype {} (the front-end computes float math in f32)", static_cast<int>(op), a.dtype());
+  check_float_math("unary", is_float_math(op), a.dtype(), op_name(op));
   const int64_t n = out.numel();
   if (n == 0) return;
   cudaStream_t stream = device_stream(out);

@@ -29,30 +29,65 @@ namespace mlr::cuda {
 
 namespace {
 
+// The rule of every reduction of tensor/op_table.h: a start value, how two partial results
+// combine, and the result from the combined value and the element count. The switches below have
+// one case per entry of the table, so an entry without its rule here does not compile.
+template <ReduceOp op> struct ReduceRule;
+template <> struct ReduceRule<ReduceOp::sum> {
+  template <typename A> __device__ __forceinline__ static A init() { return A(0); }
+  template <typename A> __device__ __forceinline__ static A combine(A x, A y) { return x + y; }
+  template <typename O, typename A> __device__ __forceinline__ static O finish(A v, int64_t) { return convert<O>(v); }
+};
+template <> struct ReduceRule<ReduceOp::mean> {
+  template <typename A> __device__ __forceinline__ static A init() { return A(0); }
+  template <typename A> __device__ __forceinline__ static A combine(A x, A y) { return x + y; }
+  template <typename O, typename A> __device__ __forceinline__ static O finish(A v, int64_t count) {
+    if constexpr (std::is_floating_point_v<A>) return convert<O>(v / static_cast<A>(count));  // 0/0 = NaN
+    else return convert<O>(v);  // the mean of integers is rejected on the host
+  }
+};
+template <> struct ReduceRule<ReduceOp::amax> {
+  template <typename A> __device__ __forceinline__ static A init() { return lowest_value<A>(); }
+  template <typename A> __device__ __forceinline__ static A combine(A x, A y) { return nan_max(x, y); }
+  template <typename O, typename A> __device__ __forceinline__ static O finish(A v, int64_t) { return convert<O>(v); }
+};
+template <> struct ReduceRule<ReduceOp::amin> {
+  template <typename A> __device__ __forceinline__ static A init() { return highest_value<A>(); }
+  template <typename A> __device__ __forceinline__ static A combine(A x, A y) { return nan_min(x, y); }
+  template <typename O, typename A> __device__ __forceinline__ static O finish(A v, int64_t) { return convert<O>(v); }
+};
+
 template <typename A>
 __device__ __forceinline__ A reduce_init(ReduceOp op) {
   switch (op) {
-    case ReduceOp::amax: return lowest_value<A>();
-    case ReduceOp::amin: return highest_value<A>();
-    default: return A(0);
+#define MLR_CUDA_CASE(name, ...) \
+  case ReduceOp::name: return ReduceRule<ReduceOp::name>::template init<A>();
+    MLR_REDUCE_OPS(MLR_CUDA_CASE)
+#undef MLR_CUDA_CASE
   }
+  return A(0);  // unreachable: one case per op of the table
 }
 
 template <typename A>
 __device__ __forceinline__ A reduce_combine(ReduceOp op, A x, A y) {
   switch (op) {
-    case ReduceOp::amax: return nan_max(x, y);
-    case ReduceOp::amin: return nan_min(x, y);
-    default: return x + y;
+#define MLR_CUDA_CASE(name, ...) \
+  case ReduceOp::name: return ReduceRule<ReduceOp::name>::combine(x, y);
+    MLR_REDUCE_OPS(MLR_CUDA_CASE)
+#undef MLR_CUDA_CASE
   }
+  return x;  // unreachable: one case per op of the table
 }
 
 template <typename O, typename A>
 __device__ __forceinline__ O reduce_finish(ReduceOp op, A v, int64_t count) {
-  if (op == ReduceOp::mean) {
-    if constexpr (std::is_floating_point_v<A>) return convert<O>(v / static_cast<A>(count));
+  switch (op) {
+#define MLR_CUDA_CASE(name, ...) \
+  case ReduceOp::name: return ReduceRule<ReduceOp::name>::template finish<O>(v, count);
+    MLR_REDUCE_OPS(MLR_CUDA_CASE)
+#undef MLR_CUDA_CASE
   }
-  return convert<O>(v);
+  return O();  // unreachable: one case per op of the table
 }
 
 // One group of threads per output o; blockIdx.y selects the slice [r0, r1) of the reduced range.
@@ -162,8 +197,8 @@ void reduce_impl(ReduceOp op, const Tensor& out, const Tensor& a, const std::vec
   for (const Dim& d : kept) n_out *= d.size;
   for (const Dim& d : red) count *= d.size;
   if (n_out == 0) return;
-  MLR_CHECK(count > 0 || (op != ReduceOp::amax && op != ReduceOp::amin),
-            "reduce: amax/amin over zero elements (shape {})", shape_str(a.shape()));
+  MLR_CHECK(count > 0 || op_info(op).kind != ReduceKind::extremum,
+            "reduce: {} over zero elements (shape {})", op_name(op), shape_str(a.shape()));
   std::stable_sort(red.begin(), red.end(), [](const Dim& x, const Dim& y) { return x.stride > y.stride; });
   red = merge_dims(red);
   kept = merge_dims(kept);
