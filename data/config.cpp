@@ -30,6 +30,9 @@ class Section {
   // Throws on keys outside `known` (typos would otherwise be silently ignored).
   void only(const std::set<std::string>& known) const {
     for (const auto& kv : node_) {
+      if (!kv.first.IsScalar())
+        fail(kv.first, fmt::format("a key of {} is a list or mapping, expected a name",
+                                   path_.empty() ? std::string("the document") : "'" + path_ + "'"));
       const std::string k = kv.first.as<std::string>();
       if (!known.count(k)) fail(kv.first, fmt::format("unknown key '{}' (known: {})", key(k), fmt::join(known, ", ")));
     }

@@ -6,6 +6,7 @@
 #include <fstream>
 #include <set>
 #include <sstream>
+#include <type_traits>
 
 #include "llama/safetensors.h"
 #include "tensor/error.h"
@@ -47,8 +48,20 @@ json number(double v) {
 }
 
 template <typename T>
+struct IsIntegerList : std::false_type {};
+template <typename I>
+struct IsIntegerList<std::vector<I>> : std::bool_constant<std::is_integral_v<I>> {};
+
+template <typename T>
 T get_field(const json& config, const std::string& key, const char* what) {
   MLR_CHECK(config.contains(key), "adapter_config.json: missing field \"{}\" ({})", key, what);
+  // The JSON library converts 2.5 or 1e300 to an integer by a cast (truncating, or undefined).
+  const json& v = config.at(key);
+  bool integers = true;
+  if constexpr (std::is_integral_v<T> && !std::is_same_v<T, bool>) integers = v.is_number_integer();
+  if constexpr (IsIntegerList<T>::value)
+    integers = !v.is_array() || std::all_of(v.begin(), v.end(), [](const json& e) { return e.is_number_integer(); });
+  MLR_CHECK(integers, "adapter_config.json: field \"{}\" is {}, expected {}", key, v.dump(), what);
   try {
     return config.at(key).get<T>();
   } catch (const json::exception&) {
@@ -157,6 +170,9 @@ AdapterFile read_adapter_file(const std::string& dir) {
     file.config = json::parse(text);
   } catch (const json::parse_error& e) {
     throw Error(fmt::format("adapter: {}: invalid JSON at byte {}: {}", cfg.string(), e.byte, e.what()));
+  // A number too large for a double ("1e999") is not a parse_error but out_of_range.
+  } catch (const json::exception& e) {
+    throw Error(fmt::format("adapter: {}: invalid JSON: {}", cfg.string(), e.what()));
   }
   MLR_CHECK(file.config.is_object(), "adapter: {}: expected a JSON object, got {}", cfg.string(),
             file.config.type_name());
@@ -265,7 +281,11 @@ MultiLoraConfig multilora_config_from_json(const json& config) {
   c.n_modules = static_cast<int64_t>(c.ranks.size());
   c.r = get_field<int64_t>(config, "r", "a positive integer");
   int64_t total = 0;
-  for (int64_t ri : c.ranks) total += ri;
+  for (int64_t ri : c.ranks) {
+    MLR_CHECK(ri > 0 && ri <= INT64_MAX - total, "adapter_config.json: ranks {} must be positive, with a sum that fits 64 bits",
+              config.at("ranks").dump());
+    total += ri;
+  }
   MLR_CHECK(total == c.r, "adapter_config.json: ranks {} sum to {}, but r = {}", config.at("ranks").dump(), total, c.r);
   if (config.contains("n_modules"))
     MLR_CHECK(get_field<int64_t>(config, "n_modules", "an integer") == c.n_modules,
