@@ -24,6 +24,9 @@ void ConfigSection::fail_key(const std::string& k, const YAML::Node& at, const s
 void ConfigSection::only(const std::set<std::string>& known) const {
   if (!node_) return;
   for (const auto& kv : node_) {
+    if (!kv.first.IsScalar())
+      fail(kv.first, fmt::format("a key of {} is a list or mapping, expected a name",
+                                 path_.empty() ? std::string("the document") : "'" + path_ + "'"));
     const std::string k = kv.first.as<std::string>();
     if (!known.count(k)) fail(kv.first, fmt::format("unknown key '{}' (known: {})", key(k), fmt::join(known, ", ")));
   }

@@ -26,13 +26,21 @@ std::string LoaderState::to_json() const {
 LoaderState LoaderState::from_json(const std::string& text, const std::string& where) {
   try {
     const json j = json::parse(text);
-    MLR_CHECK(j.at("version").get<int>() == 1, "data: {}: loader state version {} is not 1", where, j.at("version").dump());
+    MLR_CHECK(j.at("version") == 1, "data: {}: loader state version {} is not 1", where, j.at("version").dump());
+    // Counts are non-negative integers (the JSON library would cast 2.5 or 1e300 silently, or undefinedly).
+    const auto count = [&](const json& v, const char* key) {
+      MLR_CHECK(v.is_number_integer() && v.get<int64_t>() >= 0, "data: {}: loader state \"{}\" is {}, expected a count",
+                where, key, v.dump());
+      return v.get<int64_t>();
+    };
     LoaderState s;
-    s.step = j.at("step").get<int64_t>();
-    s.mixture.step = j.at("mixture_step").get<int64_t>();
-    s.mixture.drawn = j.at("drawn").get<std::vector<int64_t>>();
-    s.truncated = j.at("truncated").get<int64_t>();
-    s.dropped = j.at("dropped").get<int64_t>();
+    s.step = count(j.at("step"), "step");
+    s.mixture.step = count(j.at("mixture_step"), "mixture_step");
+    const json& drawn = j.at("drawn");
+    MLR_CHECK(drawn.is_array(), "data: {}: loader state \"drawn\" is {}, expected a list of counts", where, drawn.dump());
+    for (const json& d : drawn) s.mixture.drawn.push_back(count(d, "drawn"));
+    s.truncated = count(j.at("truncated"), "truncated");
+    s.dropped = count(j.at("dropped"), "dropped");
     s.fingerprint = j.at("fingerprint").get<std::string>();
     return s;
   } catch (const json::exception& e) {

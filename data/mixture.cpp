@@ -153,9 +153,13 @@ Draw MixtureSampler::next() {
 void MixtureSampler::restore(const MixtureState& state) {
   MLR_CHECK(state.drawn.size() == sources_.size(), "data: mixture: the saved state has {} datasets, this mixture {}",
             state.drawn.size(), sources_.size());
+  // next() computes deficits in double: past 2^53 draws they would lose whole draws (and far past
+  // it the counts would overflow), so no real state comes near that.
+  constexpr int64_t kMaxDraws = int64_t{1} << 53;
   int64_t sum = 0;
   for (int64_t c : state.drawn) {
     MLR_CHECK(c >= 0, "data: mixture: the saved state has a negative count");
+    MLR_CHECK(c <= kMaxDraws - sum, "data: mixture: the saved state's counts sum past 2^53 draws (corrupt state?)");
     sum += c;
   }
   MLR_CHECK(sum == state.step, "data: mixture: the saved state's counts sum to {}, not its step {}", sum, state.step);

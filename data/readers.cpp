@@ -267,6 +267,10 @@ void for_each_json_row(const fs::path& path, int32_t file_index, ReadContext& ct
       const size_t at = e.byte > 0 ? e.byte - 1 : 0;
       if (!array_element) return ctx.bad(name, line, fmt::format("broken JSON at column {}: {}", at + 1, parse_error_detail(e)));
       return ctx.bad(name, line_of_offset(text, row_offset + at), fmt::format("broken JSON: {}", parse_error_detail(e)));
+    } catch (const json::exception& e) {  // a number too large for a double ("1e999") is out_of_range
+      const std::string what = e.what();
+      const size_t tag_end = what.find("] ");
+      return ctx.bad(name, line, fmt::format("broken JSON: {}", tag_end == std::string::npos ? what : what.substr(tag_end + 2)));
     }
     try {
       if (!value.is_object()) throw BadRow(fmt::format("the row is {}, expected a JSON object", value.type_name()));

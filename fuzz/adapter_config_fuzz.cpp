@@ -1,12 +1,13 @@
 // adapter_config.json of an adapter directory (PEFT layout), read by read_adapter_file next to a
 // small valid adapter_model.safetensors, then turned into the adapter config its peft_type names
-// (LoRA, MultiLoRA or SMoRA) as mlr-eval and mlr-merge do.
+// (any registered type: multilora/registry.h) as mlr-eval and mlr-merge do.
 #include <cstddef>
 #include <cstdint>
 
 #include "fuzz/fuzz_support.h"
 #include "llama/safetensors.h"
 #include "multilora/adapter_file.h"
+#include "multilora/registry.h"
 #include "tensor/tensor.h"
 
 extern "C" int LLVMFuzzerInitialize(int*, char***) {
@@ -24,11 +25,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   fuzz::expect_clean_rejection([&] {
     const AdapterFile file = read_adapter_file(fuzz::scratch().path().string());
     (void)adapter_module_paths(file);
-    switch (adapter_kind_from_json(file.config)) {
-      case AdapterKind::lora: (void)lora_config_from_json(file.config); break;
-      case AdapterKind::multilora: (void)multilora_config_from_json(file.config); break;
-      case AdapterKind::smora: (void)smora_config_from_json(file.config); break;
-    }
+    (void)adapter_type_of_file(file.config).from_json(file.config);
   });
   return 0;
 }

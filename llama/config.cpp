@@ -199,6 +199,9 @@ LlamaConfig LlamaConfig::load(const std::string& path) {
     j = json::parse(ss.str());
   } catch (const json::parse_error& e) {
     throw Error(fmt::format("config: {}: invalid JSON at byte {}: {}", p.string(), e.byte, e.what()));
+  // A number too large for a double ("1e999") is not a parse_error but out_of_range.
+  } catch (const json::exception& e) {
+    throw Error(fmt::format("config: {}: invalid JSON: {}", p.string(), e.what()));
   }
   return from_json(j, p.string());
 }

@@ -131,6 +131,9 @@ SafetensorsFile SafetensorsFile::open(const std::string& path) {
   } catch (const nlohmann::json::parse_error& e) {
     throw Error(fmt::format("safetensors: {}: header JSON is invalid at byte {} of {}: {}", file, e.byte, n,
                             e.what()));
+  // A number too large for a double ("1e999") is not a parse_error but out_of_range.
+  } catch (const nlohmann::json::exception& e) {
+    throw Error(fmt::format("safetensors: {}: header JSON is invalid: {}", file, e.what()));
   }
   MLR_CHECK(j.is_object(), "safetensors: {}: header is a JSON {}, expected an object", file, j.type_name());
   MLR_CHECK(duplicate.empty(), "safetensors: {}: header lists '{}' twice", file, duplicate);
@@ -289,6 +292,9 @@ Checkpoint Checkpoint::open(const std::string& path) {
     j = nlohmann::json::parse(ss.str());
   } catch (const nlohmann::json::parse_error& e) {
     throw Error(fmt::format("safetensors: {}: invalid JSON at byte {}: {}", iname, e.byte, e.what()));
+  // A number too large for a double ("1e999") is not a parse_error but out_of_range.
+  } catch (const nlohmann::json::exception& e) {
+    throw Error(fmt::format("safetensors: {}: invalid JSON: {}", iname, e.what()));
   }
   MLR_CHECK(j.is_object() && j.contains("weight_map") && j["weight_map"].is_object(),
             "safetensors: {}: expected an object with a \"weight_map\" object", iname);

@@ -29,6 +29,9 @@ nlohmann::json parse_json(const fs::path& path, const std::string& contents) {
     return nlohmann::json::parse(contents);
   } catch (const nlohmann::json::parse_error& e) {
     throw Error(fmt::format("tokenizer: {}: invalid JSON at byte {}: {}", path.string(), e.byte, e.what()));
+  // A number too large for a double ("1e999") is not a parse_error but out_of_range.
+  } catch (const nlohmann::json::exception& e) {
+    throw Error(fmt::format("tokenizer: {}: invalid JSON: {}", path.string(), e.what()));
   }
 }
 

@@ -27,7 +27,12 @@ class SentencePieceTokenizer final : public Tokenizer {
   SentencePieceTokenizer(const std::filesystem::path& model_path, TokenizerConfig config)
       : path_(model_path.string()) {
     const std::string contents = read_file(model_path);
-    const auto status = sp_.LoadFromSerializedProto(contents);
+    sentencepiece::util::Status status;
+    try {
+      status = sp_.LoadFromSerializedProto(contents);
+    } catch (const std::exception& e) {  // libsentencepiece throws from its trie builder on some inputs
+      throw Error(fmt::format("tokenizer: {}: not a valid sentencepiece model ({})", path_, e.what()));
+    }
     MLR_CHECK(status.ok(), "tokenizer: {}: not a valid sentencepiece model ({})", path_, status.ToString());
     MLR_CHECK(sp_.GetPieceSize() > 0, "tokenizer: {}: sentencepiece model has no pieces", path_);
 

@@ -6,6 +6,7 @@
 #include <fstream>
 #include <set>
 #include <sstream>
+#include <type_traits>
 
 #include "base/atomic_file.h"
 #include "llama/safetensors.h"
@@ -114,6 +115,9 @@ AdapterFile read_adapter_file(const std::string& dir) {
     file.config = json::parse(text);
   } catch (const json::parse_error& e) {
     throw Error(fmt::format("adapter: {}: invalid JSON at byte {}: {}", cfg.string(), e.byte, e.what()));
+  // A number too large for a double ("1e999") is not a parse_error but out_of_range.
+  } catch (const json::exception& e) {
+    throw Error(fmt::format("adapter: {}: invalid JSON: {}", cfg.string(), e.what()));
   }
   MLR_CHECK(file.config.is_object(), "adapter: {}: expected a JSON object, got {}", cfg.string(),
             file.config.type_name());

@@ -162,7 +162,11 @@ MultiLoraConfig multilora_config_from_json(const nlohmann::json& config) {
   c.n_modules = static_cast<int64_t>(c.ranks.size());
   c.r = json_field<int64_t>(config, "r", "a positive integer");
   int64_t total = 0;
-  for (int64_t ri : c.ranks) total += ri;
+  for (int64_t ri : c.ranks) {
+    MLR_CHECK(ri > 0 && ri <= INT64_MAX - total, "adapter_config.json: ranks {} must be positive, with a sum that fits 64 bits",
+              config.at("ranks").dump());
+    total += ri;
+  }
   MLR_CHECK(total == c.r, "adapter_config.json: ranks {} sum to {}, but r = {}", config.at("ranks").dump(), total, c.r);
   if (config.contains("n_modules"))
     MLR_CHECK(json_field<int64_t>(config, "n_modules", "an integer") == c.n_modules,

@@ -15,11 +15,13 @@
 // AdapterType next to them, and list it once in registry.cpp's adapter_types().
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <functional>
 #include <memory>
 #include <set>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -90,13 +92,28 @@ const AdapterType& adapter_type_of_file(const nlohmann::json& config);
 std::set<std::string> adapter_yaml_keys();
 
 // ---- adapter_config.json fields, with errors naming the field, its value and what was expected ----
+namespace detail {
+template <typename T>
+struct IsIntegerList : std::false_type {};
+template <typename I>
+struct IsIntegerList<std::vector<I>> : std::bool_constant<std::is_integral_v<I>> {};
+}  // namespace detail
+
 template <typename T>
 T json_field(const nlohmann::json& config, const std::string& key, const char* what) {
   MLR_CHECK(config.contains(key), "adapter_config.json: missing field \"{}\" ({})", key, what);
+  // The JSON library converts 2.5 or 1e300 to an integer by a cast (truncating, or undefined):
+  // integer fields must hold JSON integers.
+  const nlohmann::json& v = config.at(key);
+  bool integers = true;
+  if constexpr (std::is_integral_v<T> && !std::is_same_v<T, bool>) integers = v.is_number_integer();
+  if constexpr (detail::IsIntegerList<T>::value)
+    integers = !v.is_array() || std::all_of(v.begin(), v.end(), [](const nlohmann::json& e) { return e.is_number_integer(); });
+  MLR_CHECK(integers, "adapter_config.json: field \"{}\" is {}, expected {}", key, v.dump(), what);
   try {
-    return config.at(key).get<T>();
+    return v.get<T>();
   } catch (const nlohmann::json::exception&) {
-    throw Error(fmt::format("adapter_config.json: field \"{}\" is {}, expected {}", key, config.at(key).dump(), what));
+    throw Error(fmt::format("adapter_config.json: field \"{}\" is {}, expected {}", key, v.dump(), what));
   }
 }
 template <typename T>

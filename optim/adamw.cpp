@@ -259,7 +259,9 @@ void AdamW::load_state_dict(const TrainingState& saved) {
     Slot& slot = slots[g][i];
     const std::string entry_what = fmt::format("{}: parameter '{}'", what, key);
     slot.step = detail::json_field<int64_t>(entry, "step", entry_what.c_str());
-    MLR_CHECK(slot.step >= 1, "{}: step {} (a saved state has made at least one step)", entry_what, slot.step);
+    MLR_CHECK(slot.step >= 1 && slot.step < INT64_MAX,
+              "{}: step {} (a saved state has made at least one step, and one more must be countable)", entry_what,
+              slot.step);
     auto take = [&](const char* suffix) {
       const std::string name = key + suffix;
       auto t = saved.tensors.find(name);

@@ -5,6 +5,7 @@
 
 #include <map>
 #include <string>
+#include <type_traits>
 
 #include <nlohmann/json.hpp>
 
@@ -26,6 +27,9 @@ T json_field(const nlohmann::json& scalars, const char* key, const char* what) {
   MLR_CHECK(scalars.is_object(), "{}: expected a JSON object, got {}", what, scalars.type_name());
   auto it = scalars.find(key);
   MLR_CHECK(it != scalars.end(), "{}: missing field \"{}\"", what, key);
+  // The JSON library casts a number like 2.5 or 1e300 to an integer (truncating, or undefined).
+  if constexpr (std::is_integral_v<T> && !std::is_same_v<T, bool>)
+    MLR_CHECK(!it->is_number_float(), "{}: field \"{}\" is {}, expected an integer", what, key, it->dump());
   try {
     return it->template get<T>();
   } catch (const nlohmann::json::exception& e) {

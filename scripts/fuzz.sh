@@ -4,7 +4,7 @@
 #
 #   scripts/fuzz.sh                       every target for 60 s
 #   scripts/fuzz.sh --time 600 safetensors data_readers
-#   scripts/fuzz.sh --runs 1000000        every target for 1M executions
+#   scripts/fuzz.sh --runs 1000000 --time 600   every target for 1M executions or 10 minutes
 #   scripts/fuzz.sh --build-only          (scripts/test.sh: then ctest -L fuzz runs each for 30 s)
 #
 # A target fails on a crash, an out-of-bounds access, undefined behaviour, a leak, a hang (one input
@@ -17,15 +17,15 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source_dir=$PWD
 build_dir=build-fuzz
-limit=(-max_total_time=60)
-limit_text="60 s"
+limit=()
+limit_text=""
 build=1
 run=1
 targets=()
 while [ $# -gt 0 ]; do
   case "$1" in
-    --time) limit=(-max_total_time="$2"); limit_text="$2 s"; shift 2 ;;
-    --runs) limit=(-runs="$2"); limit_text="$2 executions"; shift 2 ;;
+    --time) limit+=(-max_total_time="$2"); limit_text+="${limit_text:+ or }$2 s"; shift 2 ;;
+    --runs) limit+=(-runs="$2"); limit_text+="${limit_text:+ or }$2 executions"; shift 2 ;;
     --build-dir) build_dir=$2; shift 2 ;;
     --no-build) build=0; shift ;;
     --build-only) run=0; shift ;;
@@ -49,6 +49,7 @@ if [ "$build" = 1 ]; then
   cmake --build "$build_dir" -j "$(nproc)" --target fuzz_all
 fi
 [ "$run" = 1 ] || exit 0
+if [ ${#limit[@]} -eq 0 ]; then limit=(-max_total_time=60); limit_text="60 s"; fi
 
 fuzz_dir=$build_dir/fuzz
 if [ ${#targets[@]} -eq 0 ]; then

@@ -46,6 +46,8 @@ void apply_override(YAML::Node& root, const std::string& assignment) {
   } catch (const YAML::Exception& e) {
     throw Error(fmt::format("config override \"{}\": the value is not valid YAML: {}", assignment, e.msg));
   }
+  // A document that is a scalar or a list has no keys to set (yaml-cpp would throw BadSubscript).
+  MLR_CHECK(root.IsMap(), "config override \"{}\": the configuration is not a mapping of sections", assignment);
   // Walk with fresh handles: yaml-cpp node assignment rebinds, so use reset on copies.
   std::vector<YAML::Node> chain{root};
   for (size_t i = 0; i + 1 < parts.size(); ++i) {
@@ -152,7 +154,7 @@ void emit_adapter_section(YAML::Emitter& out, const AdapterSection& a) {
 }  // namespace
 
 TrainConfig parse_train_config(const std::string& yaml_text, const std::string& name,
-                               const std::vector<std::string>& overrides, const fs::path& base_dir) {
+                               const std::vector<std::string>& overrides, const fs::path& base_dir) try {
   YAML::Node root;
   try {
     root = YAML::Load(yaml_text);
@@ -269,6 +271,9 @@ TrainConfig parse_train_config(const std::string& yaml_text, const std::string& 
   log.boolean("tensorboard", c.log.tensorboard);
   log.require(c.log.interval > 0, "interval", "must be positive");
   return c;
+} catch (const YAML::Exception& e) {
+  // yaml-cpp's own exceptions (a conversion or subscript it refuses) where no check above foresaw one.
+  throw Error(fmt::format("config: {}:{}: {}", name, e.mark.line + 1, e.msg));
 }
 
 TrainConfig load_train_config(const fs::path& yaml_file, const std::vector<std::string>& overrides) {

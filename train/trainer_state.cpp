@@ -51,6 +51,9 @@ TrainerState parse_trainer_state(const std::string& text, const std::string& pat
     j = json::parse(text);
   } catch (const json::parse_error& e) {
     throw Error(fmt::format("mlr-train --resume: {}: invalid JSON at byte {}: {}", path, e.byte, e.what()));
+  // A number too large for a double ("1e999") is not a parse_error but out_of_range.
+  } catch (const json::exception& e) {
+    throw Error(fmt::format("mlr-train --resume: {}: invalid JSON: {}", path, e.what()));
   }
   const StateReader r{path};
   if (!j.is_object()) throw Error(fmt::format("mlr-train --resume: {}: expected a JSON object, got {}", path, j.type_name()));

@@ -77,5 +77,12 @@ TEST_CASE("trainer state: malformed files name the file and the key") {
   CHECK_ERROR_CONTAINS(parse(with([](json& j) { j["smora_total_counts"] = {1, 2}; })),
                        "\"smora_total_counts\" is a JSON array, expected an object of adapter states");
   CHECK_ERROR_CONTAINS(parse(with([](json& j) { j["loader"]["drawn"] = "x"; })),
-                       "ckpt/trainer_state.json: malformed loader state");
+                       "ckpt/trainer_state.json: loader state \"drawn\" is \"x\", expected a list of counts");
+}
+
+TEST_CASE("trainer state: a number too large for a double is an error naming the file") {
+  // Found by fuzz/checkpoint_state_fuzz.cpp's sibling targets: nlohmann::json throws out_of_range,
+  // not parse_error, for such a number.
+  CHECK_ERROR_CONTAINS(parse_trainer_state("{\"step\": 188888888888E88888888888888}", "ckpt/trainer_state.json"),
+                       "ckpt/trainer_state.json: invalid JSON: [json.exception.out_of_range.406] number overflow");
 }

@@ -1,0 +1,24 @@
+// Run-configuration inputs the fuzz target (fuzz/train_config_fuzz.cpp) found to escape the
+// parser's error handling, kept as tests.
+#include <doctest/doctest.h>
+
+#include "tests/test_support.h"
+#include "train/config.h"
+
+using namespace mlr;
+
+TEST_CASE("train config: an override on a document that is not a mapping is an error") {
+  // yaml-cpp threw YAML::BadSubscript, unnamed, when the override indexed a scalar document.
+  CHECK_ERROR_CONTAINS(parse_train_config("# a comment\nwh1\n", "run.yaml", {"adapter.r=8"}, "/configs"),
+                       "config override \"adapter.r=8\": the configuration is not a mapping of sections");
+  CHECK_ERROR_CONTAINS(parse_train_config("- a\n- b\n", "run.yaml", {"seed=1"}, "/configs"),
+                       "the configuration is not a mapping");
+}
+
+TEST_CASE("train config: a list or mapping used as a key is an error naming the line") {
+  // "? key: value" makes a mapping the key; yaml-cpp threw TypedBadConversion from the key check.
+  CHECK_ERROR_CONTAINS(parse_train_config("model: {path: m}\n?  clip_grad_norm: 1.0\n", "run.yaml", {}, "/configs"),
+                       "run.yaml:2: a key of the document is a list or mapping, expected a name");
+  CHECK_ERROR_CONTAINS(parse_train_config("model: {path: m}\noptim: {[lr]: 1}\n", "run.yaml", {}, "/configs"),
+                       "run.yaml:2: a key of 'optim' is a list or mapping");
+}
