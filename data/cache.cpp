@@ -154,6 +154,12 @@ namespace {
 // Loads one shard: maps the file, checks the frame against the sizes the index promises,
 // decompresses and splits it into arrays. Any mismatch throws (the caller rebuilds).
 ShardData load_shard(const fs::path& path, uint64_t n_examples, uint64_t n_tokens, int64_t n_files) {
+  // Counts from a damaged index must not wrap the size computation below (the arrays are then read
+  // with these counts): 2^40 of each keeps payload_bytes far from 2^64.
+  constexpr uint64_t kMaxCount = uint64_t{1} << 40;
+  MLR_CHECK(n_examples <= kMaxCount && n_tokens <= kMaxCount,
+            "data: cache: {}: the index promises {} examples and {} tokens, more than a shard holds", path.string(),
+            n_examples, n_tokens);
   const MappedFile file(path, "data: cache");
   const size_t expected = payload_bytes(n_examples, n_tokens);
   const unsigned long long frame = ZSTD_getFrameContentSize(file.data(), file.size());
@@ -190,8 +196,9 @@ ShardData load_shard(const fs::path& path, uint64_t n_examples, uint64_t n_token
 
 // Null when the cache holds windowed examples (tokenize_example) and rows longer than its bound
 // are asked for: the caller rebuilds it.
-std::shared_ptr<TokenizedDataset> load_cache(const DatasetSpec& spec, const fs::path& dir, const std::string& key,
-                                             const std::vector<std::string>& files, int threads, int64_t max_row_tokens) {
+std::shared_ptr<TokenizedDataset> load_cache_unchecked(const DatasetSpec& spec, const fs::path& dir,
+                                                       const std::string& key, const std::vector<std::string>& files,
+                                                       int threads, int64_t max_row_tokens) {
   const auto start = std::chrono::steady_clock::now();
   json index;
   try {
@@ -204,15 +211,25 @@ std::shared_ptr<TokenizedDataset> load_cache(const DatasetSpec& spec, const fs::
   const int64_t cached_row_tokens = index.value("max_row_tokens", int64_t{0});
   if (index.value("n_windowed", int64_t{0}) > 0 && (max_row_tokens == 0 || max_row_tokens > cached_row_tokens)) return nullptr;
   const json& shard_list = index.at("shards");
+  MLR_CHECK(shard_list.is_array(), "data: cache: {}: \"shards\" is not a list", (dir / "index.json").string());
   std::vector<ShardData> shards(shard_list.size());
   parallel_for(static_cast<int64_t>(shards.size()), threads, [&](int64_t i) {
-    const json& s = shard_list[static_cast<size_t>(i)];
-    shards[static_cast<size_t>(i)] = load_shard(dir / s.at("file").get<std::string>(), s.at("n_examples").get<uint64_t>(),
-                                                s.at("n_tokens").get<uint64_t>(), static_cast<int64_t>(files.size()));
-    shards[static_cast<size_t>(i)].windowed = s.value("windowed", std::vector<uint32_t>{});
+    const json& entry = shard_list[static_cast<size_t>(i)];
+    ShardData& shard = shards[static_cast<size_t>(i)];
+    try {
+      shard = load_shard(dir / entry.at("file").get<std::string>(), entry.at("n_examples").get<uint64_t>(),
+                         entry.at("n_tokens").get<uint64_t>(), static_cast<int64_t>(files.size()));
+      shard.windowed = entry.value("windowed", std::vector<uint32_t>{});
+    } catch (const json::exception& e) {
+      throw Error(fmt::format("data: cache: {}: shard entry {} is malformed ({})", (dir / "index.json").string(), i,
+                              e.what()));
+    }
+    for (uint32_t w : shard.windowed)
+      MLR_CHECK(w < shard.length.size(), "data: cache: {}: shard entry {} marks example {} of {} as windowed",
+                (dir / "index.json").string(), i, w, shard.length.size());
   });
   auto ds = DatasetBuilder::assemble(spec, shards);
-  MLR_CHECK(ds->size() == index.at("n_examples").get<int64_t>() && ds->num_tokens() == index.at("n_tokens").get<int64_t>(),
+  MLR_CHECK(ds->size() == index.value("n_examples", int64_t{-1}) && ds->num_tokens() == index.value("n_tokens", int64_t{-1}),
             "data: cache: {}: totals differ from the index", dir.string());
   PrepareInfo info;
   info.from_cache = true;
@@ -223,6 +240,16 @@ std::shared_ptr<TokenizedDataset> load_cache(const DatasetSpec& spec, const fs::
   DatasetBuilder::set_bad(*ds, index.value("n_bad", int64_t{0}), index.value("bad_messages", std::vector<std::string>{}));
   DatasetBuilder::set_source(*ds, files, info);
   return ds;
+}
+
+std::shared_ptr<TokenizedDataset> load_cache(const DatasetSpec& spec, const fs::path& dir, const std::string& key,
+                                             const std::vector<std::string>& files, int threads, int64_t max_row_tokens) {
+  try {
+    return load_cache_unchecked(spec, dir, key, files, threads, max_row_tokens);
+  } catch (const json::exception& e) {
+    // A field of the index with the wrong type or missing (the checks above name the usual damage).
+    throw Error(fmt::format("data: cache: {}: malformed index ({})", (dir / "index.json").string(), e.what()));
+  }
 }
 
 std::shared_ptr<TokenizedDataset> build_cache(const DatasetSpec& spec, const Tokenizer& tokenizer, const fs::path& dir,

@@ -4,6 +4,8 @@
 #include <algorithm>
 #include <set>
 
+#include <nlohmann/json.hpp>
+
 #include "data/cache.h"
 #include "tests/data/data_test_util.h"
 
@@ -144,6 +146,27 @@ TEST_CASE("cache: a damaged shard or index is an error naming the file") {
   tmp.write(fs::relative(shard, tmp.path).string(), original.substr(0, original.size() / 3));
   error = error_of([&] { prepare_dataset(alpaca_spec(file), tok, options); });
   CHECK_MESSAGE(error.find(shard.string()) != std::string::npos, error);
+
+  // An index whose counts would wrap the shard's size computation, or that marks a windowed example
+  // the shard does not have: errors, never a read past the buffer.
+  tmp.write(fs::relative(shard, tmp.path).string(), original);
+  const std::string index_text = read_text(dir / "index.json");
+  nlohmann::json index = nlohmann::json::parse(index_text);
+  index["shards"][1]["n_examples"] = (uint64_t{1} << 62) + 1;
+  tmp.write(fs::relative(dir / "index.json", tmp.path).string(), index.dump());
+  error = error_of([&] { prepare_dataset(alpaca_spec(file), tok, options); });
+  CHECK_MESSAGE(error.find("more than a shard holds") != std::string::npos, error);
+  index = nlohmann::json::parse(index_text);
+  index["shards"][1]["windowed"] = {100000};
+  tmp.write(fs::relative(dir / "index.json", tmp.path).string(), index.dump());
+  error = error_of([&] { prepare_dataset(alpaca_spec(file), tok, options); });
+  CHECK_MESSAGE(error.find("as windowed") != std::string::npos, error);
+  index = nlohmann::json::parse(index_text);
+  index["shards"][1]["n_tokens"] = "many";
+  tmp.write(fs::relative(dir / "index.json", tmp.path).string(), index.dump());
+  error = error_of([&] { prepare_dataset(alpaca_spec(file), tok, options); });
+  CHECK_MESSAGE(error.find("shard entry 1 is malformed") != std::string::npos, error);
+  tmp.write(fs::relative(dir / "index.json", tmp.path).string(), index_text);
 
   // A missing shard and a broken index.
   fs::remove(shard);
