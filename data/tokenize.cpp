@@ -150,11 +150,11 @@ std::optional<Cut> cut_near(const Tokenizer& tokenizer, std::string_view full, s
   if (auto cut = search([&](size_t p, int& tried) -> std::optional<Cut> {
         if (full[p] != ' ' || is_space(full[p - 1]) || is_space(full[p + 1])) return std::nullopt;
         ++tried;
-        auto cut = try_cut(p);
-        if (side == Side::tail && (!cut || cut->drop > 0)) {
-          if (auto after = try_cut(p + 1); after && (!cut || after->drop < cut->drop)) cut = after;
+        auto at_space = try_cut(p);
+        if (side == Side::tail && (!at_space || at_space->drop > 0)) {
+          if (auto after = try_cut(p + 1); after && (!at_space || after->drop < at_space->drop)) at_space = after;
         }
-        return cut;
+        return at_space;
       }))
     return cut;
   // Text without spaces: any character boundary.
