@@ -194,6 +194,18 @@ ShardData load_shard(const fs::path& path, uint64_t n_examples, uint64_t n_token
   return s;
 }
 
+// A count in the index: a JSON integer in [0, 2^63), or `fallback` when absent. The JSON library
+// would cast 1e21 or -3 into an integer type without complaint (undefined behaviour for the former).
+int64_t index_count(const json& object, const char* key, int64_t fallback, const fs::path& index_path) {
+  if (!object.is_object() || !object.contains(key)) return fallback;
+  const json& v = object.at(key);
+  MLR_CHECK(v.is_number_unsigned() || (v.is_number_integer() && v.get<int64_t>() >= 0),
+            "data: cache: {}: \"{}\" is {}, expected a count", index_path.string(), key, v.dump());
+  MLR_CHECK(!v.is_number_unsigned() || v.get<uint64_t>() <= static_cast<uint64_t>(INT64_MAX),
+            "data: cache: {}: \"{}\" is {}, too large", index_path.string(), key, v.dump());
+  return v.get<int64_t>();
+}
+
 // Null when the cache holds windowed examples (tokenize_example) and rows longer than its bound
 // are asked for: the caller rebuilds it.
 std::shared_ptr<TokenizedDataset> load_cache_unchecked(const DatasetSpec& spec, const fs::path& dir,
@@ -206,10 +218,11 @@ std::shared_ptr<TokenizedDataset> load_cache_unchecked(const DatasetSpec& spec, 
   } catch (const json::exception& e) {
     throw Error(fmt::format("data: cache: {}: unreadable index ({})", (dir / "index.json").string(), e.what()));
   }
-  MLR_CHECK(index.value("version", 0) == kCacheVersion && index.value("key", "") == key,
+  const fs::path index_path = dir / "index.json";
+  MLR_CHECK(index_count(index, "version", 0, index_path) == kCacheVersion && index.value("key", "") == key,
             "data: cache: {}: index version or key does not match", dir.string());
-  const int64_t cached_row_tokens = index.value("max_row_tokens", int64_t{0});
-  if (index.value("n_windowed", int64_t{0}) > 0 && (max_row_tokens == 0 || max_row_tokens > cached_row_tokens)) return nullptr;
+  const int64_t cached_row_tokens = index_count(index, "max_row_tokens", 0, index_path);
+  if (index_count(index, "n_windowed", 0, index_path) > 0 && (max_row_tokens == 0 || max_row_tokens > cached_row_tokens)) return nullptr;
   const json& shard_list = index.at("shards");
   MLR_CHECK(shard_list.is_array(), "data: cache: {}: \"shards\" is not a list", (dir / "index.json").string());
   std::vector<ShardData> shards(shard_list.size());
@@ -217,19 +230,32 @@ std::shared_ptr<TokenizedDataset> load_cache_unchecked(const DatasetSpec& spec, 
     const json& entry = shard_list[static_cast<size_t>(i)];
     ShardData& shard = shards[static_cast<size_t>(i)];
     try {
-      shard = load_shard(dir / entry.at("file").get<std::string>(), entry.at("n_examples").get<uint64_t>(),
-                         entry.at("n_tokens").get<uint64_t>(), static_cast<int64_t>(files.size()));
-      shard.windowed = entry.value("windowed", std::vector<uint32_t>{});
+      MLR_CHECK(entry.contains("n_examples") && entry.contains("n_tokens"),
+                "data: cache: {}: shard entry {} has no example or token count", index_path.string(), i);
+      shard = load_shard(dir / entry.at("file").get<std::string>(),
+                         static_cast<uint64_t>(index_count(entry, "n_examples", -1, index_path)),
+                         static_cast<uint64_t>(index_count(entry, "n_tokens", -1, index_path)),
+                         static_cast<int64_t>(files.size()));
+      if (entry.contains("windowed")) {
+        const json& windowed = entry.at("windowed");
+        MLR_CHECK(windowed.is_array(), "data: cache: {}: \"windowed\" of shard entry {} is not a list",
+                  index_path.string(), i);
+        for (const json& w : windowed) {
+          MLR_CHECK(w.is_number_integer() && w.get<int64_t>() >= 0 &&
+                        w.get<int64_t>() < static_cast<int64_t>(shard.length.size()),
+                    "data: cache: {}: shard entry {} marks example {} of {} as windowed", index_path.string(), i,
+                    w.dump(), shard.length.size());
+          shard.windowed.push_back(static_cast<uint32_t>(w.get<int64_t>()));
+        }
+      }
     } catch (const json::exception& e) {
       throw Error(fmt::format("data: cache: {}: shard entry {} is malformed ({})", (dir / "index.json").string(), i,
                               e.what()));
     }
-    for (uint32_t w : shard.windowed)
-      MLR_CHECK(w < shard.length.size(), "data: cache: {}: shard entry {} marks example {} of {} as windowed",
-                (dir / "index.json").string(), i, w, shard.length.size());
   });
   auto ds = DatasetBuilder::assemble(spec, shards);
-  MLR_CHECK(ds->size() == index.value("n_examples", int64_t{-1}) && ds->num_tokens() == index.value("n_tokens", int64_t{-1}),
+  MLR_CHECK(ds->size() == index_count(index, "n_examples", -1, index_path) &&
+                ds->num_tokens() == index_count(index, "n_tokens", -1, index_path),
             "data: cache: {}: totals differ from the index", dir.string());
   PrepareInfo info;
   info.from_cache = true;
@@ -237,7 +263,7 @@ std::shared_ptr<TokenizedDataset> load_cache_unchecked(const DatasetSpec& spec, 
   info.cache_dir = dir;
   info.key = key;
   info.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  DatasetBuilder::set_bad(*ds, index.value("n_bad", int64_t{0}), index.value("bad_messages", std::vector<std::string>{}));
+  DatasetBuilder::set_bad(*ds, index_count(index, "n_bad", 0, index_path), index.value("bad_messages", std::vector<std::string>{}));
   DatasetBuilder::set_source(*ds, files, info);
   return ds;
 }

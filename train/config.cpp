@@ -151,6 +151,21 @@ void emit_adapter_section(YAML::Emitter& out, const AdapterSection& a) {
   out << YAML::EndMap;
 }
 
+// A data section kept as YAML text (data/ parses it). yaml-cpp's emitter writes some scalars it
+// cannot read back (invalid UTF-8, for one); such a section is refused here, with the file and line,
+// rather than failing later in to_yaml or in data/.
+std::string section_as_yaml(const YAML::Node& node, const Section& parent, const std::string& key) {
+  YAML::Emitter out;
+  out << node;
+  const std::string text = out.c_str();
+  try {
+    (void)YAML::Load(text);
+  } catch (const YAML::Exception&) {
+    parent.fail(node, fmt::format("'{}' cannot be written back as YAML (is its text valid UTF-8?)", key));
+  }
+  return text;
+}
+
 }  // namespace
 
 TrainConfig parse_train_config(const std::string& yaml_text, const std::string& name,
@@ -187,9 +202,7 @@ TrainConfig parse_train_config(const std::string& yaml_text, const std::string& 
   if (root["data"]) {
     const YAML::Node data = root["data"];
     if (!data.IsMap()) top.fail(data, "'data' must be a mapping (see data/README.md)");
-    YAML::Emitter out;
-    out << data;
-    c.data_yaml = out.c_str();
+    c.data_yaml = section_as_yaml(data, top, "data");
   }
 
   const Section train(root["train"], name, "train", overridden);
@@ -236,9 +249,7 @@ TrainConfig parse_train_config(const std::string& yaml_text, const std::string& 
   if (root["eval"] && root["eval"]["data"]) {
     const YAML::Node data = root["eval"]["data"];
     if (!data.IsMap()) eval.fail(data, "'eval.data' must be a mapping (a data section, see data/README.md)");
-    YAML::Emitter out;
-    out << data;
-    c.eval.data_yaml = out.c_str();
+    c.eval.data_yaml = section_as_yaml(data, eval, "eval.data");
   }
   eval.integer("interval", c.eval.interval);
   eval.integer("heldout_batches", c.eval.heldout_batches);

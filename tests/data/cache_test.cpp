@@ -165,7 +165,16 @@ TEST_CASE("cache: a damaged shard or index is an error naming the file") {
   index["shards"][1]["n_tokens"] = "many";
   tmp.write(fs::relative(dir / "index.json", tmp.path).string(), index.dump());
   error = error_of([&] { prepare_dataset(alpaca_spec(file), tok, options); });
-  CHECK_MESSAGE(error.find("shard entry 1 is malformed") != std::string::npos, error);
+  CHECK_MESSAGE(error.find("\"n_tokens\" is \"many\", expected a count") != std::string::npos, error);
+  index["shards"][1]["n_tokens"] = 4.00061e+21;  // found by fuzz/data_cache_fuzz.cpp: a cast with undefined behaviour
+  tmp.write(fs::relative(dir / "index.json", tmp.path).string(), index.dump());
+  error = error_of([&] { prepare_dataset(alpaca_spec(file), tok, options); });
+  CHECK_MESSAGE(error.find("expected a count") != std::string::npos, error);
+  index = nlohmann::json::parse(index_text);
+  index["shards"][1]["windowed"] = {-1};
+  tmp.write(fs::relative(dir / "index.json", tmp.path).string(), index.dump());
+  error = error_of([&] { prepare_dataset(alpaca_spec(file), tok, options); });
+  CHECK_MESSAGE(error.find("as windowed") != std::string::npos, error);
   tmp.write(fs::relative(dir / "index.json", tmp.path).string(), index_text);
 
   // A missing shard and a broken index.
