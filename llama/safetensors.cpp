@@ -313,7 +313,10 @@ Checkpoint Checkpoint::open(const std::string& path) {
   std::map<std::string, std::string> shard_of;  // name -> shard actually holding it
   for (const auto& [shard, names] : listed) {
     const fs::path sp = dir / shard;
-    MLR_CHECK(fs::exists(sp), "safetensors: {}: shard {} (holding '{}' and {} more tensors) is missing", iname, shard,
+    std::error_code ec;  // a name the file system refuses (too long, say) is an error, not an exception
+    const bool present = fs::exists(sp, ec);
+    MLR_CHECK(!ec, "safetensors: {}: shard {} cannot be looked up: {}", iname, shard, ec.message());
+    MLR_CHECK(present, "safetensors: {}: shard {} (holding '{}' and {} more tensors) is missing", iname, shard,
               names.front(), names.size() - 1);
     c.files_.push_back(SafetensorsFile::open(sp.string()));
     const SafetensorsFile& f = c.files_.back();

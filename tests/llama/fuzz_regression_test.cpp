@@ -44,3 +44,12 @@ TEST_CASE("loaders: a number too large for a double is an error naming the file"
   CHECK_ERROR_CONTAINS(mlr::load_tokenizer((tmp.path / "tok").string()),
                        "tokenizer.json: invalid JSON: [json.exception.out_of_range.406]");
 }
+
+TEST_CASE("safetensors index: a shard name the file system refuses is an error, not an exception") {
+  // Found by fuzz/safetensors_index_fuzz.cpp: a 600-character shard name made std::filesystem::exists
+  // throw filesystem_error (ENAMETOOLONG), which escaped the loader.
+  TempDir tmp;
+  const std::string shard(600, 'n');
+  tmp.write("ckpt/model.safetensors.index.json", R"({"weight_map": {"w": ")" + shard + R"("}})");
+  CHECK_ERROR_CONTAINS(mlr::Checkpoint::open((tmp.path / "ckpt").string()), "cannot be looked up");
+}
