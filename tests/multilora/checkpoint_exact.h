@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "llama/model.h"
+#include "tests/llama/tiny_config.h"
 #include "multilora/dora.h"
 #include "multilora/inject.h"
 #include "multilora/lora.h"
@@ -29,13 +30,8 @@ struct CheckpointedModel {
 };
 
 inline CheckpointedModel make_checkpointing_model(const std::string& kind, Device device, bool checkpointing) {
-  LlamaConfig config;
-  config.hidden_size = 32;
+  LlamaConfig config = tiny_config();  // tests/llama/tiny_config.h, with a third layer
   config.num_hidden_layers = 3;
-  config.num_attention_heads = 4;
-  config.num_key_value_heads = 2;
-  config.head_dim = 8;
-  config.intermediate_size = 48;
   config.vocab_size = 61;
   Generator init(2026);
   CheckpointedModel m;
