@@ -15,10 +15,12 @@
 //     H100, measured on another day) sits next to ours: measure it again in the same session before
 //     quoting a ratio as final.
 //
-// Usage: llama_bench [--quick] [--smoke] [--load-shape 1.1B|7B] [--dir DIR] [--steps N] [--warmup N] [--no-load] [--keep]
+// Usage: llama_bench [--quick] [--smoke] [--first-run] [--load-shape 1.1B|7B] [--dir DIR] [--steps N] [--warmup N]
+//                    [--no-load] [--keep]
 //   --quick       the 1.1B (TinyLlama-shaped) rows and a 1.1B checkpoint for (a); default: every row and
 //                 a 7B (LLaMA-2-shaped) checkpoint
 //   --load-shape  the checkpoint shape of (a) whatever --quick says (e.g. --quick --load-shape 7B)
+//   --first-run   only LoRA r32 on q,k,v,o: 1.1B at 8 x 2048 and 7B at 4 x 2048 (scripts/gpu_first_run.sh)
 //   --dir     where the checkpoint is written (a fresh subdirectory, removed afterwards unless --keep)
 #include <unistd.h>
 
@@ -102,6 +104,7 @@ LlamaConfig config_of(const std::string& shape) {
 
 struct Options {
   bool quick = false, smoke = false, load = true, keep = false;
+  bool first_run = false;  // only the LoRA r32 q,k,v,o rows of scripts/gpu_first_run.sh
   std::string dir = "/tmp";
   std::string load_shape;  // empty: 1.1B with --quick, else 7B
   int steps = 5, warmup = 2;
@@ -125,6 +128,7 @@ Options parse_args(int argc, char** argv) {
     };
     if (a == "--quick") o.quick = true;
     else if (a == "--smoke") o.smoke = true;
+    else if (a == "--first-run") o.first_run = true;
     else if (a == "--no-load") o.load = false;
     else if (a == "--keep") o.keep = true;
     else if (a == "--dir") o.dir = value();
@@ -323,6 +327,14 @@ std::vector<Row> all_rows() {
   };
 }
 
+// --first-run: LoRA r32 on q,k,v,o without checkpointing, 1.1B at 8 x 2048 and 7B at 4 x 2048 (the
+// rows with a PEFT figure), or the first smoke row.
+bool is_first_run_row(const Row& r) {
+  if (r.method != Method::lora || r.all_linear || r.checkpointing) return false;
+  if (r.shape == "smoke") return true;
+  return r.rank == 32 && r.batch == (r.shape == "7B" ? 4 : 8);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -353,6 +365,7 @@ int main(int argc, char** argv) {
     };
     for (const Row& row : options.smoke ? smoke_rows() : all_rows()) {
       if (options.quick && !row.quick) continue;
+      if (options.first_run && !is_first_run_row(row)) continue;
       const Result r = run_row(row, options);
       const std::string batch = fmt::format("{} x {}", row.batch, row.seq);
       if (!r.error.empty()) {

@@ -28,6 +28,8 @@ namespace {
 struct Case {
   int64_t batch, seq, heads, kv_heads, dim;
   std::vector<int32_t> cu;
+  int key_tile = 64;          // of forward and dQ (32 on devices with 99 KB of shared memory per block)
+  unsigned grid_y_limit = 65535;  // batch x heads beyond it go to grid.z (lowered to test that path)
 };
 
 struct Results {
@@ -36,9 +38,15 @@ struct Results {
 
 Tensor nan_like(const Tensor& t) { return full(t.shape(), NAN, {t.dtype()}); }
 
-template <typename T, int D>
+// The (y, z) extent of a grid over n batch-head pairs with at most `limit` in y.
+dim3 grid_of(unsigned tiles, int64_t n, unsigned limit) {
+  const int64_t y = std::min<int64_t>(n, limit);
+  return dim3(tiles, unsigned(y), unsigned((n + y - 1) / y));
+}
+
+template <typename T, int D, int KT>
 Results run_emulated(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& dout, const Tensor& cu,
-                     double scale) {
+                     double scale, unsigned grid_y_limit) {
   using namespace mlr::cuda;
   const Geometry geo = geometry_of(q, k, cu);
   Results r{nan_like(q), full({geo.batch, geo.heads, geo.seq}, NAN), nan_like(q), nan_like(k), nan_like(v)};
@@ -48,21 +56,31 @@ Results run_emulated(const Tensor& q, const Tensor& k, const Tensor& v, const Te
   const float scale_f = float(scale), scale_log2 = scale_f * kLog2e;
   const unsigned tiles = row_tiles(geo);
 
-  emu::launch(dim3(tiles, unsigned(geo.batch * geo.heads)), dim3(kThreads), kForwardSmem<D>, [&] {
-    flash_forward_kernel<T, D>(ptr(q), ptr(k), ptr(v), ptr(r.out), fptr(r.lse), geo, scale_log2);
+  emu::launch(grid_of(tiles, geo.batch * geo.heads, grid_y_limit), dim3(kThreads), flash::forward_smem(D, KT), [&] {
+    flash_forward_kernel<T, D, KT>(ptr(q), ptr(k), ptr(v), ptr(r.out), fptr(r.lse), geo, scale_log2);
   });
   const unsigned rows = unsigned(geo.batch * geo.heads * geo.seq);
   emu::launch(dim3((rows + kWarps - 1) / kWarps), dim3(kThreads), 0,
               [&] { flash_dsum_kernel<T, D>(ptr(dout), ptr(r.out), fptr(dsum), geo); });
-  emu::launch(dim3(tiles, unsigned(geo.batch * geo.kv_heads)), dim3(kThreads), kDkvSmem<D>, [&] {
+  emu::launch(grid_of(tiles, geo.batch * geo.kv_heads, grid_y_limit), dim3(kThreads), flash::dkv_smem(D), [&] {
     flash_dkv_kernel<T, D>(ptr(dout), ptr(q), ptr(k), ptr(v), fptr(r.lse), fptr(dsum), ptr(r.dk), ptr(r.dv), geo,
                            scale_f, scale_log2);
   });
-  emu::launch(dim3(tiles, unsigned(geo.batch * geo.heads)), dim3(kThreads), kDqSmem<D>, [&] {
-    flash_dq_kernel<T, D>(ptr(dout), ptr(q), ptr(k), ptr(v), fptr(r.lse), fptr(dsum), ptr(r.dq), geo, scale_f,
-                          scale_log2);
+  emu::launch(grid_of(tiles, geo.batch * geo.heads, grid_y_limit), dim3(kThreads), flash::dq_smem(D, KT), [&] {
+    flash_dq_kernel<T, D, KT>(ptr(dout), ptr(q), ptr(k), ptr(v), fptr(r.lse), fptr(dsum), ptr(r.dq), geo, scale_f,
+                              scale_log2);
   });
   return r;
+}
+
+template <typename T>
+Results run_case(const Case& c, const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& dout,
+                 const Tensor& cu, double scale) {
+  if (c.dim == 64)
+    return c.key_tile == 64 ? run_emulated<T, 64, 64>(q, k, v, dout, cu, scale, c.grid_y_limit)
+                            : run_emulated<T, 64, 32>(q, k, v, dout, cu, scale, c.grid_y_limit);
+  return c.key_tile == 64 ? run_emulated<T, 128, 64>(q, k, v, dout, cu, scale, c.grid_y_limit)
+                          : run_emulated<T, 128, 32>(q, k, v, dout, cu, scale, c.grid_y_limit);
 }
 
 // Largest |got - want| relative to the largest |want| of the tensor; NaN anywhere counts as 1e9.
@@ -86,10 +104,15 @@ Tensor random_input(const Shape& shape, DType dtype, Generator& gen) {
 TEST_CASE("flash attention kernels, emulated on the CPU, against the CPU attention") {
   // Shapes: partial tiles, several query and key tiles (tiles with and without masks), grouped
   // heads, both head dims, packed documents with an empty one and boundaries inside tiles.
+  // 32-key tiles (the configuration of 99 KB devices) at both head dims, one with packed documents;
+  // batch x heads split over grid.y and grid.z.
   const std::vector<Case> cases = {{2, 70, 2, 2, 64, {}},
                                    {1, 75, 4, 2, 128, {}},
                                    {1, 130, 2, 1, 64, {}},
-                                   {1, 97, 2, 2, 64, {0, 10, 10, 47, 90, 97}}};
+                                   {1, 97, 2, 2, 64, {0, 10, 10, 47, 90, 97}},
+                                   {1, 75, 4, 2, 128, {}, 32},
+                                   {1, 97, 2, 2, 64, {0, 10, 10, 47, 90, 97}, 32},
+                                   {2, 40, 6, 3, 64, {}, 64, 4}};
   Generator gen(424242);
   for (DType dtype : {DType::bf16, DType::f16}) {
     for (const Case& c : cases) {
@@ -102,19 +125,14 @@ TEST_CASE("flash attention kernels, emulated on the CPU, against the CPU attenti
 
       AttentionOutput want = attention_forward(q, k, v, scale, cu);
       AttentionGrads want_grads = attention_backward(dout, q, k, v, want.out, want.lse, scale, cu);
-      Results got;
-      if (dtype == DType::bf16) {
-        got = c.dim == 64 ? run_emulated<__nv_bfloat16, 64>(q, k, v, dout, cu, scale)
-                          : run_emulated<__nv_bfloat16, 128>(q, k, v, dout, cu, scale);
-      } else {
-        got = c.dim == 64 ? run_emulated<__half, 64>(q, k, v, dout, cu, scale)
-                          : run_emulated<__half, 128>(q, k, v, dout, cu, scale);
-      }
+      const Results got = dtype == DType::bf16 ? run_case<__nv_bfloat16>(c, q, k, v, dout, cu, scale)
+                                               : run_case<__half>(c, q, k, v, dout, cu, scale);
       // Both sides take the same rounded inputs and compute in f32; the kernels also round P and
       // dS to the input dtype before their second products, as every flash attention does.
       const double bound = dtype == DType::bf16 ? 2e-2 : 4e-3;
-      const std::string name = fmt::format("{} B={} S={} H={} Hkv={} D={}{}", dtype_name(dtype), c.batch, c.seq,
-                                           c.heads, c.kv_heads, c.dim, c.cu.empty() ? "" : " packed");
+      const std::string name =
+          fmt::format("{} B={} S={} H={} Hkv={} D={}{} key tile {} grid.y <= {}", dtype_name(dtype), c.batch, c.seq,
+                      c.heads, c.kv_heads, c.dim, c.cu.empty() ? "" : " packed", c.key_tile, c.grid_y_limit);
       const std::vector<std::pair<const char*, std::pair<Tensor, Tensor>>> outputs = {
           {"out", {want.out, got.out}},     {"lse", {want.lse, got.lse}}, {"dq", {want_grads.dq, got.dq}},
           {"dk", {want_grads.dk, got.dk}}, {"dv", {want_grads.dv, got.dv}}};

@@ -41,7 +41,7 @@ __device__ __forceinline__ double load_squared(const void* data, int32_t type, i
 
 // Block b's partial goes to partial[first_block + b].
 __global__ void chunk_sum_of_squares_kernel(const SquareLaunch launch, double* partial) {
-  __shared__ double scratch[32];
+  MLR_SHARED(double, scratch, [32]);
   const int32_t block = static_cast<int32_t>(blockIdx.x);
   int64_t chunk = 0;
   const SquareItem it = launch.items[launch.item_of(block, chunk)];
@@ -54,7 +54,7 @@ __global__ void chunk_sum_of_squares_kernel(const SquareLaunch launch, double* p
 }
 
 __global__ void total_kernel(const double* partial, int64_t count, double* total) {
-  __shared__ double scratch[32];
+  MLR_SHARED(double, scratch, [32]);
   double acc = 0.0;
   for (int64_t i = threadIdx.x; i < count; i += blockDim.x) acc += partial[i];
   acc = cuda::group_reduce(acc, [](double a, double b) { return a + b; }, static_cast<int>(blockDim.x), scratch);

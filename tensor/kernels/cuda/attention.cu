@@ -19,6 +19,9 @@
 // K/V through L2.
 #include <atomic>
 #include <cstdlib>
+#include <cstdio>
+#include <mutex>
+#include <set>
 #include <string>
 
 #include "tensor/kernels/cuda/attention_documents.cuh"
@@ -253,12 +256,32 @@ std::atomic<AttentionKernel>& attention_kernel_choice() {
   return choice;
 }
 
+// The automatic choice falls back to the warp-per-row kernel, orders of magnitude slower on long
+// sequences; a GPU user should know. One warning per kind of reason (the text before the first
+// space: "dtype", "head", ...) per process, on stderr, with the first call's details.
+void warn_fallback(const std::string& why) {
+  static std::mutex mutex;
+  static std::set<std::string> warned;
+  const std::string kind = why.substr(0, why.find(' '));
+  std::lock_guard<std::mutex> lock(mutex);
+  if (!warned.insert(kind).second) return;
+  std::fprintf(stderr,
+               "mlr: warning: attention runs on the slow reference kernel instead of the flash kernel: %s "
+               "(warned once per reason; MLR_ATTENTION=reference silences this)\n",
+               why.c_str());
+}
+
 // Whether this call goes to the flash kernel.
 bool use_flash(const Tensor& q, const Tensor& k, const Tensor& v) {
   switch (attention_kernel_choice().load()) {
     case AttentionKernel::reference: return false;
     case AttentionKernel::flash: return true;  // its own checks name what is unsupported
-    default: return flash_attention_supports(q, k, v);
+    default: {
+      const std::string why = flash_attention_unsupported_reason(q, k, v);
+      if (why.empty()) return true;
+      warn_fallback(why);
+      return false;
+    }
   }
 }
 

@@ -29,27 +29,26 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <utility>
 
+#include "tensor/kernels/cuda/arch_limits.h"
 #include "tensor/kernels/cuda/attention_documents.cuh"
 #include "tensor/kernels/cuda/cuda_utils.cuh"
 
 // CPU tests run these kernels under tensor/kernels/cuda/emulator.h, which defines MLR_CUDA_EMULATION and
 // provides the warp-level primitives; everything else is the same source.
-#ifdef MLR_CUDA_EMULATION
-#define MLR_DYNAMIC_SMEM(name) unsigned char* name = ::mlr::cuda_emulation::dynamic_shared_memory()
-#else
-#define MLR_DYNAMIC_SMEM(name) extern __shared__ __align__(16) unsigned char name[]
-#endif
 
 namespace mlr::cuda {
 
 namespace {
 
-constexpr int kWarps = 4;
-constexpr int kThreads = 32 * kWarps;
-constexpr int kTileRows = 16 * kWarps;  // rows owned by a CTA: 16 per warp
-constexpr int kKeyTile = 64;            // keys per inner step (forward, dq)
-constexpr int kQueryTile = 32;          // queries per inner step (dk, dv)
+// Tile sizes and shared-memory budgets: arch_limits.h (flash::), which the runtime and the CI check
+// of ptxas's resource usage read too. Forward and dQ take their key tile (keys per inner step) as
+// the template argument KT: 64, or 32 where a block's shared memory is 99 KB.
+constexpr int kWarps = flash::kWarps;
+constexpr int kThreads = flash::kThreads;
+constexpr int kTileRows = flash::kTileRows;    // rows owned by a CTA: 16 per warp
+constexpr int kQueryTile = flash::kQueryTile;  // queries per inner step (dk, dv)
 constexpr float kLog2e = 1.4426950408889634f;
 constexpr float kLn2 = 0.6931471805599453f;
 
@@ -58,6 +57,10 @@ struct Geometry {
   const int32_t* cu;  // cumulative document lengths (nullptr: one document per row)
   int64_t docs;       // entries of cu minus one
 };
+
+// The grid's (y, z) plane enumerates batch x heads (or batch x kv heads for dK/dV): y up to 65,535,
+// z for the rest, so any batch x heads launches. Blocks past the end exit at once.
+__device__ __forceinline__ int64_t batch_head_of_block() { return int64_t(blockIdx.z) * gridDim.y + blockIdx.y; }
 
 __device__ __forceinline__ void document_of(const Geometry& g, int64_t i, int64_t& start, int64_t& end) {
   document_bounds(g.cu, g.docs, g.seq, i, start, end);
@@ -230,12 +233,13 @@ __device__ __forceinline__ float quad_sum(float v) {
 struct QueryTileKeys {
   int64_t kb_begin, kb_end, last_start;
 };
+template <int KT>
 __device__ __forceinline__ QueryTileKeys keys_of_query_tile(const Geometry& geo, int64_t m0) {
   const int64_t last = min64(m0 + kTileRows - 1, geo.seq - 1);
   int64_t first_start, last_start, e;
   document_of(geo, m0, first_start, e);
   document_of(geo, last, last_start, e);
-  return {first_start / kKeyTile, last / kKeyTile, last_start};
+  return {first_start / KT, last / KT, last_start};
 }
 
 // The first key a query row may see: its document's start; past the sequence (a padding row of the
@@ -250,14 +254,14 @@ __device__ __forceinline__ int64_t first_key_of(const Geometry& geo, int64_t row
 // The double-buffered K/V pipeline: before working on key tile kb (buffer (kb - kb_begin) & 1),
 // start copying tile kb + 1 into the other buffer, wait for tile kb, and make it visible to the
 // block. Returns the buffer of tile kb.
-template <int D, typename T>
+template <int D, int KT, typename T>
 __device__ __forceinline__ int next_key_tile(T* sk, T* sv, const T* k, const T* v, const Geometry& geo, int64_t b,
                                              int64_t hk, int64_t kb, const QueryTileKeys& keys) {
   const int buf = int(kb - keys.kb_begin) & 1;
   if (kb < keys.kb_end) {
-    constexpr int kTile = kKeyTile * kStride<D>;
-    load_tile_async<kKeyTile, D>(sk + (buf ^ 1) * kTile, k, b, (kb + 1) * kKeyTile, hk, geo.kv_heads, geo.seq);
-    load_tile_async<kKeyTile, D>(sv + (buf ^ 1) * kTile, v, b, (kb + 1) * kKeyTile, hk, geo.kv_heads, geo.seq);
+    constexpr int kTile = KT * kStride<D>;
+    load_tile_async<KT, D>(sk + (buf ^ 1) * kTile, k, b, (kb + 1) * KT, hk, geo.kv_heads, geo.seq);
+    load_tile_async<KT, D>(sv + (buf ^ 1) * kTile, v, b, (kb + 1) * KT, hk, geo.kv_heads, geo.seq);
     cp_async_commit();
     cp_async_wait<1>();
   } else {
@@ -269,17 +273,19 @@ __device__ __forceinline__ int next_key_tile(T* sk, T* sv, const T* k, const T* 
 
 // ---- forward ----
 
-template <typename T, int D>
+template <typename T, int D, int KT>
 __global__ void __launch_bounds__(kThreads) flash_forward_kernel(const T* q, const T* k, const T* v, T* out,
                                                                  float* lse, Geometry geo, float scale_log2) {
   MLR_DYNAMIC_SMEM(smem);
   constexpr int S_ = kStride<D>;
   T* sq = reinterpret_cast<T*>(smem);       // [kTileRows][S_]
-  T* sk = sq + kTileRows * S_;              // 2 x [kKeyTile][S_]
-  T* sv = sk + 2 * kKeyTile * S_;           // 2 x [kKeyTile][S_]
+  T* sk = sq + kTileRows * S_;              // 2 x [KT][S_]
+  T* sv = sk + 2 * KT * S_;           // 2 x [KT][S_]
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
   const int64_t seq = geo.seq, m0 = int64_t(blockIdx.x) * kTileRows;
-  const int64_t b = blockIdx.y / geo.heads, h = blockIdx.y % geo.heads, hk = h / (geo.heads / geo.kv_heads);
+  const int64_t bh = batch_head_of_block();
+  if (bh >= geo.batch * geo.heads) return;
+  const int64_t b = bh / geo.heads, h = bh % geo.heads, hk = h / (geo.heads / geo.kv_heads);
 
   // This thread's two query rows (g and g + 8 of its warp's 16) and their documents' starts.
   int64_t row[2], start[2];
@@ -288,27 +294,27 @@ __global__ void __launch_bounds__(kThreads) flash_forward_kernel(const T* q, con
     row[r] = m0 + warp * 16 + g + 8 * r;
     start[r] = first_key_of(geo, row[r]);
   }
-  const QueryTileKeys keys = keys_of_query_tile(geo, m0);
+  const QueryTileKeys keys = keys_of_query_tile<KT>(geo, m0);
 
   load_tile_async<kTileRows, D>(sq, q, b, m0, h, geo.heads, seq);
-  load_tile_async<kKeyTile, D>(sk, k, b, keys.kb_begin * kKeyTile, hk, geo.kv_heads, seq);
-  load_tile_async<kKeyTile, D>(sv, v, b, keys.kb_begin * kKeyTile, hk, geo.kv_heads, seq);
+  load_tile_async<KT, D>(sk, k, b, keys.kb_begin * KT, hk, geo.kv_heads, seq);
+  load_tile_async<KT, D>(sv, v, b, keys.kb_begin * KT, hk, geo.kv_heads, seq);
   cp_async_commit();
 
   float o[D / 8][4] = {};
   float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
   for (int64_t kb = keys.kb_begin; kb <= keys.kb_end; ++kb) {
-    const int buf = next_key_tile<D>(sk, sv, k, v, geo, b, hk, kb, keys);
-    const T* tk = sk + buf * kKeyTile * S_;
-    const T* tv = sv + buf * kKeyTile * S_;
+    const int buf = next_key_tile<D, KT>(sk, sv, k, v, geo, b, hk, kb, keys);
+    const T* tk = sk + buf * KT * S_;
+    const T* tv = sv + buf * KT * S_;
 
-    float s[kKeyTile / 8][4] = {};
+    float s[KT / 8][4] = {};
     gemm_abt<D>(s, sq, warp * 16, tk, g, t);
 
-    const int64_t n0 = kb * kKeyTile;
-    const bool masked = n0 + kKeyTile - 1 > m0 || n0 < keys.last_start;
+    const int64_t n0 = kb * KT;
+    const bool masked = n0 + KT - 1 > m0 || n0 < keys.last_start;
 #pragma unroll
-    for (int n = 0; n < kKeyTile / 8; ++n)
+    for (int n = 0; n < KT / 8; ++n)
 #pragma unroll
       for (int i = 0; i < 4; ++i) {
         float x = s[n][i] * scale_log2;
@@ -324,7 +330,7 @@ __global__ void __launch_bounds__(kThreads) flash_forward_kernel(const T* q, con
     for (int r = 0; r < 2; ++r) {
       float mx = -INFINITY;
 #pragma unroll
-      for (int n = 0; n < kKeyTile / 8; ++n) mx = fmaxf(mx, fmaxf(s[n][2 * r], s[n][2 * r + 1]));
+      for (int n = 0; n < KT / 8; ++n) mx = fmaxf(mx, fmaxf(s[n][2 * r], s[n][2 * r + 1]));
       const float m_new = fmaxf(m[r], quad_max(mx));
       m_use[r] = m_new == -INFINITY ? 0.f : m_new;  // a row with no key yet: keep everything at 0
       const float correction = exp2f(m[r] - m_use[r]);
@@ -337,7 +343,7 @@ __global__ void __launch_bounds__(kThreads) flash_forward_kernel(const T* q, con
       }
     }
 #pragma unroll
-    for (int n = 0; n < kKeyTile / 8; ++n)
+    for (int n = 0; n < KT / 8; ++n)
 #pragma unroll
       for (int i = 0; i < 4; ++i) {
         const float p = exp2f(s[n][i] - m_use[i >> 1]);
@@ -394,7 +400,9 @@ __global__ void __launch_bounds__(kThreads) flash_dkv_kernel(const T* dout, cons
   float* sdsum = slse + 2 * kQueryTile;                               // 2 x [kQueryTile]
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
   const int64_t seq = geo.seq, n0 = int64_t(blockIdx.x) * kTileRows;
-  const int64_t b = blockIdx.y / geo.kv_heads, hk = blockIdx.y % geo.kv_heads;
+  const int64_t bh = batch_head_of_block();
+  if (bh >= geo.batch * geo.kv_heads) return;
+  const int64_t b = bh / geo.kv_heads, hk = bh % geo.kv_heads;
   const int64_t group = geo.heads / geo.kv_heads;
 
   // This thread's two key rows and the ends of their documents: key j is seen by queries [j, end_j).
@@ -489,7 +497,7 @@ __global__ void __launch_bounds__(kThreads) flash_dkv_kernel(const T* dout, cons
 }
 
 // dQ of one query tile (64 rows of head h), looping over key tiles.
-template <typename T, int D>
+template <typename T, int D, int KT>
 __global__ void __launch_bounds__(kThreads) flash_dq_kernel(const T* dout, const T* q, const T* k, const T* v,
                                                             const float* lse, const float* dsum, T* dq, Geometry geo,
                                                             float scale, float scale_log2) {
@@ -497,11 +505,13 @@ __global__ void __launch_bounds__(kThreads) flash_dq_kernel(const T* dout, const
   constexpr int S_ = kStride<D>;
   T* sq = reinterpret_cast<T*>(smem);   // [kTileRows][S_]
   T* sdo = sq + kTileRows * S_;         // [kTileRows][S_]
-  T* sk = sdo + kTileRows * S_;         // 2 x [kKeyTile][S_]
-  T* sv = sk + 2 * kKeyTile * S_;       // 2 x [kKeyTile][S_]
+  T* sk = sdo + kTileRows * S_;         // 2 x [KT][S_]
+  T* sv = sk + 2 * KT * S_;       // 2 x [KT][S_]
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
   const int64_t seq = geo.seq, m0 = int64_t(blockIdx.x) * kTileRows;
-  const int64_t b = blockIdx.y / geo.heads, h = blockIdx.y % geo.heads, hk = h / (geo.heads / geo.kv_heads);
+  const int64_t bh = batch_head_of_block();
+  if (bh >= geo.batch * geo.heads) return;
+  const int64_t b = bh / geo.heads, h = bh % geo.heads, hk = h / (geo.heads / geo.kv_heads);
 
   int64_t row[2], start[2];
   float row_lse[2], row_dsum[2];
@@ -513,26 +523,26 @@ __global__ void __launch_bounds__(kThreads) flash_dq_kernel(const T* dout, const
     row_lse[r] = row[r] < seq ? lse[stat] * kLog2e : 0.f;
     row_dsum[r] = row[r] < seq ? dsum[stat] : 0.f;
   }
-  const QueryTileKeys keys = keys_of_query_tile(geo, m0);
+  const QueryTileKeys keys = keys_of_query_tile<KT>(geo, m0);
 
   load_tile_async<kTileRows, D>(sq, q, b, m0, h, geo.heads, seq);
   load_tile_async<kTileRows, D>(sdo, dout, b, m0, h, geo.heads, seq);
-  load_tile_async<kKeyTile, D>(sk, k, b, keys.kb_begin * kKeyTile, hk, geo.kv_heads, seq);
-  load_tile_async<kKeyTile, D>(sv, v, b, keys.kb_begin * kKeyTile, hk, geo.kv_heads, seq);
+  load_tile_async<KT, D>(sk, k, b, keys.kb_begin * KT, hk, geo.kv_heads, seq);
+  load_tile_async<KT, D>(sv, v, b, keys.kb_begin * KT, hk, geo.kv_heads, seq);
   cp_async_commit();
 
   float dq_acc[D / 8][4] = {};
   for (int64_t kb = keys.kb_begin; kb <= keys.kb_end; ++kb) {
-    const int buf = next_key_tile<D>(sk, sv, k, v, geo, b, hk, kb, keys);
-    const T* tk = sk + buf * kKeyTile * S_;
-    const T* tv = sv + buf * kKeyTile * S_;
-    const int64_t n0 = kb * kKeyTile;
-    const bool masked = n0 + kKeyTile - 1 > m0 || n0 < keys.last_start;
+    const int buf = next_key_tile<D, KT>(sk, sv, k, v, geo, b, hk, kb, keys);
+    const T* tk = sk + buf * KT * S_;
+    const T* tv = sv + buf * KT * S_;
+    const int64_t n0 = kb * KT;
+    const bool masked = n0 + KT - 1 > m0 || n0 < keys.last_start;
 
-    float p[kKeyTile / 8][4] = {};
+    float p[KT / 8][4] = {};
     gemm_abt<D>(p, sq, warp * 16, tk, g, t);
 #pragma unroll
-    for (int n = 0; n < kKeyTile / 8; ++n)
+    for (int n = 0; n < KT / 8; ++n)
 #pragma unroll
       for (int i = 0; i < 4; ++i) {
         const int64_t j = n0 + n * 8 + 2 * t + (i & 1);
@@ -540,10 +550,10 @@ __global__ void __launch_bounds__(kThreads) flash_dq_kernel(const T* dout, const
         const bool keep = !masked || (j <= row[r] && j >= start[r]);
         p[n][i] = keep ? exp2f(p[n][i] * scale_log2 - row_lse[r]) : 0.f;
       }
-    float ds[kKeyTile / 8][4] = {};
+    float ds[KT / 8][4] = {};
     gemm_abt<D>(ds, sdo, warp * 16, tv, g, t);  // dP = dO V^T
 #pragma unroll
-    for (int n = 0; n < kKeyTile / 8; ++n)
+    for (int n = 0; n < KT / 8; ++n)
 #pragma unroll
       for (int i = 0; i < 4; ++i) ds[n][i] = p[n][i] * (ds[n][i] - row_dsum[i >> 1]);
     gemm_pb<D>(dq_acc, ds, tk, g, t);  // dQ += dS K
@@ -560,13 +570,15 @@ __global__ void __launch_bounds__(kThreads) flash_dq_kernel(const T* dout, const
 }
 
 // ---- launch shapes (shared by attention_flash.cu and the emulation tests) ----
-// Forward and dQ: grid (row_tiles, batch * heads); dK/dV: grid (row_tiles, batch * kv_heads); all
-// kThreads threads and the dynamic shared memory below.
+// Forward and dQ: grid (row_tiles, batch_heads_grid(batch * heads)); dK/dV: grid (row_tiles,
+// batch_heads_grid(batch * kv_heads)); all kThreads threads and the dynamic shared memory of
+// arch_limits.h (flash::forward_smem, dq_smem, dkv_smem).
 
-template <int D> constexpr size_t kForwardSmem = size_t(kTileRows + 4 * kKeyTile) * kStride<D> * 2;
-template <int D>
-constexpr size_t kDkvSmem = size_t(2 * kTileRows + 4 * kQueryTile) * kStride<D> * 2 + 4 * kQueryTile * sizeof(float);
-template <int D> constexpr size_t kDqSmem = size_t(2 * kTileRows + 4 * kKeyTile) * kStride<D> * 2;
+// The (y, z) extent of a grid over `n` batch-head pairs (batch_head_of_block).
+inline std::pair<unsigned, unsigned> batch_heads_grid(int64_t n) {
+  const int64_t y = n < 65535 ? n : 65535;
+  return {unsigned(y < 1 ? 1 : y), unsigned((n + 65534) / 65535 < 1 ? 1 : (n + 65534) / 65535)};
+}
 
 inline unsigned row_tiles(const Geometry& g) { return unsigned((g.seq + kTileRows - 1) / kTileRows); }
 

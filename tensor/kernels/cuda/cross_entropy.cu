@@ -21,7 +21,7 @@ __global__ void cross_entropy_forward_kernel(const T* logits, const I* targets, 
                                              acc_t<T>* losses, acc_t<T>* lse, int64_t rows, int64_t vocab,
                                              int group) {
   using A = acc_t<T>;
-  __shared__ MaxSum<A> scratch[32];
+  MLR_SHARED(MaxSum<A>, scratch, [32]);
   const int lane = threadIdx.x % group;
   for (int64_t r = row_first(group); r < rows; r += row_step(group)) {
     const T* x = logits + r * vocab;

@@ -33,6 +33,24 @@
 #define MLR_LAUNCH(config, ...) __VA_ARGS__<<<MLR_LAUNCH_CONFIG config>>>
 #endif
 
+// Static shared memory: MLR_SHARED(type, name, [dims]) declares `__shared__ type name[dims]`. In
+// the emulated build each resident block gets its own object, poisoned and bounds-guarded
+// (emulator.h).
+#ifdef MLR_CUDA_EMULATION
+#define MLR_SHARED(type, name, dims)        \
+  static char mlr_shared_site_##name = 0;  /* its address names the declaration */ \
+  auto& name = ::mlr::cuda_emulation::static_shared<type dims>(&mlr_shared_site_##name)
+#else
+#define MLR_SHARED(type, name, dims) __shared__ type name dims
+#endif
+
+// The dynamic shared memory of a launch, as `unsigned char name[]` (16-byte aligned).
+#ifdef MLR_CUDA_EMULATION
+#define MLR_DYNAMIC_SMEM(name) unsigned char* name = ::mlr::cuda_emulation::dynamic_shared_memory()
+#else
+#define MLR_DYNAMIC_SMEM(name) extern __shared__ __align__(16) unsigned char name[]
+#endif
+
 // Checks the launch that was just queued.
 #define MLR_CUDA_CHECK_LAUNCH() MLR_CUDA_CHECK(cudaGetLastError())
 

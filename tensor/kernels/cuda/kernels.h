@@ -4,6 +4,7 @@
 #pragma once
 
 #include <optional>
+#include <string>
 
 #include "tensor/kernels/kernel_list.h"
 
@@ -12,8 +13,11 @@ namespace mlr::cuda {
 MLR_DECLARE_DEVICE_KERNELS()
 
 // Tensor-core flash attention (attention_flash.cu): bf16/f16, head dim 64 or 128, 16-byte aligned
-// tensors, sm_80 or newer; same arguments and results as attention_forward/backward.
+// tensors, sm_80 or newer with a tile configuration that fits the device's shared memory per
+// block; same arguments and results as attention_forward/backward.
 bool flash_attention_supports(const Tensor& q, const Tensor& k, const Tensor& v);
+// Why the flash kernel cannot take these tensors ("head dim 96 (it takes 64 or 128)"), or "" when it can.
+std::string flash_attention_unsupported_reason(const Tensor& q, const Tensor& k, const Tensor& v);
 void flash_attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, double scale,
                              const Tensor& cu_seqlens, const Tensor& out, const Tensor& lse);
 void flash_attention_backward(const Tensor& dout, const Tensor& q, const Tensor& k, const Tensor& v,

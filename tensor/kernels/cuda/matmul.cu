@@ -139,6 +139,34 @@ void make_layout(Layout& layout, cudaDataType_t type, uint64_t rows, uint64_t co
   }
 }
 
+const char* op_name(cublasOperation_t op) { return op == CUBLAS_OP_N ? "N" : "T"; }
+
+const char* compute_name(cublasComputeType_t c) {
+  switch (c) {
+    case CUBLAS_COMPUTE_32F: return "f32";
+    case CUBLAS_COMPUTE_32F_FAST_TF32: return "f32 with tf32 tensor cores (MLR_ALLOW_TF32=1)";
+    case CUBLAS_COMPUTE_64F: return "f64";
+    default: return "other";
+  }
+}
+
+// The GEMM cuBLASLt found no algorithm for, in its terms (column-major operands, op, leading
+// dimension) and ours (the product's shape), with what usually explains it.
+std::string no_algorithm_message(int device, DType dtype, const Types& t, const LtOperand& first,
+                                 int64_t first_batch_stride, const LtOperand& second, int64_t second_batch_stride,
+                                 int64_t m, int64_t n, int32_t batch, int align_a, int align_b, int align_c) {
+  const uint64_t k = first.op == CUBLAS_OP_N ? first.cols : first.rows;
+  return fmt::format(
+      "matmul (cuda:{}): cuBLASLt has no algorithm for this GEMM: out [{} x {}] = a [{} x {}] @ b [{} x {}], batch {}; "
+      "dtype {} (compute {}); cuBLASLt operands (column-major): A = our b, op {}, {} x {}, ld {}, batch stride {}, "
+      "{}-byte aligned; B = our a, op {}, {} x {}, ld {}, batch stride {}, {}-byte aligned; C/D {} x {}, ld {}, "
+      "{}-byte aligned. Tensor cores need 16-byte aligned pointers and leading dimensions that are multiples of "
+      "8 elements (bf16/f16): a contiguous() copy of a strided view usually helps",
+      device, m, n, m, k, k, n, batch, dtype_name(dtype), compute_name(t.compute), op_name(first.op), first.rows,
+      first.cols, first.ld, first_batch_stride, align_a, op_name(second.op), second.rows, second.cols, second.ld,
+      second_batch_stride, align_b, n, m, n, align_c);
+}
+
 // One cuBLASLt call: d = op(first) op(second) with `batch` entries. `first` is our b, `second` our a.
 void lt_matmul(int device, cudaStream_t stream, DType dtype, const LtOperand& first, const void* first_ptr,
                int64_t first_batch_stride, const LtOperand& second, const void* second_ptr,
@@ -182,11 +210,14 @@ void lt_matmul(int device, cudaStream_t stream, DType dtype, const LtOperand& fi
     MLR_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref.p, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &ac, sizeof(ac)));
     cublasLtMatmulHeuristicResult_t result{};
     int returned = 0;
-    MLR_CUBLAS_CHECK(cublasLtMatmulAlgoGetHeuristic(g.handle, desc.d, la.l, lb.l, lc.l, lc.l, pref.p, 1, &result, &returned));
-    MLR_CHECK(returned > 0,
-              "matmul (cuda kernel): cuBLASLt has no algorithm for {} [{}x{}] @ [{}x{}] batch {} (alignments {}, {}, {})",
-              dtype, m, first.op == CUBLAS_OP_N ? first.cols : first.rows, second.op == CUBLAS_OP_N ? second.cols : second.rows,
-              n, batch, align_a, align_b, align_c);
+    // "No algorithm" comes as NOT_SUPPORTED or as zero results: either way the user needs the
+    // problem cuBLASLt was asked, not a status name.
+    const cublasStatus_t status =
+        cublasLtMatmulAlgoGetHeuristic(g.handle, desc.d, la.l, lb.l, lc.l, lc.l, pref.p, 1, &result, &returned);
+    if (status == CUBLAS_STATUS_NOT_SUPPORTED || (status == CUBLAS_STATUS_SUCCESS && returned == 0))
+      throw Error(no_algorithm_message(device, dtype, t, first, first_batch_stride, second, second_batch_stride, m, n,
+                                       batch, align_a, align_b, align_c));
+    MLR_CUBLAS_CHECK(status);
     algo = result.algo;
     std::lock_guard<std::mutex> lock(cache_mutex);
     cache.emplace(key, algo);

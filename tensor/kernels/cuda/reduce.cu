@@ -96,7 +96,7 @@ template <typename T, typename O>
 __global__ void reduce_rows_kernel(ReduceOp op, O* out, acc_t<T>* partial, const T* a, Strided<1> kept,
                                    Strided<1> red, int64_t n_out, int64_t count, int64_t slice, int group) {
   using A = acc_t<T>;
-  __shared__ A scratch[32];
+  MLR_SHARED(A, scratch, [32]);
   const int lane = threadIdx.x % group;
   const int64_t r0 = blockIdx.y * slice;
   const int64_t r1 = r0 + slice < count ? r0 + slice : count;
@@ -124,7 +124,7 @@ template <typename T, typename O>
 __global__ void reduce_columns_kernel(ReduceOp op, O* out, acc_t<T>* partial, const T* a, Strided<1> kept,
                                       Strided<1> red, int64_t n_out, int64_t count) {
   using A = acc_t<T>;
-  __shared__ A part[kColLanes][kColOutputs + 1];
+  MLR_SHARED(A, part, [kColLanes][kColOutputs + 1]);
   const int64_t o = blockIdx.x * int64_t{kColOutputs} + threadIdx.x;
   A acc = reduce_init<A>(op);
   if (o < n_out) {
@@ -285,7 +285,7 @@ template <typename T>
 __global__ void argmax_kernel(int64_t* out, const T* a, Strided<2> rows_idx, int64_t rows, int64_t n, int64_t sa,
                               int group) {
   using A = acc_t<T>;
-  __shared__ ArgBest<A> scratch[32];
+  MLR_SHARED(ArgBest<A>, scratch, [32]);
   const int lane = threadIdx.x % group;
   for (int64_t r = row_first(group); r < rows; r += row_step(group)) {
     int64_t off[2];
@@ -301,7 +301,7 @@ template <typename T>
 __global__ void logsumexp_kernel(T* out, const T* a, Strided<2> rows_idx, int64_t rows, int64_t n, int64_t sa,
                                  int group) {
   using A = acc_t<T>;
-  __shared__ MaxSum<A> scratch[32];
+  MLR_SHARED(MaxSum<A>, scratch, [32]);
   const int lane = threadIdx.x % group;
   for (int64_t r = row_first(group); r < rows; r += row_step(group)) {
     int64_t off[2];

@@ -22,7 +22,7 @@ template <typename T>
 __global__ void rmsnorm_forward_kernel(const T* x, const T* w, T* y, acc_t<T>* rstd, int64_t rows, int64_t d,
                                        acc_t<T> eps, int group) {
   using A = acc_t<T>;
-  __shared__ A scratch[32];
+  MLR_SHARED(A, scratch, [32]);
   const int lane = threadIdx.x % group;
   for (int64_t r = row_first(group); r < rows; r += row_step(group)) {
     const T* xr = x + r * d;
@@ -43,7 +43,7 @@ template <typename T>
 __global__ void rmsnorm_dx_kernel(const T* dy, const T* x, const T* w, const acc_t<T>* rstd, T* dx, int64_t rows,
                                   int64_t d, int group) {
   using A = acc_t<T>;
-  __shared__ A scratch[32];
+  MLR_SHARED(A, scratch, [32]);
   const int lane = threadIdx.x % group;
   for (int64_t r = row_first(group); r < rows; r += row_step(group)) {
     const T* dyr = dy + r * d;

@@ -95,8 +95,37 @@ void deallocate(void* ptr, size_t nbytes, int device) {
   s.current.fetch_sub(nbytes);
 }
 
+namespace {
+
+// A copy between two GPUs runs on the destination's stream, so it must wait for the work the
+// source's stream has queued (which may still be writing the source), and the source's stream must
+// wait for the copy before its later work (a cudaFreeAsync of the source, then reuse of the block
+// by the pool) may touch the buffer: an event each way.
+void copy_between_devices(void* dst, int dst_device, const void* src, int src_device, size_t nbytes) {
+  cudaStream_t src_stream = state(src_device).stream, dst_stream = state(dst_device).stream;
+  cudaEvent_t source_ready, copied;
+  MLR_CUDA_CHECK(cudaSetDevice(src_device));
+  MLR_CUDA_CHECK(cudaEventCreateWithFlags(&source_ready, cudaEventDisableTiming));
+  MLR_CUDA_CHECK(cudaEventRecord(source_ready, src_stream));
+  MLR_CUDA_CHECK(cudaSetDevice(dst_device));
+  MLR_CUDA_CHECK(cudaEventCreateWithFlags(&copied, cudaEventDisableTiming));
+  MLR_CUDA_CHECK(cudaStreamWaitEvent(dst_stream, source_ready, 0));
+  MLR_CUDA_CHECK(cudaMemcpyAsync(dst, src, nbytes, cudaMemcpyDefault, dst_stream));
+  MLR_CUDA_CHECK(cudaEventRecord(copied, dst_stream));
+  MLR_CUDA_CHECK(cudaSetDevice(src_device));
+  MLR_CUDA_CHECK(cudaStreamWaitEvent(src_stream, copied, 0));
+  // Destroying an event with work pending is allowed: its resources go when that work completes.
+  MLR_CUDA_CHECK(cudaEventDestroy(source_ready));
+  MLR_CUDA_CHECK(cudaEventDestroy(copied));
+  MLR_CUDA_CHECK(cudaSetDevice(dst_device));
+}
+
+}  // namespace
+
 void copy_bytes(void* dst, Device dst_device, const void* src, Device src_device, size_t nbytes) {
   if (nbytes == 0) return;
+  if (dst_device.is_cuda() && src_device.is_cuda() && dst_device.index != src_device.index)
+    return copy_between_devices(dst, dst_device.index, src, src_device.index, nbytes);
   int device = dst_device.is_cuda() ? dst_device.index : src_device.index;
   cudaStream_t stream = state(device).stream;
   MLR_CUDA_CHECK(cudaSetDevice(device));

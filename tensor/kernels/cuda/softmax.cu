@@ -23,7 +23,7 @@ template <typename T>
 __global__ void softmax_kernel(T* out, const T* a, Strided<2> rows_idx, int64_t rows, int64_t n, int64_t so,
                                int64_t sa, bool log, int group) {
   using A = acc_t<T>;
-  __shared__ MaxSum<A> scratch[32];
+  MLR_SHARED(MaxSum<A>, scratch, [32]);
   const int lane = threadIdx.x % group;
   for (int64_t r = row_first(group); r < rows; r += row_step(group)) {
     int64_t off[2];
@@ -48,7 +48,7 @@ template <typename T>
 __global__ void softmax_backward_kernel(T* dx, const T* g, const T* y, Strided<3> rows_idx, int64_t rows, int64_t n,
                                         int64_t sd, int64_t sg, int64_t sy, bool log, int group) {
   using A = acc_t<T>;
-  __shared__ A scratch[32];
+  MLR_SHARED(A, scratch, [32]);
   const int lane = threadIdx.x % group;
   for (int64_t r = row_first(group); r < rows; r += row_step(group)) {
     int64_t off[3];
