@@ -15,9 +15,10 @@
 // (K in Q K^T) is one 32-bit load; one whose k runs down the rows (V in P V) is packed from two
 // 16-bit loads.
 //
-// Forward (grid: query tiles of 64 x batch*heads): online softmax in base 2 over key tiles of 64,
-// which are double-buffered in shared memory with cp.async; masking only on the tiles that touch
-// the diagonal or a document start.
+// Forward (grid: query tiles of 64 x batch*heads, the latter over grid.y and grid.z): online softmax
+// in base 2 over key tiles of KT (64; 32 on a device whose shared memory per block is too small for
+// 64: arch_limits.h), which are double-buffered in shared memory with cp.async; masking only on the
+// tiles that touch the diagonal or a document start.
 // Backward: Dsum_i = dO_i . O_i first; then dK, dV with a CTA per key tile of 64 looping over the
 // query tiles (of 32) of every query head of its group, recomputing P^T = exp(K Q^T - lse); then dQ
 // with a CTA per query tile of 64 looping over key tiles. Each gradient is written once by one
@@ -496,7 +497,7 @@ __global__ void __launch_bounds__(kThreads) flash_dkv_kernel(const T* dout, cons
   }
 }
 
-// dQ of one query tile (64 rows of head h), looping over key tiles.
+// dQ of one query tile (64 rows of head h), looping over key tiles of KT (32 on 99 KB devices).
 template <typename T, int D, int KT>
 __global__ void __launch_bounds__(kThreads) flash_dq_kernel(const T* dout, const T* q, const T* k, const T* v,
                                                             const float* lse, const float* dsum, T* dq, Geometry geo,

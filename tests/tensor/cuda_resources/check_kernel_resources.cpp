@@ -1,22 +1,24 @@
 // CI check of the compiled CUDA kernels against the hardware limits of every architecture they run
-// on (tensor/kernels/cuda/arch_limits.h), with no GPU: reads ptxas's resource usage of each kernel
-// from the libraries' fatbinaries (cuobjdump --dump-resource-usage) and fails when a kernel's launch
-// configuration cannot fit a device it may be launched on: registers per thread (255), registers
-// per block (its threads' registers, allocated per warp in units of 256), static plus dynamic shared
-// memory per block (opt-in limit). For the flash attention kernels the dynamic shared memory is that
-// of their tile configuration, and a configuration is checked on each device where the runtime
-// would choose it (flash::key_tile_for), so a tile choice that does not fit fails here before it
-// fails on a user's GPU.
+// on (tensor/kernels/cuda/arch_limits.h), with no GPU: reads ptxas's resource report of each kernel
+// (the <object>.ptxas files that cmake/ptxas_report.sh keeps from -Xptxas=-v) and fails when a
+// kernel's launch configuration cannot fit a device it may be launched on: registers per thread
+// (255), registers per block (its threads' registers, allocated per warp in units of 256), static
+// plus dynamic shared memory per block (opt-in limit). For the flash attention kernels the dynamic
+// shared memory is that of their tile configuration, and a configuration is checked on each device
+// where the runtime would choose it (flash::key_tile_for), so a tile choice that does not fit fails
+// here before it fails on a user's GPU.
 //
-//   check_kernel_resources CUOBJDUMP LIBRARY...
+//   check_kernel_resources BUILD_DIR
 //
-// Prints one line per flash kernel and architecture (registers, shared memory, spills) and every
-// problem found; exits 1 when there is one.
+// Prints one line per flash kernel and device (registers, shared memory, spills) and every problem
+// found; exits 1 when there is one, or when no report is found.
 #include <cxxabi.h>
 
+#include <cctype>
 #include <cstdio>
 #include <cstdlib>
-#include <cstring>
+#include <filesystem>
+#include <fstream>
 #include <memory>
 #include <regex>
 #include <string>
@@ -30,7 +32,7 @@ using mlr::cuda::ArchLimits;
 namespace flash = mlr::cuda::flash;
 
 struct KernelUsage {
-  std::string library, name;  // name demangled
+  std::string report, name;  // name demangled
   int sm = 0, registers = 0;
   long shared = 0, local = 0;
 };
@@ -41,43 +43,49 @@ std::string demangle(const std::string& mangled) {
   return status == 0 && d ? std::string(d.get()) : mangled;
 }
 
-long field(const std::string& line, const char* key) {
-  const size_t at = line.find(key);
-  return at == std::string::npos ? 0 : std::strtol(line.c_str() + at + std::strlen(key), nullptr, 10);
+// The number just before `suffix` in `line` (" 87040 bytes smem" -> 87040), 0 when absent.
+long number_before(const std::string& line, const char* suffix) {
+  const size_t at = line.find(suffix);
+  if (at == std::string::npos) return 0;
+  size_t start = at;
+  while (start > 0 && std::isdigit(static_cast<unsigned char>(line[start - 1]))) --start;
+  return std::strtol(line.c_str() + start, nullptr, 10);
 }
 
-// Parses cuobjdump's "arch = sm_XX" headers and "Function NAME:" / "REG:n STACK:n SHARED:n LOCAL:n" pairs.
-std::vector<KernelUsage> read_usage(const std::string& cuobjdump, const std::string& library) {
-  const std::string command = "'" + cuobjdump + "' --dump-resource-usage '" + library + "' 2>&1";
-  FILE* pipe = popen(command.c_str(), "r");
-  if (pipe == nullptr) {
-    std::fprintf(stderr, "check_kernel_resources: cannot run %s\n", command.c_str());
-    std::exit(2);
-  }
+// Parses ptxas -v: "Compiling entry function 'NAME' for 'sm_XX'", then "N bytes spill stores" and
+// "Used N registers, ..., N bytes smem".
+std::vector<KernelUsage> read_report(const std::filesystem::path& file) {
+  std::ifstream in(file);
   std::vector<KernelUsage> kernels;
-  int sm = 0;
-  std::string function;
-  char buffer[8192];
-  while (std::fgets(buffer, sizeof buffer, pipe) != nullptr) {
-    const std::string line(buffer);
-    if (const size_t at = line.find("arch = sm_"); at != std::string::npos) sm = std::atoi(line.c_str() + at + 10);
-    if (const size_t at = line.find("Function "); at != std::string::npos) {
-      const size_t end = line.find(':', at);
-      function = line.substr(at + 9, end == std::string::npos ? std::string::npos : end - at - 9);
+  KernelUsage current;
+  std::string line;
+  while (std::getline(in, line)) {
+    const size_t entry = line.find("Compiling entry function '");
+    if (entry != std::string::npos) {
+      const size_t begin = entry + 26, end = line.find('\'', begin);
+      const size_t sm = line.find("'sm_", end);
+      current = KernelUsage{file.string(), demangle(line.substr(begin, end - begin)),
+                            sm == std::string::npos ? 0 : std::atoi(line.c_str() + sm + 4)};
       continue;
     }
-    if (!function.empty() && line.find("REG:") != std::string::npos) {
-      kernels.push_back({library, demangle(function), sm, int(field(line, "REG:")), field(line, "SHARED:"),
-                         field(line, "LOCAL:")});
-      function.clear();
+    if (current.name.empty()) continue;
+    if (line.find("bytes spill stores") != std::string::npos) current.local = number_before(line, " bytes spill stores");
+    if (line.find("Used ") != std::string::npos && line.find(" registers") != std::string::npos) {
+      current.registers = int(number_before(line, " registers"));
+      current.shared = number_before(line, " bytes smem");
+      kernels.push_back(current);
+      current = KernelUsage{};
     }
   }
-  const int status = pclose(pipe);
-  if (status != 0) {
-    std::fprintf(stderr, "check_kernel_resources: %s failed (status %d)\n", command.c_str(), status);
-    std::exit(2);
-  }
   return kernels;
+}
+
+// "flash_dq_kernel<__half, 128, 32>" of "void mlr::cuda::(anonymous namespace)::flash_dq_kernel<__half, 128, 32>(...)".
+std::string short_name(const std::string& name) {
+  std::string s = name.substr(0, name.find('(', name.find('<')));
+  const size_t scope = s.rfind("::", s.find('<'));
+  if (scope != std::string::npos) s = s.substr(scope + 2);
+  return s;
 }
 
 // Threads per block the kernel is launched with (arch_limits.h's table; flash kernels: flash::kThreads).
@@ -101,13 +109,16 @@ bool flash_kernel(const std::string& name, flash::Kernel& kernel, int& dim, int&
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc < 3) {
-    std::fprintf(stderr, "usage: check_kernel_resources CUOBJDUMP LIBRARY...\n");
+  if (argc != 2) {
+    std::fprintf(stderr, "usage: check_kernel_resources BUILD_DIR\n");
     return 2;
   }
   std::vector<KernelUsage> kernels;
-  for (int i = 2; i < argc; ++i) {
-    std::vector<KernelUsage> k = read_usage(argv[1], argv[i]);
+  size_t reports = 0;
+  for (const auto& entry : std::filesystem::recursive_directory_iterator(argv[1])) {
+    if (!entry.is_regular_file() || entry.path().extension() != ".ptxas") continue;
+    ++reports;
+    std::vector<KernelUsage> k = read_report(entry.path());
     kernels.insert(kernels.end(), k.begin(), k.end());
   }
   int problems = 0, checked = 0;
@@ -133,8 +144,8 @@ int main(int argc, char** argv) {
         // Only the configuration the runtime picks on this device is launched there.
         if (flash::key_tile_for(family, dim, device.smem_per_block_optin) != key_tile) continue;
         dynamic = flash::smem_of(family, dim, key_tile);
-        std::printf("flash %-58s sm_%-3d on sm_%-3d: %3d registers, %6zu B shared (of %zu), %ld B spilled\n",
-                    k.name.c_str(), k.sm, device.sm, k.registers, size_t(k.shared) + dynamic,
+        std::printf("%-38s sm_%-3d code on sm_%-3d: %3d registers, %6zu B shared (of %zu), %ld B spilled\n",
+                    short_name(k.name).c_str(), k.sm, device.sm, k.registers, size_t(k.shared) + dynamic,
                     device.smem_per_block_optin, k.local);
       }
       ++checked;
@@ -155,10 +166,12 @@ int main(int argc, char** argv) {
     }
   }
   if (kernels.empty()) {
-    std::printf("FAIL: no kernel found in the libraries (was the fatbinary format of cuobjdump changed?)\n");
+    std::printf("FAIL: no kernel in %zu ptxas reports under %s (is the build configured with MLR_PTXAS_REPORT, "
+                "and did ptxas -v change its format?)\n",
+                reports, argv[1]);
     return 1;
   }
-  std::printf("%zu kernel images, %d (kernel, device) launch configurations checked, %d problems\n", kernels.size(),
-              checked, problems);
+  std::printf("%zu ptxas reports, %zu kernel images, %d (kernel, device) launch configurations checked, %d problems\n",
+              reports, kernels.size(), checked, problems);
   return problems == 0 ? 0 : 1;
 }
