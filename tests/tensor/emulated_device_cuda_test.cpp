@@ -15,7 +15,13 @@
 
 #include "tensor/kernels/cuda/emulator.h"
 // The emulator comes first: it defines the built-ins the kernel source below uses.
+#include <unistd.h>
+
 #include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <string>
 #include <vector>
 
@@ -249,6 +255,31 @@ TEST_CASE("flash attention: what it does not take is named, and a device with to
   // The automatic choice falls back to the reference kernel (with a warning) and still computes.
   AttentionOutput f = attention_forward(ok, ok, ok, 0.125, Tensor());
   CHECK(f.out.cpu().to(DType::f32).to_vector<float>()[0] == 0.f);
+}
+
+TEST_CASE("attention falling back from the flash kernel warns once per reason") {
+  // stderr goes to a file while attention runs with an unsupported head dim, three times.
+  Tensor q = zeros({1, 8, 2, 96}, {DType::bf16}).cuda();
+  const std::string path =
+      (std::filesystem::temp_directory_path() / fmt::format("mlr_fallback_warning_{}.txt", getpid())).string();
+  std::fflush(stderr);
+  const int saved = dup(2);
+  FILE* file = std::fopen(path.c_str(), "w+");
+  REQUIRE(file != nullptr);
+  dup2(fileno(file), 2);
+  for (int i = 0; i < 3; ++i) attention_forward(q, q, q, 0.125, Tensor());
+  std::fflush(stderr);
+  dup2(saved, 2);
+  close(saved);
+  std::fclose(file);
+  std::ifstream in(path);
+  const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  std::remove(path.c_str());
+  INFO("stderr: ", text);
+  size_t warnings = 0;
+  for (size_t at = text.find("head dim 96"); at != std::string::npos; at = text.find("head dim 96", at + 1)) ++warnings;
+  CHECK(warnings == 1);
+  CHECK(text.find("slow reference kernel") != std::string::npos);
 }
 
 TEST_CASE("emulated device: copies between two GPUs are ordered after the source's work, which waits for them") {
