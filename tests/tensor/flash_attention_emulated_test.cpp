@@ -38,10 +38,10 @@ struct Results {
 
 Tensor nan_like(const Tensor& t) { return full(t.shape(), NAN, {t.dtype()}); }
 
-// The (y, z) extent of a grid over n batch-head pairs with at most `limit` in y.
+// The grid of the launches: row tiles x batch_heads_grid (attention_flash.cuh) with y at most `limit`.
 dim3 grid_of(unsigned tiles, int64_t n, unsigned limit) {
-  const int64_t y = std::min<int64_t>(n, limit);
-  return dim3(tiles, unsigned(y), unsigned((n + y - 1) / y));
+  const std::pair<unsigned, unsigned> yz = mlr::cuda::batch_heads_grid(n, limit);
+  return dim3(tiles, yz.first, yz.second);
 }
 
 template <typename T, int D, int KT>

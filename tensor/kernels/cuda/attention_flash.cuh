@@ -27,6 +27,7 @@
 // This header holds the kernels; attention_flash.cu launches them.
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -575,10 +576,11 @@ __global__ void __launch_bounds__(kThreads) flash_dq_kernel(const T* dout, const
 // batch_heads_grid(batch * kv_heads)); all kThreads threads and the dynamic shared memory of
 // arch_limits.h (flash::forward_smem, dq_smem, dkv_smem).
 
-// The (y, z) extent of a grid over `n` batch-head pairs (batch_head_of_block).
-inline std::pair<unsigned, unsigned> batch_heads_grid(int64_t n) {
-  const int64_t y = n < 65535 ? n : 65535;
-  return {unsigned(y < 1 ? 1 : y), unsigned((n + 65534) / 65535 < 1 ? 1 : (n + 65534) / 65535)};
+// The (y, z) extent of a grid over `n` batch-head pairs (batch_head_of_block), at most `y_limit` in
+// y (the hardware's 65,535; tests lower it to reach grid.z with small shapes).
+inline std::pair<unsigned, unsigned> batch_heads_grid(int64_t n, int64_t y_limit = 65535) {
+  const int64_t y = std::max<int64_t>(1, std::min(n, y_limit));
+  return {unsigned(y), unsigned(std::max<int64_t>(1, (n + y - 1) / y))};
 }
 
 inline unsigned row_tiles(const Geometry& g) { return unsigned((g.seq + kTileRows - 1) / kTileRows); }
