@@ -1,0 +1,102 @@
+// Chat templates: the renderings of transformers' apply_chat_template for the templates of several
+// model families and a template covering the rest of the Jinja subset
+// (tests/fixtures/llama/generate/reference.json, scripts/fixtures/make_generate_fixtures.py), the
+// checkpoint's own template, and errors that name the construct and the line.
+#include <doctest/doctest.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include <nlohmann/json.hpp>
+
+#include "llama/chat_template.h"
+#include "tensor/error.h"
+
+namespace fs = std::filesystem;
+using namespace mlr;
+
+namespace {
+
+const fs::path kFixture = fs::path(MLR_SOURCE_DIR) / "tests" / "fixtures" / "llama" / "generate";
+
+nlohmann::json reference() {
+  std::ifstream in(kFixture / "reference.json");
+  REQUIRE(in);
+  return nlohmann::json::parse(in);
+}
+
+std::string error_of_template(const std::string& source, const nlohmann::ordered_json& vars = {{"messages", nlohmann::ordered_json::array()}}) {
+  try {
+    ChatTemplate t(source, "t.jinja");
+    t.render(vars);
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+}  // namespace
+
+TEST_CASE("chat template: renderings equal apply_chat_template for every template and conversation") {
+  const nlohmann::json ref = reference();
+  REQUIRE(ref["templates"].size() >= 6);
+  for (const auto& [name, entry] : ref["templates"].items()) {
+    CAPTURE(name);
+    const ChatTemplate t(entry["template"].get<std::string>(), name);
+    for (const auto& render : entry["renders"]) {
+      std::vector<ChatMessage> messages;
+      for (const auto& m : render["messages"]) messages.push_back({m["role"], m["content"]});
+      CAPTURE(render["messages"].dump());
+      const bool add = render["add_generation_prompt"];
+      CAPTURE(add);
+      if (render.contains("error")) {
+        std::string error;
+        try {
+          t.apply(messages, add, "<s>", "</s>");
+        } catch (const Error& e) {
+          error = e.what();
+        }
+        CHECK(error.find("the template raised an exception: " + render["error"].get<std::string>()) != std::string::npos);
+      } else {
+        CHECK(t.apply(messages, add, "<s>", "</s>") == render["text"].get<std::string>());
+      }
+    }
+  }
+}
+
+TEST_CASE("chat template: a checkpoint's template from tokenizer_config.json, with its special tokens") {
+  const nlohmann::json ref = reference();
+  auto loaded = load_chat_template((kFixture / "model").string());
+  REQUIRE(loaded);
+  CHECK(loaded->eos_token == "<|im_end|>");
+  CHECK(loaded->bos_token.empty());
+  const std::vector<ChatMessage> messages = {{"system", ref["chat"]["system"]}, {"user", ref["chat"]["prompt"]}};
+  CHECK(loaded->chat_template.apply(messages, true, loaded->bos_token, loaded->eos_token) ==
+        ref["chat"]["rendered"].get<std::string>());
+  // A checkpoint without one (tokenizer_config.json without chat_template, or no config at all).
+  CHECK(!load_chat_template((fs::path(MLR_SOURCE_DIR) / "tests" / "fixtures" / "tokenizer" / "qwen2").string()));
+  CHECK(!load_chat_template((fs::path(MLR_SOURCE_DIR) / "tests" / "fixtures" / "llama" / "models" / "llama2_mha").string()));
+}
+
+TEST_CASE("chat template: whitespace control, trim_blocks and lstrip_blocks as transformers sets them") {
+  const nlohmann::ordered_json vars = {{"xs", {1, 2}}};
+  CHECK(ChatTemplate("{% for x in xs %}\n  {{ x }}\n{% endfor %}", "t").render(vars) == "  1\n  2\n");
+  CHECK(ChatTemplate("  {% for x in xs %}[{{ x }}]   {%- endfor %}", "t").render(vars) == "[1][2]");
+  CHECK(ChatTemplate("a  {{- 'b' -}}  c", "t").render(vars) == "abc");
+  CHECK(ChatTemplate("a {# note #}\nb", "t").render(vars) == "a b");
+  CHECK(ChatTemplate("{{ '}}' }}{{ \"%}\" }}", "t").render(vars) == "}}%}");
+}
+
+TEST_CASE("chat template: constructs outside the subset are errors naming them and the line") {
+  CHECK(error_of_template("a\n{% macro m() %}x{% endmacro %}").find("t.jinja: line 2: the tag 'macro' is not supported") !=
+        std::string::npos);
+  CHECK(error_of_template("{% if true %}x").find("'{% if %}' is never closed by '{% endif %}'") != std::string::npos);
+  CHECK(error_of_template("x\n\n{{ 'a' | shuffle }}").find("line 3: the filter 'shuffle' is not supported") != std::string::npos);
+  CHECK(error_of_template("{{ messages[0].content.strip() }}").find("'[0]' is undefined") != std::string::npos);
+  CHECK(error_of_template("{% for m in messages if m %}{% endfor %}").find("loop filters") != std::string::npos);
+  CHECK(error_of_template("{{ 'abc' ").find("'{{' is never closed by '}}'") != std::string::npos);
+  CHECK(error_of_template("{% endfor %}").find("'{% endfor %}' without its opening tag") != std::string::npos);
+  CHECK(error_of_template("{{ raise_exception('no system role') }}").find("the template raised an exception: no system role") !=
+        std::string::npos);
+  CHECK(error_of_template("{{ 1 + 'a' }}").find("operator + is not defined for 1 and 'a'") != std::string::npos);
+}
