@@ -259,7 +259,7 @@ CheckpointGenerationIds checkpoint_generation_ids(const std::string& dir, const 
 
 IncrementalDecoder::IncrementalDecoder(const Tokenizer& tokenizer, std::vector<int32_t> context,
                                        std::vector<std::string> stop_strings)
-    : tokenizer_(tokenizer), ids_(std::move(context)), context_size_(ids_.size()), stop_strings_(std::move(stop_strings)) {
+    : tokenizer_(tokenizer), ids_(std::move(context)), stop_strings_(std::move(stop_strings)) {
   std::erase_if(stop_strings_, [](const std::string& s) { return s.empty(); });
   context_text_ = tokenizer_.decode(ids_, /*skip_special=*/true);
 }
@@ -275,8 +275,12 @@ std::string IncrementalDecoder::finish() { return stopped_ ? std::string() : set
 std::string IncrementalDecoder::settle(bool final) {
   const std::string all = tokenizer_.decode(ids_, /*skip_special=*/true);
   // The continuation: what decoding the context with the new tokens adds to the context alone.
-  std::string text = all.compare(0, context_text_.size(), context_text_) == 0 ? all.substr(context_text_.size()) : all;
-  if (context_size_ == 0) text = all;
+  // (When the context's text changes with what follows, e.g. its last character was incomplete,
+  // the continuation starts where the two texts part.)
+  size_t common = 0;
+  while (common < context_text_.size() && common < all.size() && all[common] == context_text_[common]) ++common;
+  while (common > 0 && common < all.size() && (static_cast<unsigned char>(all[common]) & 0xC0) == 0x80) --common;
+  std::string text = all.substr(common);
   size_t end = text.size();
   // A stop string anywhere after what was printed ends the text.
   size_t stop_at = std::string::npos;

@@ -68,7 +68,6 @@ class IncrementalDecoder {
 
   const Tokenizer& tokenizer_;
   std::vector<int32_t> ids_;
-  size_t context_size_;
   std::string context_text_;
   std::vector<std::string> stop_strings_;
   std::string emitted_text_;
