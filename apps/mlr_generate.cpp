@@ -136,6 +136,11 @@ int main(int argc, char** argv) {
       }
       const std::vector<int32_t> ids = tokenizer->encode(text, add_special);
       MLR_CHECK(!ids.empty(), "mlr-generate: prompt \"{}\" encodes to no token", p);
+      const int64_t context = model->config().max_position_embeddings;
+      if (static_cast<int64_t>(ids.size()) + max_new_tokens > context)
+        std::cerr << fmt::format("mlr-generate: warning: a prompt of {} tokens plus --max-new-tokens {} exceeds the "
+                                 "model's {} positions (max_position_embeddings); the text after that is unreliable\n",
+                                 ids.size(), max_new_tokens, context);
       prompt_ids.emplace_back(ids.begin(), ids.end());
     }
 

@@ -4,8 +4,9 @@
 // eos_token and the functions raise_exception and strftime_now).
 //
 // The renderer implements a subset of Jinja: what the chat templates of LLaMA 2, LLaMA 3, Mistral,
-// Zephyr/TinyLlama and ChatML/Qwen2 use (each checked against apply_chat_template,
-// tests/llama/chat_template_test.cpp) and a little more, listed here:
+// Zephyr/TinyLlama and ChatML/Qwen2 use, and one in the shape of LLaMA 3.1's (system block, tools
+// as JSON, tool results; checked against apply_chat_template in tests/llama/chat_template_test.cpp),
+// and a little more, listed here:
 //   tags        {{ expr }}, {% if/elif/else/endif %}, {% for x in xs %} / {% for k, v in d.items() %}
 //               (with else, and loop.index/index0/first/last/length/revindex/revindex0),
 //               {% set x = expr %}, {% set ns.attr = expr %}, {% generation %}, {# comments #},
