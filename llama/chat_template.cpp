@@ -562,12 +562,20 @@ class ExprParser {
       }
       case Token::Kind::integer: {
         auto e = make(Expr::Kind::literal);
-        e->literal = std::stoll(t.text);
+        try {
+          e->literal = std::stoll(t.text);
+        } catch (const std::out_of_range&) {
+          fail(fmt::format("the integer {} is too large", t.text));
+        }
         return e;
       }
       case Token::Kind::number: {
         auto e = make(Expr::Kind::literal);
-        e->literal = std::stod(t.text);
+        try {
+          e->literal = std::stod(t.text);
+        } catch (const std::out_of_range&) {
+          fail(fmt::format("the number {} is out of range", t.text));
+        }
         return e;
       }
       case Token::Kind::name: {
@@ -612,9 +620,9 @@ class ExprParser {
     fail(fmt::format("unexpected '{}'", t.text));
   }
 
-  size_t pos_ = 0;
 
  private:
+  size_t pos_ = 0;
   std::vector<Token> t_;
   std::string origin_;
   int line_;
@@ -775,6 +783,8 @@ class Renderer {
 
   void run(const std::vector<Node>& nodes, std::string& out) {
     for (const Node& n : nodes) {
+      spend(n.line);
+      if (out.size() > kMaxOutput) fail(n.line, fmt::format("the output exceeds {} bytes", kMaxOutput));
       switch (n.kind) {
         case Node::Kind::text: out += n.text; break;
         case Node::Kind::output: out += to_str(eval(*n.expr)); break;
@@ -812,6 +822,16 @@ class Renderer {
     throw Error(fmt::format("chat template: {}: line {}: {}", origin_, line, what));
   }
 
+  // A chat prompt takes a few thousand steps (a step: a statement, an expression or a loop
+  // iteration); a template that loops over range(10**9) is refused
+  // rather than run for hours.
+  static constexpr int64_t kMaxSteps = 1'000'000;
+  static constexpr size_t kMaxOutput = size_t{1} << 26;
+  static constexpr int64_t kMaxRange = int64_t{1} << 20;
+  void spend(int line) {
+    if (++steps_ > kMaxSteps) fail(line, fmt::format("rendering takes more than {} steps", kMaxSteps));
+  }
+
   Json* lookup(const std::string& name) {
     for (auto it = scopes_.rbegin(); it != scopes_.rend(); ++it) {
       auto found = it->find(name);
@@ -835,6 +855,7 @@ class Renderer {
     }
     const int64_t length = static_cast<int64_t>(items.size());
     for (int64_t i = 0; i < length; ++i) {
+      spend(n.line);
       scopes_.emplace_back();
       auto& scope = scopes_.back();
       const Json& item = items[static_cast<size_t>(i)];
@@ -861,8 +882,10 @@ class Renderer {
     }
   }
 
-  static int64_t as_int(const Value& v, int line, const ChatTemplate* = nullptr) {
-    return v.json.is_number_integer() ? v.json.get<int64_t>() : static_cast<int64_t>(v.json.get<double>());
+  int64_t as_int(const Value& v, int line) const {
+    if (v.json.is_number_integer()) return v.json.get<int64_t>();
+    if (v.json.is_number() && std::fabs(v.json.get<double>()) < 9.0e18) return static_cast<int64_t>(v.json.get<double>());
+    fail(line, fmt::format("expected a number, got {}", v.undefined ? "undefined '" + v.what + "'" : python_repr(v.json)));
   }
 
   std::string need_string(const Value& v, int line, const char* what) const {
@@ -871,6 +894,7 @@ class Renderer {
   }
 
   Value eval(const Expr& e) {
+    spend(e.line);
     switch (e.kind) {
       case Expr::Kind::literal: return Value{e.literal};
       case Expr::Kind::name: {
@@ -937,7 +961,11 @@ class Renderer {
       case Expr::Kind::unary: {
         Value v = eval(*e.args[0]);
         if (e.text == "not") return Value{Json(!truthy(v))};
-        if (v.json.is_number_integer()) return Value{Json(-v.json.get<int64_t>())};
+        if (v.json.is_number_integer()) {
+          int64_t r = 0;
+          if (__builtin_sub_overflow(int64_t{0}, v.json.get<int64_t>(), &r)) fail(e.line, "integer overflow in unary -");
+          return Value{Json(r)};
+        }
         if (v.json.is_number()) return Value{Json(-v.json.get<double>())};
         fail(e.line, fmt::format("cannot negate {}", python_repr(v.json)));
       }
@@ -986,6 +1014,9 @@ class Renderer {
       return Value{out};
     }
     if (op == "*" && x.is_string() && y.is_number_integer()) {
+      if (y.get<int64_t>() > 0 && x.get_ref<const std::string&>().size() * static_cast<size_t>(std::min<int64_t>(y.get<int64_t>(), kMaxRange)) > kMaxOutput)
+        fail(e.line, fmt::format("a string repeated to more than {} bytes", kMaxOutput));
+      if (y.get<int64_t>() > static_cast<int64_t>(kMaxOutput)) fail(e.line, "a string repeated too many times");
       std::string out;
       for (int64_t i = 0; i < y.get<int64_t>(); ++i) out += x.get<std::string>();
       return Value{Json(out)};
@@ -1000,12 +1031,27 @@ class Renderer {
       if ((op == "/" || op == "//" || op == "%") && dy == 0) fail(e.line, "division by zero");
       if (ints) {
         const int64_t ix = x.get<int64_t>(), iy = y.get<int64_t>();
-        if (op == "+") return Value{Json(ix + iy)};
-        if (op == "-") return Value{Json(ix - iy)};
-        if (op == "*") return Value{Json(ix * iy)};
-        // Python's floor division and modulo (the sign of the divisor).
-        if (op == "//") return Value{Json(static_cast<int64_t>(std::floor(static_cast<double>(ix) / static_cast<double>(iy))))};
-        if (op == "%") return Value{Json(((ix % iy) + iy) % iy)};
+        int64_t r = 0;
+        auto checked = [&](bool overflow) {
+          if (overflow) fail(e.line, fmt::format("integer overflow in {} {} {}", ix, op, iy));
+          return Value{Json(r)};
+        };
+        if (op == "+") return checked(__builtin_add_overflow(ix, iy, &r));
+        if (op == "-") return checked(__builtin_sub_overflow(ix, iy, &r));
+        if (op == "*") return checked(__builtin_mul_overflow(ix, iy, &r));
+        // Python's floor division and modulo (the result takes the divisor's sign).
+        if (op == "//" || op == "%") {
+          if (iy == -1) {
+            if (op == "%") return Value{Json(int64_t{0})};
+            return checked(__builtin_sub_overflow(int64_t{0}, ix, &r));
+          }
+          int64_t q = ix / iy, m = ix % iy;
+          if (m != 0 && ((m < 0) != (iy < 0))) {
+            q -= 1;
+            m += iy;
+          }
+          return Value{Json(op == "//" ? q : m)};
+        }
       }
       if (op == "+") return Value{Json(dx + dy)};
       if (op == "-") return Value{Json(dx - dy)};
@@ -1013,7 +1059,11 @@ class Renderer {
       if (op == "/") return Value{Json(dx / dy)};
       if (op == "//") return Value{Json(std::floor(dx / dy))};
       if (op == "%") return Value{Json(dx - dy * std::floor(dx / dy))};
-      if (op == "**") return Value{ints && y.get<int64_t>() >= 0 ? Json(static_cast<int64_t>(std::llround(std::pow(dx, dy)))) : Json(std::pow(dx, dy))};
+      if (op == "**") {
+        const double p = std::pow(dx, dy);
+        if (ints && y.get<int64_t>() >= 0 && std::fabs(p) < 9.0e18) return Value{Json(static_cast<int64_t>(std::llround(p)))};
+        return Value{Json(p)};
+      }
     }
     if (x.is_string() && y.is_string() && (op == "<" || op == ">" || op == "<=" || op == ">=")) {
       const int c = x.get<std::string>().compare(y.get<std::string>());
@@ -1064,6 +1114,7 @@ class Renderer {
         if (args.empty() || args.size() > 2) fail(e.line, "range() takes one or two integers");
         int64_t from = 0, to = as_int(args[0], e.line);
         if (args.size() == 2) from = to, to = as_int(args[1], e.line);
+        if (to - from > kMaxRange) fail(e.line, fmt::format("range() of more than {} numbers", kMaxRange));
         Json out = Json::array();
         for (int64_t i = from; i < to; ++i) out.push_back(i);
         return Value{out};
@@ -1231,7 +1282,8 @@ class Renderer {
     }
     if (f == "items") return call_items(j, line);
     if (f == "int") {
-      if (j.is_number()) return Value{Json(static_cast<int64_t>(j.get<double>()))};
+      if (j.is_number_integer()) return v;
+      if (j.is_number()) return Value{Json(as_int(v, line))};
       if (j.is_string()) {
         try {
           return Value{Json(static_cast<int64_t>(std::stoll(j.get<std::string>())))};
@@ -1296,6 +1348,7 @@ class Renderer {
 
   std::string origin_;
   std::vector<std::map<std::string, Json>> scopes_;
+  int64_t steps_ = 0;
 };
 
 }  // namespace

@@ -109,4 +109,12 @@ TEST_CASE("chat template: constructs outside the subset are errors naming them a
   CHECK(error_of_template("{{ raise_exception('no system role') }}").find("the template raised an exception: no system role") !=
         std::string::npos);
   CHECK(error_of_template("{{ 1 + 'a' }}").find("operator + is not defined for 1 and 'a'") != std::string::npos);
+  // Limits (found by fuzz/chat_template_fuzz.cpp's kind of input): no hang, no overflow.
+  CHECK(error_of_template("{{ 9223372036854775807 + 1 }}").find("integer overflow") != std::string::npos);
+  CHECK(error_of_template("{{ 99999999999999999999 }}").find("the integer 99999999999999999999 is too large") !=
+        std::string::npos);
+  CHECK(error_of_template("{% for i in range(5000000) %}{% endfor %}").find("range() of more than") != std::string::npos);
+  CHECK(error_of_template("{% for i in range(2000) %}{% for j in range(2000) %}{% endfor %}{% endfor %}")
+            .find("rendering takes more than 1000000 steps") != std::string::npos);
+  CHECK(ChatTemplate("{{ -7 // 2 }} {{ -7 % 3 }} {{ 7 % -3 }} {{ 2 ** 10 }}", "t").render({}) == "-4 2 -2 1024");
 }
