@@ -823,8 +823,7 @@ class Renderer {
   }
 
   // A chat prompt takes a few thousand steps (a step: a statement, an expression or a loop
-  // iteration); a template that loops over range(10**9) is refused
-  // rather than run for hours.
+  // iteration); a template that loops over range(10**9) is refused rather than run for hours.
   static constexpr int64_t kMaxSteps = 1'000'000;
   static constexpr size_t kMaxOutput = size_t{1} << 26;
   static constexpr int64_t kMaxRange = int64_t{1} << 20;
