@@ -7,9 +7,11 @@ find_package(PkgConfig REQUIRED)
 # BLAS we benchmark is the one we ship against.
 find_library(MLR_OPENBLAS_LIB NAMES openblas REQUIRED)
 find_path(MLR_CBLAS_INCLUDE NAMES cblas.h PATH_SUFFIXES openblas x86_64-linux-gnu/openblas-pthread REQUIRED)
+# Installed, mlr::blas stands for the same two paths, found again by mlrConfig.cmake on the machine
+# that uses the package.
 add_library(mlr_blas INTERFACE)
-target_link_libraries(mlr_blas INTERFACE ${MLR_OPENBLAS_LIB})
-target_include_directories(mlr_blas INTERFACE ${MLR_CBLAS_INCLUDE})
+target_link_libraries(mlr_blas INTERFACE $<BUILD_INTERFACE:${MLR_OPENBLAS_LIB}> $<INSTALL_INTERFACE:mlr::openblas>)
+target_include_directories(mlr_blas INTERFACE $<BUILD_INTERFACE:${MLR_CBLAS_INCLUDE}>)
 
 find_package(doctest QUIET)
 if(NOT doctest_FOUND)

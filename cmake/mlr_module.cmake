@@ -16,7 +16,11 @@ function(mlr_module name)
     endif()
   endif()
   add_library(mlr_${name} ${sources})
-  target_include_directories(mlr_${name} PUBLIC ${PROJECT_SOURCE_DIR})
+  # In the tree the sources include "tensor/tensor.h" from the repository root; installed, the
+  # headers keep their folders under include/mlr (include/mlr/tensor/tensor.h), so the same
+  # #include lines work in a program built against the package.
+  target_include_directories(mlr_${name} PUBLIC $<BUILD_INTERFACE:${PROJECT_SOURCE_DIR}> $<INSTALL_INTERFACE:include/mlr>)
+  target_compile_features(mlr_${name} PUBLIC cxx_std_20)
   target_link_libraries(mlr_${name} PUBLIC ${ARG_DEPS})
   target_compile_options(mlr_${name} PRIVATE
     $<$<COMPILE_LANGUAGE:CXX>:-Wall -Wextra -Wno-unused-parameter -Werror=switch>
@@ -37,6 +41,21 @@ function(mlr_module name)
     target_compile_options(mlr_${name} PRIVATE ${MLR_FUZZ_COMPILE_OPTIONS})
   endif()
   add_library(mlr::${name} ALIAS mlr_${name})
+  mlr_install_library(mlr_${name} ${name})
+  # The headers of the folder (kernel headers included: some public headers reach them).
+  get_filename_component(folder ${CMAKE_CURRENT_SOURCE_DIR} NAME)
+  install(DIRECTORY ${CMAKE_CURRENT_SOURCE_DIR}/ DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}/mlr/${folder}
+          FILES_MATCHING PATTERN "*.h" PATTERN "*.cuh")
+endfunction()
+
+# mlr_install_library(TARGET EXPORT_NAME): installs a library into the package's export set, where
+# find_package(mlr) makes it mlr::EXPORT_NAME (the same name as the alias in the tree).
+function(mlr_install_library target export_name)
+  set_target_properties(${target} PROPERTIES EXPORT_NAME ${export_name})
+  install(TARGETS ${target} EXPORT mlrTargets
+          ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR}
+          LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR}
+          RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR})
 endfunction()
 
 # mlr_test(MODULE DEPS ...): tests/MODULE/*_test.cpp -> one doctest binary test_MODULE, registered

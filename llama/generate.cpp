@@ -5,8 +5,12 @@
 #include <limits>
 #include <numeric>
 
-#include <fmt/format.h>
+#include <filesystem>
 
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include "llama/tokenizer_detail.h"
 #include "tensor/ops.h"
 
 namespace mlr {
@@ -161,6 +165,7 @@ GenerationOutput generate(LlamaForCausalLM& model, const Tensor& input_ids, cons
       }
       next[bi] = token;
       out.tokens[bi].push_back(token);
+      if (cfg.on_token) cfg.on_token(b, token);
       if (std::find(cfg.eos_token_ids.begin(), cfg.eos_token_ids.end(), token) != cfg.eos_token_ids.end()) {
         finished[bi] = true;
         out.finish_reasons[bi] = FinishReason::eos;
@@ -210,6 +215,115 @@ GenerationOutput generate(LlamaForCausalLM& model, const std::vector<std::vector
     }
   }
   return generate(model, from_vector(ids, {batch, len}), from_vector(mask, {batch, len}), cfg);
+}
+
+namespace {
+
+// A JSON id or list of ids under `key` (null or absent: none).
+std::optional<std::vector<int64_t>> json_ids(const nlohmann::json& j, const char* key, const std::string& file) {
+  auto it = j.find(key);
+  if (it == j.end() || it->is_null()) return std::nullopt;
+  std::vector<int64_t> ids;
+  auto one = [&](const nlohmann::json& v) {
+    MLR_CHECK(v.is_number_integer() && v.get<int64_t>() >= 0, "generate: {}: \"{}\" must be a token id or a list of ids, got {}",
+              file, key, it->dump());
+    ids.push_back(v.get<int64_t>());
+  };
+  if (it->is_array()) for (const auto& v : *it) one(v);
+  else one(*it);
+  return ids;
+}
+
+}  // namespace
+
+CheckpointGenerationIds checkpoint_generation_ids(const std::string& dir, const Tokenizer* tokenizer) {
+  namespace fs = std::filesystem;
+  std::optional<std::vector<int64_t>> eos, pad;
+  for (const char* name : {"generation_config.json", "config.json"}) {
+    const fs::path path = fs::path(dir) / name;
+    std::error_code ec;
+    if (!fs::is_regular_file(path, ec)) continue;
+    const nlohmann::json j = tokenizer_detail::parse_json(path, tokenizer_detail::read_file(path));
+    MLR_CHECK(j.is_object(), "generate: {}: expected a JSON object at the top level", path.string());
+    if (!eos) eos = json_ids(j, "eos_token_id", path.string());
+    if (!pad) pad = json_ids(j, "pad_token_id", path.string());
+  }
+  CheckpointGenerationIds ids;
+  if (eos) ids.eos_token_ids = *eos;
+  else if (tokenizer && tokenizer->eos_id()) ids.eos_token_ids = {*tokenizer->eos_id()};
+  if (pad && !pad->empty()) ids.pad_token_id = pad->front();
+  else if (tokenizer && tokenizer->pad_id()) ids.pad_token_id = *tokenizer->pad_id();
+  else if (!ids.eos_token_ids.empty()) ids.pad_token_id = ids.eos_token_ids.front();
+  return ids;
+}
+
+IncrementalDecoder::IncrementalDecoder(const Tokenizer& tokenizer, std::vector<int32_t> context,
+                                       std::vector<std::string> stop_strings)
+    : tokenizer_(tokenizer), ids_(std::move(context)), stop_strings_(std::move(stop_strings)) {
+  std::erase_if(stop_strings_, [](const std::string& s) { return s.empty(); });
+  context_text_ = tokenizer_.decode(ids_, /*skip_special=*/true);
+}
+
+std::string IncrementalDecoder::push(int64_t token) {
+  if (stopped_) return {};
+  ids_.push_back(static_cast<int32_t>(token));
+  return settle(false);
+}
+
+std::string IncrementalDecoder::finish() { return stopped_ ? std::string() : settle(true); }
+
+std::string IncrementalDecoder::settle(bool final) {
+  const std::string all = tokenizer_.decode(ids_, /*skip_special=*/true);
+  // The continuation: what decoding the context with the new tokens adds to the context alone.
+  // (When the context's text changes with what follows, e.g. its last character was incomplete,
+  // the continuation starts where the two texts part.)
+  size_t common = 0;
+  while (common < context_text_.size() && common < all.size() && all[common] == context_text_[common]) ++common;
+  while (common > 0 && common < all.size() && (static_cast<unsigned char>(all[common]) & 0xC0) == 0x80) --common;
+  std::string text = all.substr(common);
+  size_t end = text.size();
+  // A stop string anywhere after what was printed ends the text.
+  size_t stop_at = std::string::npos;
+  for (const std::string& stop : stop_strings_) {
+    const size_t from = emitted_text_.size() >= stop.size() ? emitted_text_.size() - stop.size() + 1 : 0;
+    const size_t at = text.find(stop, from);
+    if (at != std::string::npos) stop_at = std::min(stop_at, at);
+  }
+  if (stop_at != std::string::npos) {
+    stopped_ = true;
+    end = std::max(stop_at, emitted_text_.size());
+  } else if (!final) {
+    // An incomplete UTF-8 sequence at the end, or the replacement character a byte-fallback
+    // decoder gives for one, waits for the next token.
+    size_t lead = end;
+    for (size_t k = 0; k < 4 && lead > 0; ++k) {
+      const unsigned char c = static_cast<unsigned char>(text[lead - 1]);
+      if ((c & 0xC0) != 0x80) {
+        --lead;
+        break;
+      }
+      --lead;
+    }
+    if (lead < end) {
+      const unsigned char c = static_cast<unsigned char>(text[lead]);
+      const size_t need = c >= 0xF0 ? 4 : c >= 0xE0 ? 3 : c >= 0xC0 ? 2 : 1;
+      if (end - lead < need) end = lead;
+    }
+    if (end >= 3 && text.compare(end - 3, 3, "\xEF\xBF\xBD") == 0) end -= 3;
+    // A tail that could grow into a stop string.
+    for (const std::string& stop : stop_strings_) {
+      for (size_t n = std::min(stop.size() - 1, end); n > 0; --n) {
+        if (end - n >= emitted_text_.size() && text.compare(end - n, n, stop, 0, n) == 0) {
+          end -= n;
+          break;
+        }
+      }
+    }
+  }
+  if (end <= emitted_text_.size()) return {};
+  std::string piece = text.substr(emitted_text_.size(), end - emitted_text_.size());
+  emitted_text_ += piece;
+  return piece;
 }
 
 }  // namespace mlr

@@ -13,6 +13,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -32,6 +33,45 @@ struct GenerationConfig {
   std::vector<std::string> stop_strings;  // a row stops once its decoded continuation contains one
   const Tokenizer* tokenizer = nullptr;   // needed for stop_strings
   int64_t pad_token_id = 0;               // fills rows that have finished
+  // Called with (row, token) for every new token as soon as it is chosen (streaming output).
+  std::function<void(int64_t, int64_t)> on_token;
+};
+
+// The ids a checkpoint ends generation on and pads with, as transformers' generate() takes them:
+// generation_config.json's eos_token_id (one id or a list) when it has one, else config.json's,
+// else the tokenizer's EOS; pad_token_id likewise, falling back to the first EOS id (then 0).
+struct CheckpointGenerationIds {
+  std::vector<int64_t> eos_token_ids;
+  int64_t pad_token_id = 0;
+};
+CheckpointGenerationIds checkpoint_generation_ids(const std::string& dir, const Tokenizer* tokenizer);
+
+// Turns one row's tokens, as they arrive, into text that is safe to print: each push returns the
+// text that the new token completed. Decoding always covers the whole continuation after `context`
+// (the prompt's last tokens), so a sentencepiece word-start space or a character split over
+// byte-fallback tokens comes out as the whole sequence decodes, never piece by piece. Held back
+// until settled: an incomplete UTF-8 character at the end, and a tail that may be the start of a
+// stop string. A stop string ends the text before it (the stop string itself is not returned).
+// Special tokens (EOS, ...) are not printed.
+class IncrementalDecoder {
+ public:
+  IncrementalDecoder(const Tokenizer& tokenizer, std::vector<int32_t> context, std::vector<std::string> stop_strings);
+  std::string push(int64_t token);
+  // What is still held back (at the end of generation).
+  std::string finish();
+  bool stopped() const { return stopped_; }
+  // Everything returned so far.
+  const std::string& text() const { return emitted_text_; }
+
+ private:
+  std::string settle(bool final);
+
+  const Tokenizer& tokenizer_;
+  std::vector<int32_t> ids_;
+  std::string context_text_;
+  std::vector<std::string> stop_strings_;
+  std::string emitted_text_;
+  bool stopped_ = false;
 };
 
 enum class FinishReason { length, eos, stop_string };

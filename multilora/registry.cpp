@@ -12,12 +12,34 @@
 
 namespace mlr {
 
-// The list is explicit rather than filled by static initialisers in each type's file: the library is
-// static, and the linker drops an object file nothing refers to, registration and all.
-const std::vector<const AdapterType*>& adapter_types() {
-  static const std::vector<const AdapterType*> types = {&lora_adapter_type(), &multilora_adapter_type(),
-                                                        &smora_adapter_type(), &dora_adapter_type()};
+namespace {
+
+// The built-in types are listed explicitly rather than filled by static initialisers in each type's
+// file: the library is static, and the linker drops an object file nothing refers to, registration
+// and all. Types of other programs join through register_adapter_type.
+std::vector<const AdapterType*>& registered_types() {
+  static std::vector<const AdapterType*> types = {&lora_adapter_type(), &multilora_adapter_type(),
+                                                  &smora_adapter_type(), &dora_adapter_type()};
   return types;
+}
+
+}  // namespace
+
+const std::vector<const AdapterType*>& adapter_types() { return registered_types(); }
+
+void register_adapter_type(const AdapterType& type) {
+  MLR_CHECK(!type.name.empty() && type.name != "full",
+            "register_adapter_type: the name must be non-empty and not \"full\" (full fine-tuning), got \"{}\"",
+            type.name);
+  MLR_CHECK(type.from_json && type.from_yaml, "register_adapter_type: type \"{}\" needs from_json and from_yaml",
+            type.name);
+  MLR_CHECK(!type.peft_type.empty() || type.reads_file,
+            "register_adapter_type: type \"{}\" needs a peft_type or a reads_file test", type.name);
+  for (const AdapterType* t : registered_types()) {
+    if (t == &type) return;  // registering the same object twice is harmless
+    MLR_CHECK(t->name != type.name, "register_adapter_type: a type named \"{}\" is already registered", type.name);
+  }
+  registered_types().push_back(&type);
 }
 
 const AdapterType& adapter_type(const std::string& name) {

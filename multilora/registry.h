@@ -12,7 +12,9 @@
 // this registry.
 //
 // Adding a type: write its class and config (multilora/dora.h is the example), define its
-// AdapterType next to them, and list it once in registry.cpp's adapter_types().
+// AdapterType next to them, and list it once in registry.cpp's adapter_types(). A program using the
+// library registers a type of its own with register_adapter_type before loading a configuration or
+// an adapter file (examples/custom_adapter/ does).
 #pragma once
 
 #include <algorithm>
@@ -83,6 +85,11 @@ struct AdapterType {
 
 // Every registered type, in registration order (LoRA first).
 const std::vector<const AdapterType*>& adapter_types();
+// Adds `type` (which must outlive every use of the registry) after the built-in ones; throws when
+// its name is taken or it lacks a reader. Files are matched in registration order, so a type whose
+// files share a peft_type with an earlier one needs a reads_file that the earlier type refuses.
+// Not thread-safe: register before any other use.
+void register_adapter_type(const AdapterType& type);
 // The type named `name` (YAML adapter.type); throws listing the names.
 const AdapterType& adapter_type(const std::string& name);
 // The type of an adapter_config.json object; throws naming the peft_type and the known ones.

@@ -5,9 +5,14 @@
 
 #include "tests/llama/tiny_config.h"
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
+#include <fstream>
 
+#include <nlohmann/json.hpp>
+
+#include "llama/chat_template.h"
 #include "llama/generate.h"
 #include "llama/safetensors.h"
 #include "tensor/ops.h"
@@ -230,4 +235,121 @@ TEST_CASE("sampling: temperature, top-k and top-p filters and the inverse CDF") 
         std::string::npos);
   CHECK(error_of([&] { sampling_probabilities(logits, 1.0, 0, 0.0); }).find("top_p must be in (0, 1]") !=
         std::string::npos);
+}
+
+namespace {
+
+const fs::path kGenerate = fs::path(MLR_SOURCE_DIR) / "tests" / "fixtures" / "llama" / "generate";
+
+nlohmann::json generate_reference() {
+  std::ifstream in(kGenerate / "reference.json");
+  REQUIRE(in);
+  return nlohmann::json::parse(in);
+}
+
+// Streams `tokens` through an IncrementalDecoder; every piece must be whole UTF-8.
+std::string stream_text(const Tokenizer& tok, int32_t context, const std::vector<int64_t>& tokens,
+                        const std::vector<std::string>& stops = {}) {
+  IncrementalDecoder decoder(tok, {context}, stops);
+  std::string out;
+  auto whole_utf8 = [](const std::string& s) {
+    for (size_t i = 0; i < s.size();) {
+      const unsigned char c = static_cast<unsigned char>(s[i]);
+      const size_t n = c < 0x80 ? 1 : c >= 0xF0 ? 4 : c >= 0xE0 ? 3 : 2;
+      if (i + n > s.size()) return false;
+      i += n;
+    }
+    return true;
+  };
+  for (int64_t t : tokens) {
+    const std::string piece = decoder.push(t);
+    CHECK(whole_utf8(piece));
+    out += piece;
+  }
+  out += decoder.finish();
+  CHECK(out == decoder.text());
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("generate: text, EOS list and padding on the generate fixture equal transformers' generate") {
+  const nlohmann::json ref = generate_reference();
+  auto model = LlamaForCausalLM::from_pretrained((kGenerate / "model").string());
+  model->eval();
+  auto tok = load_tokenizer((kGenerate / "model").string());
+  // generation_config.json's list of EOS ids and its pad id win over config.json's single EOS.
+  const CheckpointGenerationIds ids = checkpoint_generation_ids((kGenerate / "model").string(), tok.get());
+  CHECK(ids.eos_token_ids == ref["eos_token_ids"].get<std::vector<int64_t>>());
+  CHECK(ids.pad_token_id == ref["pad_token_id"].get<int64_t>());
+
+  GenerationConfig cfg;
+  cfg.max_new_tokens = ref["max_new_tokens"];
+  cfg.eos_token_ids = ids.eos_token_ids;
+  cfg.pad_token_id = ids.pad_token_id;
+  for (const char* name : {"base", "chat"}) {
+    CAPTURE(name);
+    const nlohmann::json& c = ref[name];
+    std::vector<std::vector<int64_t>> prompts;
+    if (std::string(name) == "chat") {
+      auto chat = load_chat_template((kGenerate / "model").string());
+      REQUIRE(chat);
+      const std::string text = chat->chat_template.apply({{"system", c["system"]}, {"user", c["prompt"]}}, true,
+                                                         chat->bos_token, chat->eos_token);
+      CHECK(text == c["rendered"].get<std::string>());
+      auto encoded = tok->encode(text, false);
+      prompts.emplace_back(encoded.begin(), encoded.end());
+    } else {
+      for (const auto& p : c["prompts"]) {
+        auto encoded = tok->encode(p.get<std::string>(), true);
+        prompts.emplace_back(encoded.begin(), encoded.end());
+      }
+    }
+    const GenerationOutput out = generate(*model, prompts, cfg);
+    for (size_t i = 0; i < prompts.size(); ++i) {
+      CAPTURE(i);
+      const nlohmann::json& row = c["rows"][i];
+      CHECK(prompts[i] == row["prompt_ids"].get<std::vector<int64_t>>());
+      CHECK(out.tokens[i] == row["tokens"].get<std::vector<int64_t>>());
+      const bool stopped = std::find(ids.eos_token_ids.begin(), ids.eos_token_ids.end(), out.tokens[i].back()) !=
+                           ids.eos_token_ids.end();
+      CHECK(out.finish_reasons[i] == (stopped ? FinishReason::eos : FinishReason::length));
+      CHECK(stream_text(*tok, static_cast<int32_t>(prompts[i].back()), out.tokens[i]) == row["text"].get<std::string>());
+    }
+  }
+}
+
+TEST_CASE("incremental decoding: whole characters, word-start spaces and stop strings") {
+  // Byte-level BPE: characters of 2, 3 and 4 bytes split over byte tokens come out whole.
+  auto bytes = load_tokenizer((kGenerate / "model").string());
+  const std::string text = "caf\xC3\xA9 \xE4\xB8\x96\xE7\x95\x8C \xF0\x9F\x99\x82 ok";
+  auto ids = bytes->encode("x " + text, false);
+  REQUIRE(ids.size() > 4);
+  std::vector<int64_t> rest(ids.begin() + 1, ids.end());
+  CHECK(stream_text(*bytes, ids[0], rest) == bytes->decode(ids, true).substr(bytes->decode({ids[0]}, true).size()));
+  CHECK(stream_text(*bytes, ids[0], rest) == " " + text);
+
+  // Sentencepiece-style BPE: the first word's "▁" is a space after the prompt's last token.
+  auto spm = load_tokenizer((fs::path(MLR_SOURCE_DIR) / "tests" / "fixtures" / "tokenizer" / "spbpe" / "llama_class").string());
+  auto sp_ids = spm->encode("Hello world again", false);
+  REQUIRE(sp_ids.size() >= 3);
+  std::vector<int64_t> sp_rest(sp_ids.begin() + 1, sp_ids.end());
+  const std::string whole = spm->decode(sp_ids, true), first = spm->decode({sp_ids[0]}, true);
+  CHECK(stream_text(*spm, sp_ids[0], sp_rest) == whole.substr(first.size()));
+  CHECK(stream_text(*spm, sp_ids[0], sp_rest).find(" again") != std::string::npos);
+
+  // A stop string ends the text before it; a tail that may begin one waits.
+  AngleTokenizer angle;
+  IncrementalDecoder d(angle, {}, {"<3><4>"});
+  CHECK(d.push(1) == "<1>");
+  CHECK(d.push(3) == "");  // "<3>" may begin the stop string
+  CHECK(d.push(5) == "<3><5>");
+  CHECK(d.push(3) == "");
+  CHECK(d.push(4) == "");
+  CHECK(d.stopped());
+  CHECK(d.push(7) == "");
+  CHECK(d.text() == "<1><3><5>");
+  IncrementalDecoder held(angle, {}, {"<3><4>"});
+  held.push(3);
+  CHECK(held.finish() == "<3>");
 }

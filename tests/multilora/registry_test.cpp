@@ -69,3 +69,20 @@ TEST_CASE("registry: each type's adapter config reads back through its registrat
     }
   }
 }
+
+TEST_CASE("registry: register_adapter_type refuses a taken name and a type without readers") {
+  // A successful registration is permanent (it would change the other suites' list of types); the
+  // installed-package example (examples/custom_adapter, ctest install_package_example) registers one.
+  AdapterType lora_again = lora_adapter_type();
+  CHECK(error_of([&] { register_adapter_type(lora_again); }).find("a type named \"lora\" is already registered") !=
+        std::string::npos);
+  AdapterType unnamed;
+  CHECK(error_of([&] { register_adapter_type(unnamed); }).find("the name must be non-empty") != std::string::npos);
+  AdapterType no_readers;
+  no_readers.name = "mine";
+  no_readers.peft_type = "MINE";
+  CHECK(error_of([&] { register_adapter_type(no_readers); }).find("type \"mine\" needs from_json and from_yaml") !=
+        std::string::npos);
+  register_adapter_type(lora_adapter_type());  // the same object again: nothing changes
+  CHECK(adapter_types().size() == 4);
+}
