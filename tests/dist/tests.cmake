@@ -1,0 +1,38 @@
+# Multi-process data-parallel tests of mlr-train (included by tests/CMakeLists.txt): CPU ranks as
+# separate processes on the demo model, launched by scripts/launch_cpu_ranks.sh.
+if(TARGET mlr-train AND TARGET mlr_llama)
+  add_executable(dist_compare_runs ${CMAKE_CURRENT_LIST_DIR}/compare_runs.cpp)
+  target_link_libraries(dist_compare_runs PRIVATE mlr_llama nlohmann_json::nlohmann_json fmt::fmt)
+  # Bounds of "N ranks x R/N rows = 1 rank x R rows" (6 steps at the demo's lr): losses to 1e-5
+  # relative, weights to 5e-5 of each tensor's largest value (float32 sums in another order,
+  # amplified by AdamW's normalisation where gradients are tiny). Measured: losses 1e-7, weights
+  # 2.5e-6 at most (MultiLoRA on 4 ranks).
+  set(dp_loss_bound 1e-5)
+  set(dp_weight_bound 5e-5)
+  # name|ranks|overrides,...
+  set(dp_runs "lora_2|2|adapter.type=lora" "lora_4|4|adapter.type=lora" "multilora_2|2|adapter.type=multilora"
+      "multilora_4|4|adapter.type=multilora" "smora_2|2|adapter.type=smora" "smora_4|4|adapter.type=smora" "full_2|2|adapter.type=full,optim.lr=2e-3"
+      "full_4|4|adapter.type=full,optim.lr=2e-3")
+  foreach(run ${dp_runs})
+    string(REPLACE "|" ";" parts "${run}")
+    list(GET parts 0 name)
+    list(GET parts 1 ranks)
+    list(GET parts 2 overrides)
+    string(REPLACE "," ";" overrides "${overrides}")
+    add_test(NAME dist_data_parallel_${name}
+             COMMAND sh ${CMAKE_CURRENT_LIST_DIR}/data_parallel_test.sh $<TARGET_FILE:mlr-train>
+                     $<TARGET_FILE:dist_compare_runs> ${CMAKE_CURRENT_BINARY_DIR}/dp_${name} ${ranks}
+                     ${dp_loss_bound} ${dp_weight_bound} ${overrides}
+             WORKING_DIRECTORY ${PROJECT_SOURCE_DIR})
+    set_tests_properties(dist_data_parallel_${name} PROPERTIES LABELS "cpu" TIMEOUT 300)
+  endforeach()
+  add_test(NAME dist_resume
+           COMMAND sh ${CMAKE_CURRENT_LIST_DIR}/resume_test.sh $<TARGET_FILE:mlr-train> $<TARGET_FILE:dist_compare_runs>
+                   ${CMAKE_CURRENT_BINARY_DIR}/dp_resume ${dp_loss_bound} ${dp_weight_bound} adapter.type=smora
+           WORKING_DIRECTORY ${PROJECT_SOURCE_DIR})
+  set_tests_properties(dist_resume PROPERTIES LABELS "cpu" TIMEOUT 300)
+  add_test(NAME dist_kill_rank
+           COMMAND sh ${CMAKE_CURRENT_LIST_DIR}/kill_rank_test.sh $<TARGET_FILE:mlr-train> ${CMAKE_CURRENT_BINARY_DIR}/dp_kill
+           WORKING_DIRECTORY ${PROJECT_SOURCE_DIR})
+  set_tests_properties(dist_kill_rank PROPERTIES LABELS "cpu" TIMEOUT 120)
+endif()
