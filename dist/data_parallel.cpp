@@ -24,7 +24,6 @@ GradientBuckets::GradientBuckets(Communicator& comm, std::vector<Variable> param
 }
 
 void GradientBuckets::all_reduce() {
-  if (comm_.world_size() == 1) return;
   // Which parameters have a gradient on some rank.
   std::vector<int64_t> present(params_.size());
   for (size_t i = 0; i < params_.size(); ++i) present[i] = params_[i].grad().defined() ? 1 : 0;
@@ -70,7 +69,6 @@ void GradientBuckets::all_reduce() {
 }
 
 void GradientBuckets::broadcast_parameters(int root) {
-  if (comm_.world_size() == 1) return;
   for (Variable& p : params_) {
     Tensor value = p.data();
     if (value.is_contiguous()) {
@@ -84,14 +82,14 @@ void GradientBuckets::broadcast_parameters(int root) {
 }
 
 void all_reduce_sum(Communicator& comm, std::vector<double>& values) {
-  if (comm.world_size() == 1 || values.empty()) return;
+  if (values.empty()) return;
   Tensor t = from_vector(values, {static_cast<int64_t>(values.size())});
   comm.all_reduce(t, ReduceOp::sum);
   values = t.to_vector<double>();
 }
 
 void all_reduce_sum(Communicator& comm, std::vector<int64_t>& values) {
-  if (comm.world_size() == 1 || values.empty()) return;
+  if (values.empty()) return;
   Tensor t = from_vector(values, {static_cast<int64_t>(values.size())});
   comm.all_reduce(t, ReduceOp::sum);
   values = t.to_vector<int64_t>();

@@ -7,7 +7,8 @@
 // overlap backward. Parameters are bucketed in order, per dtype and device, about bucket_bytes
 // each (one collective per bucket: flatten, all-reduce, scatter back). A parameter whose gradient
 // is undefined on every rank stays undefined (the optimizer skips it, as it would on one rank);
-// undefined on some ranks only, it counts as zeros there.
+// undefined on some ranks only, it counts as zeros there. A world of one rank runs the same
+// collectives (copies), so a job launched with WORLD_SIZE=1 exercises the whole path.
 #pragma once
 
 #include <cstddef>

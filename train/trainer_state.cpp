@@ -84,10 +84,9 @@ TrainerState parse_trainer_state(const std::string& text, const std::string& pat
   }
   if (j.contains("data_parallel")) {
     const auto& dp = r.object(j, "data_parallel", "data_parallel");
-    for (const char* field : {"world_size", "rows_per_rank", "global_rows"})
-      if (!dp.contains(field)) r.fail("data_parallel", fmt::format("has no \"{}\"", field));
-    s.world_size = static_cast<int64_t>(r.u64(dp["world_size"], "data_parallel.world_size"));
-    s.global_rows = static_cast<int64_t>(r.u64(dp["global_rows"], "data_parallel.global_rows"));
+    s.world_size = static_cast<int64_t>(r.u64(r.member(dp, "world_size", "data_parallel.world_size"), "data_parallel.world_size"));
+    s.global_rows =
+        static_cast<int64_t>(r.u64(r.member(dp, "global_rows", "data_parallel.global_rows"), "data_parallel.global_rows"));
     if (s.world_size < 1 || s.world_size > (1 << 24) || s.global_rows < 1 || s.global_rows > (int64_t{1} << 40))
       r.fail("data_parallel", fmt::format("is {}, expected world_size >= 1 and global_rows >= 1", dp.dump()));
   }

@@ -10,7 +10,7 @@ if(TARGET mlr-train AND TARGET mlr_llama)
   set(dp_loss_bound 1e-5)
   set(dp_weight_bound 5e-5)
   # name|ranks|overrides,...
-  set(dp_runs "lora_2|2|adapter.type=lora" "lora_4|4|adapter.type=lora" "multilora_2|2|adapter.type=multilora"
+  set(dp_runs "lora_1|1|adapter.type=lora" "lora_2|2|adapter.type=lora" "lora_4|4|adapter.type=lora" "multilora_2|2|adapter.type=multilora"
       "multilora_4|4|adapter.type=multilora" "smora_2|2|adapter.type=smora" "smora_4|4|adapter.type=smora" "full_2|2|adapter.type=full,optim.lr=2e-3"
       "full_4|4|adapter.type=full,optim.lr=2e-3")
   foreach(run ${dp_runs})
@@ -26,11 +26,23 @@ if(TARGET mlr-train AND TARGET mlr_llama)
              WORKING_DIRECTORY ${PROJECT_SOURCE_DIR})
     set_tests_properties(dist_data_parallel_${name} PROPERTIES LABELS "cpu" TIMEOUT 300)
   endforeach()
+  # One launched rank on a GPU: the gradients go through NCCL (label cuda: skipped without a GPU, and
+  # in the emulated build, which has no NCCL).
+  add_test(NAME dist_nccl_world1
+           COMMAND sh ${CMAKE_CURRENT_LIST_DIR}/nccl_world1_test.sh $<TARGET_FILE:mlr-train> $<TARGET_FILE:dist_compare_runs>
+                   ${CMAKE_CURRENT_BINARY_DIR}/dp_nccl_world1 ${dp_loss_bound} ${dp_weight_bound}
+           WORKING_DIRECTORY ${PROJECT_SOURCE_DIR})
+  set_tests_properties(dist_nccl_world1 PROPERTIES LABELS "cuda" TIMEOUT 300 SKIP_RETURN_CODE 77)
   add_test(NAME dist_resume
            COMMAND sh ${CMAKE_CURRENT_LIST_DIR}/resume_test.sh $<TARGET_FILE:mlr-train> $<TARGET_FILE:dist_compare_runs>
                    ${CMAKE_CURRENT_BINARY_DIR}/dp_resume ${dp_loss_bound} ${dp_weight_bound} adapter.type=smora
            WORKING_DIRECTORY ${PROJECT_SOURCE_DIR})
   set_tests_properties(dist_resume PROPERTIES LABELS "cpu" TIMEOUT 300)
+  # --plan on LLaMA-2 70B's shape (config.json only): LoRA fits 8 x 80 GB only with the base sharded.
+  mlr_add_output_test(NAME mlr_train_plan EXPECT "total +138\\.86 GiB +28\\.28 GiB.*fits 80\\.00 GiB\\? +no +yes"
+                      COMMAND mlr-train configs/plan/llama2.yaml model.path=llama-2-70b --plan --world-size 8
+                      WORKING_DIRECTORY ${PROJECT_SOURCE_DIR})
+  set_tests_properties(mlr_train_plan PROPERTIES LABELS "cpu" TIMEOUT 60)
   add_test(NAME dist_kill_rank
            COMMAND sh ${CMAKE_CURRENT_LIST_DIR}/kill_rank_test.sh $<TARGET_FILE:mlr-train> ${CMAKE_CURRENT_BINARY_DIR}/dp_kill
            WORKING_DIRECTORY ${PROJECT_SOURCE_DIR})
