@@ -1,7 +1,7 @@
 // Bytes per rank of a training run, for `mlr-train --plan` (no GPU, no weights needed): what each
-// rank holds as this build trains (every rank a full replica: data parallel), and what it would hold
-// with the frozen base sharded over the ranks and the optimizer state (ZeRO-1) and gradients
-// (ZeRO-2, full fine-tuning) sharded, which dist/ does not implement yet (the column says so).
+// rank holds replicated (every rank a full replica: data parallel, train.zero_stage 0), and with
+// the optimizer state sharded (ZeRO-1: dist/zero.h, train.zero_stage 1), the frozen base sharded
+// over the ranks and full fine-tuning's gradients sharded (ZeRO-2); the last two are not built yet.
 //
 // The model of the bytes, per rank, for W ranks and T = rows x seq_len tokens per micro-batch:
 //   weights      every model parameter in the compute dtype (sharded: / W, plus two decoder layers
@@ -45,7 +45,7 @@ struct PlanInputs {
 struct PlanRow {
   std::string what;
   double replicated = 0;  // bytes per rank as this build trains
-  double sharded = 0;     // with the frozen base / optimizer / gradients sharded (not implemented yet)
+  double sharded = 0;     // with the optimizer state, frozen base and gradients sharded
 };
 
 // weights, adapters, gradients, optimizer, activations, comm buffers, total (last).

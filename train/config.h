@@ -52,6 +52,9 @@ struct TrainSection {
   // parameters keep f32 master weights and moments in the optimizer, and fp16 scales the loss.
   std::string precision = "f32";
   bool activation_checkpointing = false;
+  // Data parallel only: 1 keeps each parameter's optimizer state on one rank (ZeRO-1,
+  // dist/zero.h); 0 replicates it.
+  int64_t zero_stage = 0;
 };
 
 struct OptimSection {

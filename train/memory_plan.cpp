@@ -94,14 +94,15 @@ void print_memory_plan(const TrainConfig& config, int64_t world_size, double dev
                      data_config.loader.batch_rows, data_config.loader.pack.seq_len,
                      in.activation_checkpointing ? "on" : "off", world_size, world_size > 1 ? "s" : "");
   const std::vector<dist::PlanRow> rows = dist::plan_memory(in);
-  out << fmt::format("  {:<18} {:>22} {:>22}\n", "", "as this build trains", "sharded (not built yet)");
+  out << fmt::format("  {:<18} {:>22} {:>22}\n", "", "replicated", "sharded");
   for (const dist::PlanRow& r : rows)
     out << fmt::format("  {:<18} {:>22} {:>22}\n", r.what, gib(r.replicated), gib(r.sharded));
   const auto fits = [&](double b) { return b <= device_bytes ? std::string("yes") : std::string("no"); };
   out << fmt::format("  {:<18} {:>22} {:>22}\n", fmt::format("fits {}?", gib(device_bytes)), fits(rows.back().replicated),
                      fits(rows.back().sharded));
-  out << "  (sharded: frozen base weights 1/world per rank plus two gathered layers, AdamW state 1/world "
-         "(ZeRO-1), full fine-tuning's gradients 1/world (ZeRO-2); not counted: CUDA context, cuBLASLt "
+  out << "  (replicated: every rank holds everything, as train.zero_stage 0 trains; sharded: AdamW state 1/world "
+         "(ZeRO-1, built: train.zero_stage 1), frozen base weights 1/world plus two gathered layers and full "
+         "fine-tuning's gradients 1/world (ZeRO-2), both not built yet; not counted: CUDA context, cuBLASLt "
          "workspaces, NCCL buffers, fragmentation)\n";
 }
 

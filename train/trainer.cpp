@@ -31,6 +31,7 @@
 #include "data/report.h"
 #include "dist/data_parallel.h"
 #include "dist/process_group.h"
+#include "dist/zero.h"
 #include "eval/evaluator.h"
 #include "eval/llama_scorer.h"
 #include "eval/task_files.h"
@@ -276,7 +277,10 @@ class TrainingRun {
   double heldout_loss();
   void task_eval(int64_t at_step);
   void save_checkpoint(int64_t at_step);
-  void save_checkpoint_files(int64_t at_step);
+  void save_checkpoint_files(int64_t at_step, const TrainingState& optim_state);
+  // ZeRO-1: the whole optimizer state on rank 0 (collective), and this rank's part of a whole one.
+  TrainingState gathered_optimizer_state();
+  TrainingState owned_part(TrainingState whole) const;
 
   const TrainConfig& config_;
   const TrainOptions& options_;
@@ -284,6 +288,7 @@ class TrainingRun {
   std::unique_ptr<dist::ProcessGroup> group_;
   const bool main_rank_;
   std::unique_ptr<dist::GradientBuckets> grad_buckets_;
+  std::unique_ptr<dist::ParameterOwners> owners_;  // train.zero_stage 1 with several ranks
   bool stop_agreed_ = false;  // a stop request seen by some rank, agreed on by all at the step's end
   std::ostream& out_;
   const fs::path output_dir_;
@@ -388,6 +393,7 @@ void TrainingRun::build_optimizer() {
   if (group_) {
     grad_buckets_ = std::make_unique<dist::GradientBuckets>(group_->for_device(device_), params_);
     grad_buckets_->broadcast_parameters(0);  // every rank starts from rank 0's weights
+    if (config_.train.zero_stage == 1) owners_ = std::make_unique<dist::ParameterOwners>(group_->for_device(device_), params_);
   }
 }
 
@@ -413,7 +419,7 @@ void TrainingRun::resume_from_checkpoint() {
   TrainingState optim_state;
   optim_state.tensors = load_checkpoint_tensors((dir / "optimizer.safetensors").string(), std::nullopt, device_);
   optim_state.scalars = state.optimizer;
-  optimizer_->load_state_dict(optim_state);
+  optimizer_->load_state_dict(owners_ ? owned_part(std::move(optim_state)) : optim_state);
   scaler_->load_state_dict(state.loss_scaler);
   loader_state_ = state.loader;
   default_generator().set_state(state.rng_seed, state.rng_offset);
@@ -431,6 +437,21 @@ void TrainingRun::open_logs() {
                       model_->num_parameters(true), model_->num_parameters(), trainable_.named.size(), device_.str(),
                       dtype_name(dtype_), config_.train.steps, config_.train.grad_accum)
        << std::flush;
+  if (group_) {
+    out_ << fmt::format("data parallel: {} ranks x {} rows per micro-batch ({} launch)", group_->world_size(),
+                        train_data_.config.loader.batch_rows, group_->launch().launcher);
+    if (owners_) {
+      size_t mine = 0;
+      double mine_bytes = 0, all_bytes = 0;
+      for (size_t i = 0; i < params_.size(); ++i) {
+        all_bytes += static_cast<double>(params_[i].data().nbytes());
+        if (owners_->mine(i)) ++mine, mine_bytes += static_cast<double>(params_[i].data().nbytes());
+      }
+      out_ << fmt::format("; ZeRO-1: rank 0 keeps the optimizer state of {} of {} parameters ({} of {})", mine,
+                          params_.size(), human_bytes(mine_bytes), human_bytes(all_bytes));
+    }
+    out_ << "\n" << std::flush;
+  }
 }
 
 // grad_accum micro-batches, then clipping, the optimizer step and the adapters' after-step hooks.
@@ -452,7 +473,9 @@ StepResult TrainingRun::train_step() {
   scaler_->unscale_(*optimizer_);
   r.grad_norm = config_.optim.clip_grad_norm > 0 ? clip_grad_norm_(params_, config_.optim.clip_grad_norm)
                                                   : global_grad_norm(params_);
+  if (owners_) owners_->drop_others_gradients();  // clipped above with the whole gradient
   r.stepped = scaler_->step(*optimizer_);
+  if (owners_ && r.stepped) owners_->broadcast_from_owners();
   scaler_->update();
   optimizer_->zero_grad();
   for (const NamedAdapter& a : trainable_.adapters) a.adapter->after_optimizer_step();
@@ -568,14 +591,14 @@ void TrainingRun::task_eval(int64_t at_step) {
 
 // Rank 0 writes the checkpoint; every rank moves on only once it is committed.
 void TrainingRun::save_checkpoint(int64_t at_step) {
-  if (main_rank_) save_checkpoint_files(at_step);
+  const TrainingState optim_state = owners_ ? gathered_optimizer_state() : optimizer_->state_dict();
+  if (main_rank_) save_checkpoint_files(at_step, optim_state);
   if (group_) wait_for_rank0("saving a checkpoint");
 }
 
-void TrainingRun::save_checkpoint_files(int64_t at_step) {
+void TrainingRun::save_checkpoint_files(int64_t at_step, const TrainingState& optim_state) {
   const std::string staging = checkpoints_.begin(at_step);
   save_trainable(*model_, trainable_, config_, (fs::path(staging) / "weights").string());
-  const TrainingState optim_state = optimizer_->state_dict();
   std::vector<std::pair<std::string, Tensor>> tensors(optim_state.tensors.begin(), optim_state.tensors.end());
   save_safetensors((fs::path(staging) / "optimizer.safetensors").string(), tensors);
   nlohmann::json state;
@@ -633,6 +656,58 @@ void TrainingRun::accumulate_data_parallel(StepResult& r) {
   r.loss = totals[0];
   r.tokens = static_cast<int64_t>(totals[1]);
   stop_agreed_ = totals[2] > 0;
+}
+
+// The optimizer's tensors ("{key}.exp_avg", "{key}.exp_avg_sq", "{key}.master") of parameter i
+// in optimizer order, with its state key.
+namespace {
+std::vector<std::string> optimizer_keys(const AdamW& optimizer) {
+  std::vector<std::string> keys;
+  for (size_t g = 0; g < optimizer.groups().size(); ++g)
+    for (size_t i = 0; i < optimizer.groups()[g].params.size(); ++i) keys.push_back(optimizer.key(g, i));
+  return keys;
+}
+const char* const kStateSuffixes[] = {".exp_avg", ".exp_avg_sq", ".master"};
+}  // namespace
+
+TrainingState TrainingRun::gathered_optimizer_state() {
+  TrainingState mine = optimizer_->state_dict();
+  const std::vector<std::string> keys = optimizer_keys(*optimizer_);
+  TrainingState whole;
+  whole.tensors = owners_->gather_to_rank0(
+      [&](size_t i) {
+        std::map<std::string, Tensor> held;
+        for (const char* suffix : kStateSuffixes) {
+          auto it = mine.tensors.find(keys[i] + suffix);
+          if (it != mine.tensors.end()) held.emplace(it->first, it->second);
+        }
+        return held;
+      },
+      [&](size_t i) {
+        std::vector<std::string> names;
+        for (const char* suffix : kStateSuffixes) names.push_back(keys[i] + suffix);
+        return names;
+      });
+  // The step counts: each parameter's from its owner.
+  std::vector<int64_t> steps(keys.size(), 0);
+  for (size_t i = 0; i < keys.size(); ++i)
+    if (owners_->mine(i) && mine.scalars["state"].contains(keys[i])) steps[i] = mine.scalars["state"][keys[i]]["step"];
+  dist::all_reduce_sum(group_->cpu(), steps);
+  whole.scalars = mine.scalars;
+  whole.scalars["state"] = nlohmann::json::object();
+  for (size_t i = 0; i < keys.size(); ++i)
+    if (steps[i] > 0) whole.scalars["state"][keys[i]] = {{"step", steps[i]}};
+  return whole;
+}
+
+TrainingState TrainingRun::owned_part(TrainingState whole) const {
+  const std::vector<std::string> keys = optimizer_keys(*optimizer_);
+  for (size_t i = 0; i < keys.size(); ++i) {
+    if (owners_->mine(i)) continue;
+    for (const char* suffix : kStateSuffixes) whole.tensors.erase(keys[i] + suffix);
+    if (whole.scalars.contains("state")) whole.scalars["state"].erase(keys[i]);
+  }
+  return whole;
 }
 
 void TrainingRun::wait_for_rank0(const char* what) {

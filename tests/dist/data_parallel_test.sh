@@ -24,4 +24,8 @@ MLR_DIST_TIMEOUT=60 MLR_LAUNCH_LOG_DIR="$dir/logs" sh scripts/launch_cpu_ranks.s
   "$train" $common data.packing.batch_rows=$((rows / ranks)) output_dir="$dir/many" "$@" --no-progress-bar \
   > "$dir/many.log" 2>&1 || { cat "$dir/many.log"; exit 1; }
 grep -q "done: 6 steps" "$dir/many.log" || { cat "$dir/many.log"; exit 1; }
+grep -q "data parallel: $ranks ranks x $((rows / ranks)) rows" "$dir/many.log" || { cat "$dir/many.log"; exit 1; }
+case " $* " in
+  *" train.zero_stage=1 "*) grep -q "ZeRO-1: rank 0 keeps the optimizer state of" "$dir/many.log" || { cat "$dir/many.log"; exit 1; } ;;
+esac
 "$compare" "$dir/one" "$dir/many" "$loss_bound" "$weight_bound"
