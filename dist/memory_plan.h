@@ -1,7 +1,8 @@
 // Bytes per rank of a training run, for `mlr-train --plan` (no GPU, no weights needed): what each
 // rank holds replicated (every rank a full replica: data parallel, train.zero_stage 0), and with
 // the optimizer state sharded (ZeRO-1: dist/zero.h, train.zero_stage 1), the frozen base sharded
-// over the ranks and full fine-tuning's gradients sharded (ZeRO-2); the last two are not built yet.
+// over the ranks (dist/sharded_base.h, train.shard_frozen_base) and full fine-tuning's gradients
+// sharded (ZeRO-2, not built yet).
 //
 // The model of the bytes, per rank, for W ranks and T = rows x seq_len tokens per micro-batch:
 //   weights      every model parameter in the compute dtype (sharded: / W, plus two decoder layers

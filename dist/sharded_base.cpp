@@ -1,5 +1,8 @@
 #include "dist/sharded_base.h"
 
+#include <algorithm>
+#include <exception>
+
 #include <fmt/format.h>
 
 #include "tensor/ops.h"
@@ -16,12 +19,14 @@ Tensor placeholder(const Shape& shape, const Tensor& like) {
 
 }  // namespace
 
-ShardedFrozenBase::ShardedFrozenBase(Communicator& comm, LlamaForCausalLM& model) : comm_(comm), model_(model) {
+ShardedFrozenBase::ShardedFrozenBase(Communicator& comm, LlamaForCausalLM& model, const std::vector<Variable>& keep_whole)
+    : comm_(comm), model_(model) {
   const int64_t n_layers = model.config().num_hidden_layers;
   layers_.resize(static_cast<size_t>(n_layers));
   const int64_t world = comm_.world_size();
   for (const auto& [name, param] : model.named_parameters()) {
     if (param.requires_grad() || name.rfind("model.layers.", 0) != 0) continue;
+    if (std::any_of(keep_whole.begin(), keep_whole.end(), [&](const Variable& v) { return v.is_same(param); })) continue;
     const size_t dot = name.find('.', 13);
     const int64_t layer = std::stoll(name.substr(13, dot - 13));
     MLR_CHECK(layer >= 0 && layer < n_layers, "sharded base: parameter {} names layer {} of {}", name, layer, n_layers);
@@ -44,6 +49,7 @@ ShardedFrozenBase::ShardedFrozenBase(Communicator& comm, LlamaForCausalLM& model
 ShardedFrozenBase::~ShardedFrozenBase() {
   model_.model->before_layer = nullptr;
   model_.model->after_layer = nullptr;
+  if (std::uncaught_exceptions() > 0) return;  // failing: no collective the other ranks may never join
   try {
     for (size_t l = 0; l < layers_.size(); ++l) gather(static_cast<int64_t>(l));
   } catch (const std::exception&) {

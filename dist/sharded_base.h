@@ -26,10 +26,13 @@ namespace mlr::dist {
 
 class ShardedFrozenBase {
  public:
-  // Shards the parameters of every decoder layer of `model` that do not require grad, and installs
-  // the layer hooks. Every rank must hold the same weights (they come from the same checkpoint).
-  ShardedFrozenBase(Communicator& comm, LlamaForCausalLM& model);
-  // Removes the hooks and gathers every layer back (the model is whole again).
+  // Shards the parameters of every decoder layer of `model` that do not require grad, except
+  // `keep_whole` (adapter tensors that are not trained by gradient, such as SMoRA's selection
+  // bias, which their owners update in place), and installs the layer hooks. Every rank must hold
+  // the same weights (they come from the same checkpoint).
+  ShardedFrozenBase(Communicator& comm, LlamaForCausalLM& model, const std::vector<Variable>& keep_whole = {});
+  // Removes the hooks and gathers every layer back (the model is whole again); while an exception
+  // unwinds it only removes the hooks.
   ~ShardedFrozenBase();
   ShardedFrozenBase(const ShardedFrozenBase&) = delete;
   ShardedFrozenBase& operator=(const ShardedFrozenBase&) = delete;

@@ -100,10 +100,10 @@ void print_memory_plan(const TrainConfig& config, int64_t world_size, double dev
   const auto fits = [&](double b) { return b <= device_bytes ? std::string("yes") : std::string("no"); };
   out << fmt::format("  {:<18} {:>22} {:>22}\n", fmt::format("fits {}?", gib(device_bytes)), fits(rows.back().replicated),
                      fits(rows.back().sharded));
-  out << "  (replicated: every rank holds everything, as train.zero_stage 0 trains; sharded: AdamW state 1/world "
-         "(ZeRO-1, built: train.zero_stage 1), frozen base weights 1/world plus two gathered layers and full "
-         "fine-tuning's gradients 1/world (ZeRO-2), both not built yet; not counted: CUDA context, cuBLASLt "
-         "workspaces, NCCL buffers, fragmentation)\n";
+  out << "  (replicated: every rank holds everything; sharded: AdamW state 1/world (train.zero_stage: 1), frozen "
+         "base weights 1/world plus two gathered layers (train.shard_frozen_base: true, with activation "
+         "checkpointing), full fine-tuning's gradients 1/world (ZeRO-2, not built yet); not counted: CUDA context, "
+         "cuBLASLt workspaces, NCCL buffers, fragmentation)\n";
 }
 
 }  // namespace mlr

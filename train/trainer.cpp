@@ -31,6 +31,7 @@
 #include "data/report.h"
 #include "dist/data_parallel.h"
 #include "dist/process_group.h"
+#include "dist/sharded_base.h"
 #include "dist/zero.h"
 #include "eval/evaluator.h"
 #include "eval/llama_scorer.h"
@@ -268,6 +269,8 @@ class TrainingRun {
   void accumulate_data_parallel(StepResult& r);
   // Every rank waits for rank 0 (evaluating, checkpointing) with the long timeout of such phases.
   void wait_for_rank0(const char* what);
+  // train.shard_frozen_base: the base weights sharded, every adapter tensor kept whole.
+  void shard_frozen_base();
   bool stop_requested() const { return group_ ? stop_agreed_ : g_stop_requested.load(); }
   void log_step(const StepResult& r);
   void evaluate_if_due();
@@ -289,6 +292,7 @@ class TrainingRun {
   const bool main_rank_;
   std::unique_ptr<dist::GradientBuckets> grad_buckets_;
   std::unique_ptr<dist::ParameterOwners> owners_;  // train.zero_stage 1 with several ranks
+  std::unique_ptr<dist::ShardedFrozenBase> sharded_base_;  // train.shard_frozen_base with several ranks
   bool stop_agreed_ = false;  // a stop request seen by some rank, agreed on by all at the step's end
   std::ostream& out_;
   const fs::path output_dir_;
@@ -350,6 +354,11 @@ void TrainingRun::load_model_and_data() {
   tokenizer_ = load_tokenizer(config_.model.path, parse_tokenizer_backend(config_.tokenizer.backend));
   trainable_ = setup_trainable(*model_, config_);
   model_->train();
+  if (group_ && config_.train.shard_frozen_base) {
+    MLR_CHECK(!trainable_.full, "mlr-train: train.shard_frozen_base shards the frozen weights of an adapter run; full "
+                                "fine-tuning trains every weight (use train.zero_stage: 1)");
+    shard_frozen_base();
+  }
   MLR_CHECK(!config_.data_yaml.empty(), "mlr-train: the configuration has no data section");
   // Rank 0 tokenizes (and writes the data cache) first; the others then read the cache.
   if (group_ && !main_rank_) wait_for_rank0("preparing the data");
@@ -450,6 +459,11 @@ void TrainingRun::open_logs() {
       out_ << fmt::format("; ZeRO-1: rank 0 keeps the optimizer state of {} of {} parameters ({} of {})", mine,
                           params_.size(), human_bytes(mine_bytes), human_bytes(all_bytes));
     }
+    if (sharded_base_) {
+      out_ << fmt::format("; frozen base sharded: rank 0 keeps {} of {} of decoder weights",
+                          human_bytes(static_cast<double>(sharded_base_->shard_bytes())),
+                          human_bytes(static_cast<double>(sharded_base_->full_bytes())));
+    }
     out_ << "\n" << std::flush;
   }
 }
@@ -528,8 +542,11 @@ void TrainingRun::log_step(const StepResult& r) {
 void TrainingRun::evaluate_if_due() {
   const bool due = config_.eval.interval > 0 && (step_ % config_.eval.interval == 0 || step_ == config_.train.steps);
   if (!due) return;
+  // Rank 0 evaluates alone: a sharded base is gathered whole on every rank for the time.
+  if (sharded_base_) sharded_base_.reset();
   if (main_rank_) evaluate_now();
   if (group_) wait_for_rank0("evaluating");  // rank 0 evaluates (it alone loaded the evaluation data)
+  if (group_ && config_.train.shard_frozen_base) shard_frozen_base();
 }
 
 void TrainingRun::evaluate_now() {
@@ -708,6 +725,13 @@ TrainingState TrainingRun::owned_part(TrainingState whole) const {
     if (whole.scalars.contains("state")) whole.scalars["state"].erase(keys[i]);
   }
   return whole;
+}
+
+void TrainingRun::shard_frozen_base() {
+  std::vector<Variable> adapter_tensors;
+  for (const NamedAdapter& a : trainable_.adapters)
+    for (const auto& [name, v] : a.adapter->named_tensors()) adapter_tensors.push_back(v);
+  sharded_base_ = std::make_unique<dist::ShardedFrozenBase>(group_->for_device(device_), *model_, adapter_tensors);
 }
 
 void TrainingRun::wait_for_rank0(const char* what) {

@@ -12,7 +12,8 @@ if(TARGET mlr-train AND TARGET mlr_llama)
   # name|ranks|overrides,...
   set(dp_runs "lora_1|1|adapter.type=lora" "lora_2|2|adapter.type=lora" "lora_4|4|adapter.type=lora" "multilora_2|2|adapter.type=multilora"
       "multilora_4|4|adapter.type=multilora" "smora_2|2|adapter.type=smora" "smora_4|4|adapter.type=smora" "full_2|2|adapter.type=full,optim.lr=2e-3"
-      "full_4|4|adapter.type=full,optim.lr=2e-3" "full_zero_2|2|adapter.type=full,optim.lr=2e-3,train.zero_stage=1")
+      "full_4|4|adapter.type=full,optim.lr=2e-3" "full_zero_2|2|adapter.type=full,optim.lr=2e-3,train.zero_stage=1"
+      "smora_sharded_base_2|2|adapter.type=smora,train.shard_frozen_base=true,train.activation_checkpointing=true,eval.interval=3")
   foreach(run ${dp_runs})
     string(REPLACE "|" ";" parts "${run}")
     list(GET parts 0 name)
