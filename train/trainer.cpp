@@ -65,9 +65,16 @@ DType compute_dtype(const std::string& precision) {
   return DType::f32;
 }
 
-Device pick_device(const std::string& name) {
-  if (name == "auto") return cuda_available() ? Device::cuda(0) : Device::cpu();
-  return parse_device(name);
+// "auto" and "cuda" mean the GPU of this rank on its node (LOCAL_RANK; 0 for one process), or the
+// only one visible (a launcher that gives each rank one GPU through CUDA_VISIBLE_DEVICES).
+Device pick_device(const std::string& name, int local_rank) {
+  if (name != "auto" && name != "cuda") return parse_device(name);
+  const int visible = cuda_device_count();
+  if (visible == 0) return name == "auto" ? Device::cpu() : parse_device(name);
+  if (visible == 1) return Device::cuda(0);
+  MLR_CHECK(local_rank < visible, "mlr-train: local rank {} has no GPU of its own: {} visible (one per rank on a node)",
+            local_rank, visible);
+  return Device::cuda(local_rank);
 }
 
 // ---- the trainable parameters: adapters injected into the model, or every weight ----
@@ -325,7 +332,7 @@ TrainingRun::TrainingRun(const TrainConfig& config, const TrainOptions& options)
       main_rank_(!group_ || group_->rank() == 0),
       out_(!main_rank_ ? discarded_output() : options.out ? *options.out : std::cout),
       output_dir_(config.output_dir),
-      device_(pick_device(config.model.device)),
+      device_(pick_device(config.model.device, group_ ? group_->launch().local_rank : 0)),
       dtype_(compute_dtype(config.train.precision)),
       checkpoints_((output_dir_ / "checkpoints").string()) {
   write_resolved_config();
