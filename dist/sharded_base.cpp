@@ -24,7 +24,9 @@ ShardedFrozenBase::ShardedFrozenBase(Communicator& comm, LlamaForCausalLM& model
   const int64_t n_layers = model.config().num_hidden_layers;
   layers_.resize(static_cast<size_t>(n_layers));
   const int64_t world = comm_.world_size();
-  for (const auto& [name, param] : model.named_parameters()) {
+  for (const auto& named : model.named_parameters()) {
+    const std::string& name = named.first;
+    const Variable& param = named.second;
     if (param.requires_grad() || name.rfind("model.layers.", 0) != 0) continue;
     if (std::any_of(keep_whole.begin(), keep_whole.end(), [&](const Variable& v) { return v.is_same(param); })) continue;
     const size_t dot = name.find('.', 13);
