@@ -53,6 +53,10 @@ if(TARGET mlr-train AND TARGET mlr_llama)
                    train.zero_stage=1 train.precision=bf16
            WORKING_DIRECTORY ${PROJECT_SOURCE_DIR})
   set_tests_properties(dist_resume_zero_bf16 PROPERTIES LABELS "cpu" TIMEOUT 300)
+  add_test(NAME dist_sigterm
+           COMMAND sh ${CMAKE_CURRENT_LIST_DIR}/sigterm_test.sh $<TARGET_FILE:mlr-train> ${CMAKE_CURRENT_BINARY_DIR}/dp_sigterm
+           WORKING_DIRECTORY ${PROJECT_SOURCE_DIR})
+  set_tests_properties(dist_sigterm PROPERTIES LABELS "cpu" TIMEOUT 120)
   add_test(NAME dist_kill_rank
            COMMAND sh ${CMAKE_CURRENT_LIST_DIR}/kill_rank_test.sh $<TARGET_FILE:mlr-train> ${CMAKE_CURRENT_BINARY_DIR}/dp_kill
            WORKING_DIRECTORY ${PROJECT_SOURCE_DIR})
