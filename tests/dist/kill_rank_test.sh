@@ -7,25 +7,13 @@ set -eu
 train=$1
 dir=$2
 timeout=5
+. "$(dirname "$0")/two_ranks.sh"
 rm -rf "$dir"
 mkdir -p "$dir"
 for victim in 1 0; do
   survivor=$((1 - victim))
-  port=$((20000 + $(od -An -N2 -tu2 /dev/urandom | tr -d ' ') % 40000))
-  for r in 0 1; do
-    MLR_DIST_TIMEOUT=$timeout MASTER_ADDR=127.0.0.1 MASTER_PORT=$port WORLD_SIZE=2 LOCAL_WORLD_SIZE=2 RANK=$r LOCAL_RANK=$r \
-      "$train" configs/demo.yaml train.steps=100000 eval.interval=0 save.interval=0 log.interval=1 \
-      log.tensorboard=false data.packing.batch_rows=2 output_dir="$dir/run-$victim" --no-progress-bar \
-      > "$dir/victim-$victim.rank-$r.log" 2>&1 &
-    eval "pid$r=\$!"
-  done
-  # Wait until training runs (rank 0 logs its steps), then kill the victim.
-  i=0
-  until grep -q "step 3/" "$dir/victim-$victim.rank-0.log" 2>/dev/null; do
-    i=$((i + 1))
-    if [ $i -gt 600 ]; then echo "no training steps after 60 s"; cat "$dir/victim-$victim.rank-0.log"; exit 1; fi
-    sleep 0.1
-  done
+  start_two_ranks "$train" "$dir/run-$victim" "$dir/victim-$victim" $timeout
+  wait_for_step "$dir/victim-$victim.rank-0.log" 3  # training runs: kill the victim
   eval "kill -9 \$pid$victim"
   start=$(date +%s)
   status=0

@@ -8,27 +8,17 @@ train=$1
 dir=$2
 rm -rf "$dir"
 mkdir -p "$dir"
-port=$((20000 + $(od -An -N2 -tu2 /dev/urandom | tr -d ' ') % 40000))
-for r in 0 1; do
-  MLR_DIST_TIMEOUT=30 MASTER_ADDR=127.0.0.1 MASTER_PORT=$port WORLD_SIZE=2 LOCAL_WORLD_SIZE=2 RANK=$r LOCAL_RANK=$r \
-    "$train" configs/demo.yaml train.steps=100000 eval.interval=0 save.interval=0 log.interval=1 log.tensorboard=false \
-    data.packing.batch_rows=2 output_dir="$dir/run" --no-progress-bar > "$dir/rank-$r.log" 2>&1 &
-  eval "pid$r=\$!"
-done
-i=0
-until grep -q "step 2/" "$dir/rank-0.log" 2>/dev/null; do
-  i=$((i + 1))
-  if [ $i -gt 600 ]; then echo "no training steps after 60 s"; cat "$dir/rank-0.log"; exit 1; fi
-  sleep 0.1
-done
+. "$(dirname "$0")/two_ranks.sh"
+start_two_ranks "$train" "$dir/run" "$dir/run" 30
+wait_for_step "$dir/run.rank-0.log" 2
 kill -TERM "$pid1"
 s0=0; s1=0
 wait "$pid0" || s0=$?
 wait "$pid1" || s1=$?
 if [ $s0 -ne 130 ] || [ $s1 -ne 130 ]; then
-  echo "exit statuses $s0 and $s1, expected 130 and 130"; cat "$dir/rank-0.log" "$dir/rank-1.log"; exit 1
+  echo "exit statuses $s0 and $s1, expected 130 and 130"; cat "$dir/run.rank-0.log" "$dir/run.rank-1.log"; exit 1
 fi
-grep -q "stop requested: saving a checkpoint" "$dir/rank-0.log" || { cat "$dir/rank-0.log"; exit 1; }
+grep -q "stop requested: saving a checkpoint" "$dir/run.rank-0.log" || { cat "$dir/run.rank-0.log"; exit 1; }
 step=$(ls "$dir/run/checkpoints" | sed -n 's/^step-//p' | sort -n | tail -1)
 [ -n "$step" ] || { echo "no checkpoint"; exit 1; }
 MLR_DIST_TIMEOUT=30 sh scripts/launch_cpu_ranks.sh 2 "$train" configs/demo.yaml train.steps=$((step + 2)) eval.interval=0 \
