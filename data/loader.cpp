@@ -50,12 +50,15 @@ LoaderState LoaderState::from_json(const std::string& text, const std::string& w
 
 namespace {
 
+// The global batch (rows of all ranks) is what the position depends on, not how it is split: a
+// state saved by 2 ranks of 4 rows resumes on 1 rank of 8 (and "world=1" keeps the text, and so the
+// fingerprint, of single-process runs unchanged).
 std::string fingerprint_of(const std::vector<std::shared_ptr<const TokenizedDataset>>& datasets,
                            const std::vector<MixtureSource>& sources, const MixtureOptions& m, const LoaderOptions& o) {
   std::string text = fmt::format("mode={} T={} K={} seed={} shuffle={} rows={} seq_len={} packed={} prompt={} trunc={} drop={} world={}",
-                                 mix_mode_name(m.mode), m.temperature, m.rate_limit, m.seed, m.shuffle, o.batch_rows,
-                                 o.pack.seq_len, o.pack.packed, o.pack.train_on_prompt, truncation_name(o.truncation),
-                                 o.drop_overlong, o.world_size);
+                                 mix_mode_name(m.mode), m.temperature, m.rate_limit, m.seed, m.shuffle,
+                                 o.batch_rows * o.world_size, o.pack.seq_len, o.pack.packed, o.pack.train_on_prompt,
+                                 truncation_name(o.truncation), o.drop_overlong, 1);
   for (size_t i = 0; i < datasets.size(); ++i) {
     text += fmt::format(";{}:{}:{}:{}:{}:{}", sources[i].name, datasets[i]->info().key, datasets[i]->size(), sources[i].weight,
                         sources[i].epochs, sources[i].max_examples);

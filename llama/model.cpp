@@ -149,14 +149,17 @@ LlamaModel::LlamaModel(const LlamaConfig& c, Generator* gen, ParamOptions option
 
 Variable LlamaModel::forward(const Tensor& input_ids, const LlamaAttentionContext& ctx) {
   Variable h = embed_tokens->forward(input_ids);
-  for (const ChildRef<LlamaDecoderLayer>& ref : layer_refs_) {
-    if (gradient_checkpointing && GradMode::is_enabled()) {
-      // The context is captured by value: the layer is rerun during backward, after this returns.
-      LlamaDecoderLayer* layer = ref.get();
-      h = checkpoint([layer, ctx](const Variable& in) { return layer->forward(in, ctx); }, h);
-    } else {
-      h = ref->forward(h, ctx);
-    }
+  for (size_t i = 0; i < layer_refs_.size(); ++i) {
+    LlamaDecoderLayer* layer = layer_refs_[i].get();
+    // The context is captured by value: a checkpointed layer is rerun during backward, after this
+    // returns; the hooks run around every run.
+    auto run = [this, layer, ctx, i](const Variable& in) {
+      if (before_layer) before_layer(static_cast<int64_t>(i));
+      Variable out = layer->forward(in, ctx);
+      if (after_layer) after_layer(static_cast<int64_t>(i));
+      return out;
+    };
+    h = gradient_checkpointing && GradMode::is_enabled() ? checkpoint(run, h) : run(h);
   }
   return norm->forward(h);
 }

@@ -23,6 +23,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -127,6 +128,9 @@ class LlamaModel : public Module {
   ChildRef<UnaryModule> norm;
   // Recompute each layer during backward instead of keeping its activations (autograd/checkpoint.h).
   bool gradient_checkpointing = false;
+  // Called around every run of decoder layer i, recomputations included (dist/sharded_base.h
+  // gathers the layer's sharded weights before and releases them after); unset: nothing.
+  std::function<void(int64_t)> before_layer, after_layer;
 
  private:
   std::vector<ChildRef<LlamaDecoderLayer>> layer_refs_;

@@ -88,6 +88,10 @@ class AdaptedLinear {
     std::string tensorboard_tag;
   };
   virtual std::vector<Metric> step_metrics() const { return {}; }
+  // Data-parallel training: counts this rank gathered during the step that after_optimizer_step
+  // must see summed over all ranks (SMoRA: selections per rank); the trainer sums them in place
+  // before calling it. Null when the type has none.
+  virtual std::vector<int64_t>* step_counts_to_sum() { return nullptr; }
 
   // The Philox stream of this adapter's dropout masks: its (seed, offset) is part of a training
   // checkpoint, so a resumed run draws the same masks as an uninterrupted one.

@@ -100,6 +100,10 @@ class SmoraLinear : public AdaptedLinear {
   nlohmann::json training_state() const override { return total_counts_; }
   void restore_training_state(const nlohmann::json& state) override;
   std::vector<Metric> step_metrics() const override;
+  std::vector<int64_t>* step_counts_to_sum() override {
+    flush_counts();
+    return &step_counts_;
+  }
 
   void update_load_balance();
   SmoraLoadStats load_stats() const;

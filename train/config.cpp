@@ -206,11 +206,17 @@ TrainConfig parse_train_config(const std::string& yaml_text, const std::string& 
   }
 
   const Section train(root["train"], name, "train", overridden);
-  train.only({"steps", "grad_accum", "precision", "activation_checkpointing"});
+  train.only({"steps", "grad_accum", "precision", "activation_checkpointing", "zero_stage",
+              "shard_frozen_base"});
   train.integer("steps", c.train.steps);
   train.integer("grad_accum", c.train.grad_accum);
   train.str("precision", c.train.precision);
   train.boolean("activation_checkpointing", c.train.activation_checkpointing);
+  train.integer("zero_stage", c.train.zero_stage);
+  train.boolean("shard_frozen_base", c.train.shard_frozen_base);
+  train.require(c.train.zero_stage == 0 || c.train.zero_stage == 1, "zero_stage",
+                fmt::format("must be 0 (replicated optimizer state) or 1 (sharded over the ranks), got {}",
+                            c.train.zero_stage));
   train.require(c.train.steps > 0, "steps", fmt::format("must be positive, got {}", c.train.steps));
   train.require(c.train.grad_accum > 0, "grad_accum", fmt::format("must be positive, got {}", c.train.grad_accum));
   train.one_of("precision", c.train.precision, {"f32", "bf16", "fp16"});
@@ -308,7 +314,8 @@ std::string to_yaml(const TrainConfig& c) {
   out << YAML::Key << "train" << YAML::Value << YAML::BeginMap << YAML::Key << "steps" << YAML::Value << c.train.steps
       << YAML::Key << "grad_accum" << YAML::Value << c.train.grad_accum << YAML::Key << "precision" << YAML::Value
       << c.train.precision << YAML::Key << "activation_checkpointing" << YAML::Value
-      << c.train.activation_checkpointing << YAML::EndMap;
+      << c.train.activation_checkpointing << YAML::Key << "zero_stage" << YAML::Value << c.train.zero_stage
+      << YAML::Key << "shard_frozen_base" << YAML::Value << c.train.shard_frozen_base << YAML::EndMap;
   const OptimSection& o = c.optim;
   out << YAML::Key << "optim" << YAML::Value << YAML::BeginMap << YAML::Key << "lr" << YAML::Value << o.lr << YAML::Key
       << "weight_decay" << YAML::Value << o.weight_decay << YAML::Key << "beta1" << YAML::Value << o.beta1 << YAML::Key

@@ -52,6 +52,13 @@ struct TrainSection {
   // parameters keep f32 master weights and moments in the optimizer, and fp16 scales the loss.
   std::string precision = "f32";
   bool activation_checkpointing = false;
+  // Data parallel only: 1 keeps each parameter's optimizer state on one rank (ZeRO-1,
+  // dist/zero.h); 0 replicates it.
+  int64_t zero_stage = 0;
+  // Data parallel with adapters: each rank keeps 1/world of the frozen decoder weights and
+  // gathers a layer around its use (dist/sharded_base.h; saves memory with
+  // activation_checkpointing).
+  bool shard_frozen_base = false;
 };
 
 struct OptimSection {

@@ -29,6 +29,10 @@
 #include "data/config.h"
 #include "data/loader.h"
 #include "data/report.h"
+#include "dist/data_parallel.h"
+#include "dist/process_group.h"
+#include "dist/sharded_base.h"
+#include "dist/zero.h"
 #include "eval/evaluator.h"
 #include "eval/llama_scorer.h"
 #include "eval/task_files.h"
@@ -61,9 +65,16 @@ DType compute_dtype(const std::string& precision) {
   return DType::f32;
 }
 
-Device pick_device(const std::string& name) {
-  if (name == "auto") return cuda_available() ? Device::cuda(0) : Device::cpu();
-  return parse_device(name);
+// "auto" and "cuda" mean the GPU of this rank on its node (LOCAL_RANK; 0 for one process), or the
+// only one visible (a launcher that gives each rank one GPU through CUDA_VISIBLE_DEVICES).
+Device pick_device(const std::string& name, int local_rank) {
+  if (name != "auto" && name != "cuda") return parse_device(name);
+  const int visible = cuda_device_count();
+  if (visible == 0) return name == "auto" ? Device::cpu() : parse_device(name);
+  if (visible == 1) return Device::cuda(0);
+  MLR_CHECK(local_rank < visible, "mlr-train: local rank {} has no GPU of its own: {} visible (one per rank on a node)",
+            local_rank, visible);
+  return Device::cuda(local_rank);
 }
 
 // ---- the trainable parameters: adapters injected into the model, or every weight ----
@@ -146,12 +157,19 @@ DeviceBatch to_device(const data::Batch& b, Device device, int64_t vocab) {
   return d;
 }
 
-// Mean cross-entropy over the target tokens of one batch (labels pre-shifted by the packer).
-Variable batch_loss(LlamaForCausalLM& model, const DeviceBatch& d) {
+// Mean (or sum) of the cross-entropy over the target tokens of one batch (labels pre-shifted by
+// the packer).
+Variable batch_loss(LlamaForCausalLM& model, const DeviceBatch& d, Reduction reduction = Reduction::mean) {
   LlamaBatch input = d.batch;  // no labels: the packer has shifted them already
   CausalLMOutput out = model.forward(input);
   const int64_t n = d.targets.numel();
-  return cross_entropy(out.logits.reshape({n, out.logits.size(-1)}), d.targets, -100, Reduction::mean);
+  return cross_entropy(out.logits.reshape({n, out.logits.size(-1)}), d.targets, -100, reduction);
+}
+
+// Where output goes on ranks other than 0: nowhere (rank 0 logs for the job).
+std::ostream& discarded_output() {
+  static std::ostream sink(nullptr);
+  return sink;
 }
 
 struct DataPipeline {
@@ -253,14 +271,36 @@ class TrainingRun {
   void resume_from_checkpoint();
   void open_logs();
   StepResult train_step();
+  // Data parallel: grad_accum micro-batches of this rank, gradients and statistics summed over
+  // the ranks (see the comment at its definition).
+  void accumulate_data_parallel(StepResult& r);
+  // Every rank waits for rank 0 (evaluating, checkpointing) with the long timeout of such phases.
+  void wait_for_rank0(const char* what);
+  // train.shard_frozen_base: the base weights sharded, every adapter tensor kept whole.
+  void shard_frozen_base();
+  bool stop_requested() const { return group_ ? stop_agreed_ : g_stop_requested.load(); }
   void log_step(const StepResult& r);
   void evaluate_if_due();
+  void evaluate_now();
+  // Resuming: the checkpoint's global batch (ranks x rows) must be this run's.
+  void check_global_batch(const TrainerState& state, const std::string& state_file) const;
   double heldout_loss();
   void task_eval(int64_t at_step);
   void save_checkpoint(int64_t at_step);
+  void save_checkpoint_files(int64_t at_step, const TrainingState& optim_state);
+  // ZeRO-1: the whole optimizer state on rank 0 (collective), and this rank's part of a whole one.
+  TrainingState gathered_optimizer_state();
+  TrainingState owned_part(TrainingState whole) const;
 
   const TrainConfig& config_;
   const TrainOptions& options_;
+  // The ranks of a multi-process job (null for one process); rank 0 logs, evaluates and saves.
+  std::unique_ptr<dist::ProcessGroup> group_;
+  const bool main_rank_;
+  std::unique_ptr<dist::GradientBuckets> grad_buckets_;
+  std::unique_ptr<dist::ParameterOwners> owners_;  // train.zero_stage 1 with several ranks
+  std::unique_ptr<dist::ShardedFrozenBase> sharded_base_;  // train.shard_frozen_base with several ranks
+  bool stop_agreed_ = false;  // a stop request seen by some rank, agreed on by all at the step's end
   std::ostream& out_;
   const fs::path output_dir_;
   const Device device_;
@@ -288,9 +328,11 @@ class TrainingRun {
 TrainingRun::TrainingRun(const TrainConfig& config, const TrainOptions& options)
     : config_(config),
       options_(options),
-      out_(options.out ? *options.out : std::cout),
+      group_(dist::join_from_env()),
+      main_rank_(!group_ || group_->rank() == 0),
+      out_(!main_rank_ ? discarded_output() : options.out ? *options.out : std::cout),
       output_dir_(config.output_dir),
-      device_(pick_device(config.model.device)),
+      device_(pick_device(config.model.device, group_ ? group_->launch().local_rank : 0)),
       dtype_(compute_dtype(config.train.precision)),
       checkpoints_((output_dir_ / "checkpoints").string()) {
   write_resolved_config();
@@ -304,6 +346,7 @@ TrainingRun::TrainingRun(const TrainConfig& config, const TrainOptions& options)
 }
 
 void TrainingRun::write_resolved_config() {
+  if (!main_rank_) return;
   fs::create_directories(output_dir_);
   atomic_write_file((output_dir_ / "config.resolved.yaml").string(), to_yaml(config_));
   out_ << "resolved configuration (" << (output_dir_ / "config.resolved.yaml").string() << "):\n"
@@ -318,13 +361,25 @@ void TrainingRun::load_model_and_data() {
   tokenizer_ = load_tokenizer(config_.model.path, parse_tokenizer_backend(config_.tokenizer.backend));
   trainable_ = setup_trainable(*model_, config_);
   model_->train();
+  if (group_ && config_.train.shard_frozen_base) {
+    MLR_CHECK(!trainable_.full, "mlr-train: train.shard_frozen_base shards the frozen weights of an adapter run; full "
+                                "fine-tuning trains every weight (use train.zero_stage: 1)");
+    shard_frozen_base();
+  }
   MLR_CHECK(!config_.data_yaml.empty(), "mlr-train: the configuration has no data section");
+  // Rank 0 tokenizes (and writes the data cache) first; the others then read the cache.
+  if (group_ && !main_rank_) wait_for_rank0("preparing the data");
   train_data_ = prepare_data(config_.data_yaml, "data", config_, *tokenizer_);
-  const bool evaluating = config_.eval.interval > 0;
+  if (group_) {
+    train_data_.config.loader.rank = group_->rank();
+    train_data_.config.loader.world_size = group_->world_size();
+  }
+  const bool evaluating = config_.eval.interval > 0 && main_rank_;
   if (evaluating && config_.eval.heldout_batches > 0)
     heldout_ = prepare_data(config_.eval.data_yaml, "eval.data", config_, *tokenizer_);
   if (evaluating && !config_.eval.tasks.empty())
     eval_tasks_ = eval::load_named_tasks(config_.eval.tasks, config_.eval.data_dir);
+  if (group_ && main_rank_) wait_for_rank0("preparing the data");
 }
 
 // AdamW over the trainable parameters, the learning-rate schedule, fp16 loss scaling.
@@ -351,6 +406,11 @@ void TrainingRun::build_optimizer() {
   scaler_options.growth_interval = o.loss_scale_growth_interval;
   scaler_ = std::make_unique<DynamicLossScaler>(scaler_options);
   params_ = optimizer_->parameters();
+  if (group_) {
+    grad_buckets_ = std::make_unique<dist::GradientBuckets>(group_->for_device(device_), params_);
+    grad_buckets_->broadcast_parameters(0);  // every rank starts from rank 0's weights
+    if (config_.train.zero_stage == 1) owners_ = std::make_unique<dist::ParameterOwners>(group_->for_device(device_), params_);
+  }
 }
 
 // Weights, optimizer, loss scaler, loader position and random streams from the newest complete
@@ -370,11 +430,12 @@ void TrainingRun::resume_from_checkpoint() {
             "mlr-train --resume: {} was written with tokenizer backend '{}' (fingerprint {}), this run uses '{}' ({})",
             state_file, state.tokenizer_backend, state.tokenizer_fingerprint, config_.tokenizer.backend,
             tokenizer_->fingerprint());
+  check_global_batch(state, state_file);
   load_trainable(*model_, trainable_, (dir / "weights").string());
   TrainingState optim_state;
   optim_state.tensors = load_checkpoint_tensors((dir / "optimizer.safetensors").string(), std::nullopt, device_);
   optim_state.scalars = state.optimizer;
-  optimizer_->load_state_dict(optim_state);
+  optimizer_->load_state_dict(owners_ ? owned_part(std::move(optim_state)) : optim_state);
   scaler_->load_state_dict(state.loss_scaler);
   loader_state_ = state.loader;
   default_generator().set_state(state.rng_seed, state.rng_offset);
@@ -384,6 +445,7 @@ void TrainingRun::resume_from_checkpoint() {
 }
 
 void TrainingRun::open_logs() {
+  if (!main_rank_) return;
   metrics_ = std::make_unique<MetricsLog>((output_dir_ / "metrics.jsonl").string(), options_.resume);
   if (config_.log.tensorboard)
     tensorboard_ = std::make_unique<TensorBoardWriter>((output_dir_ / "tensorboard").string());
@@ -391,6 +453,26 @@ void TrainingRun::open_logs() {
                       model_->num_parameters(true), model_->num_parameters(), trainable_.named.size(), device_.str(),
                       dtype_name(dtype_), config_.train.steps, config_.train.grad_accum)
        << std::flush;
+  if (group_) {
+    out_ << fmt::format("data parallel: {} ranks x {} rows per micro-batch ({} launch)", group_->world_size(),
+                        train_data_.config.loader.batch_rows, group_->launch().launcher);
+    if (owners_) {
+      size_t mine = 0;
+      double mine_bytes = 0, all_bytes = 0;
+      for (size_t i = 0; i < params_.size(); ++i) {
+        all_bytes += static_cast<double>(params_[i].data().nbytes());
+        if (owners_->mine(i)) ++mine, mine_bytes += static_cast<double>(params_[i].data().nbytes());
+      }
+      out_ << fmt::format("; ZeRO-1: rank 0 keeps the optimizer state of {} of {} parameters ({} of {})", mine,
+                          params_.size(), human_bytes(mine_bytes), human_bytes(all_bytes));
+    }
+    if (sharded_base_) {
+      out_ << fmt::format("; frozen base sharded: rank 0 keeps {} of {} of decoder weights",
+                          human_bytes(static_cast<double>(sharded_base_->shard_bytes())),
+                          human_bytes(static_cast<double>(sharded_base_->full_bytes())));
+    }
+    out_ << "\n" << std::flush;
+  }
 }
 
 // grad_accum micro-batches, then clipping, the optimizer step and the adapters' after-step hooks.
@@ -400,7 +482,8 @@ StepResult TrainingRun::train_step() {
   r.lr = schedule_.lr(step_);
   optimizer_->set_lr_factor(schedule_.factor(step_));
   const double accum = static_cast<double>(config_.train.grad_accum);
-  for (int64_t micro = 0; micro < config_.train.grad_accum; ++micro) {
+  if (group_) accumulate_data_parallel(r);
+  for (int64_t micro = 0; !group_ && micro < config_.train.grad_accum; ++micro) {
     const DeviceBatch batch = to_device(loader_->next(), device_, model_->config().vocab_size);
     Variable loss = batch_loss(*model_, batch);
     r.loss += loss.data().to(DType::f64).item<double>() / accum;
@@ -411,7 +494,9 @@ StepResult TrainingRun::train_step() {
   scaler_->unscale_(*optimizer_);
   r.grad_norm = config_.optim.clip_grad_norm > 0 ? clip_grad_norm_(params_, config_.optim.clip_grad_norm)
                                                   : global_grad_norm(params_);
+  if (owners_) owners_->drop_others_gradients();  // clipped above with the whole gradient
   r.stepped = scaler_->step(*optimizer_);
+  if (owners_ && r.stepped) owners_->broadcast_from_owners();
   scaler_->update();
   optimizer_->zero_grad();
   for (const NamedAdapter& a : trainable_.adapters) a.adapter->after_optimizer_step();
@@ -425,6 +510,7 @@ StepResult TrainingRun::train_step() {
 // The step line, the metrics.jsonl record and TensorBoard scalars (every log.interval steps and at
 // the end), and the progress bar.
 void TrainingRun::log_step(const StepResult& r) {
+  if (!main_rank_) return;
   const int64_t total = config_.train.steps;
   if (step_ % config_.log.interval == 0 || step_ == total) {
     const double tokens_per_s = r.tokens / std::max(r.seconds, 1e-9);
@@ -463,6 +549,14 @@ void TrainingRun::log_step(const StepResult& r) {
 void TrainingRun::evaluate_if_due() {
   const bool due = config_.eval.interval > 0 && (step_ % config_.eval.interval == 0 || step_ == config_.train.steps);
   if (!due) return;
+  // Rank 0 evaluates alone: a sharded base is gathered whole on every rank for the time.
+  if (sharded_base_) sharded_base_.reset();
+  if (main_rank_) evaluate_now();
+  if (group_) wait_for_rank0("evaluating");  // rank 0 evaluates (it alone loaded the evaluation data)
+  if (group_ && config_.train.shard_frozen_base) shard_frozen_base();
+}
+
+void TrainingRun::evaluate_now() {
   if (eval_tasks_) task_eval(step_);
   if (heldout_) {
     const double l = heldout_loss();
@@ -519,10 +613,16 @@ void TrainingRun::task_eval(int64_t at_step) {
   if (tensorboard_) tensorboard_->add_scalars(scalars, at_step);
 }
 
+// Rank 0 writes the checkpoint; every rank moves on only once it is committed.
 void TrainingRun::save_checkpoint(int64_t at_step) {
+  const TrainingState optim_state = owners_ ? gathered_optimizer_state() : optimizer_->state_dict();
+  if (main_rank_) save_checkpoint_files(at_step, optim_state);
+  if (group_) wait_for_rank0("saving a checkpoint");
+}
+
+void TrainingRun::save_checkpoint_files(int64_t at_step, const TrainingState& optim_state) {
   const std::string staging = checkpoints_.begin(at_step);
   save_trainable(*model_, trainable_, config_, (fs::path(staging) / "weights").string());
-  const TrainingState optim_state = optimizer_->state_dict();
   std::vector<std::pair<std::string, Tensor>> tensors(optim_state.tensors.begin(), optim_state.tensors.end());
   save_safetensors((fs::path(staging) / "optimizer.safetensors").string(), tensors);
   nlohmann::json state;
@@ -534,9 +634,143 @@ void TrainingRun::save_checkpoint(int64_t at_step) {
   state["loader"] = nlohmann::json::parse(loader_->state().to_json());
   state["rng"] = {{"seed", default_generator().seed()}, {"offset", default_generator().offset()}};
   save_adapter_training_state(trainable_.adapters, state);
+  const int64_t world = group_ ? group_->world_size() : 1;
+  state["data_parallel"] = {{"world_size", world},
+                            {"rows_per_rank", train_data_.config.loader.batch_rows},
+                            {"global_rows", train_data_.config.loader.batch_rows * world}};
   atomic_write_file((fs::path(staging) / "trainer_state.json").string(), state.dump(2));
   const std::string path = checkpoints_.commit(at_step, config_.save.keep_last);
   out_ << fmt::format("saved checkpoint {}\n", path) << std::flush;
+}
+
+// ---- data parallel ----
+
+// One global micro-batch is the rows of every rank (the loader gives each rank its slice of the
+// same packed batch), and its loss is what one process with all those rows computes: the mean
+// cross-entropy over all their target tokens. So each rank sums its cross-entropy and divides by
+// the global count of target tokens of that micro-batch (one all-reduce of grad_accum counts
+// before the forwards), then the gradients are summed over the ranks after the last backward. The
+// step's loss, token count, the adapters' step counts (SMoRA's loads) and a stop request are summed
+// too, so every rank clips, steps and stops identically.
+void TrainingRun::accumulate_data_parallel(StepResult& r) {
+  dist::Communicator& comm = group_->cpu();
+  const int64_t accum = config_.train.grad_accum;
+  std::vector<DeviceBatch> batches;
+  std::vector<int64_t> targets;
+  for (int64_t micro = 0; micro < accum; ++micro) {
+    batches.push_back(to_device(loader_->next(), device_, model_->config().vocab_size));
+    targets.push_back(batches.back().target_tokens);
+  }
+  dist::all_reduce_sum(comm, targets);
+  double loss = 0;
+  int64_t tokens = 0;
+  for (int64_t micro = 0; micro < accum; ++micro) {
+    // A micro-batch with no target token anywhere has loss 0 (as Reduction::mean gives one rank).
+    const double denominator = static_cast<double>(std::max<int64_t>(targets[micro], 1) * accum);
+    Variable summed = batch_loss(*model_, batches[micro], Reduction::sum);
+    loss += summed.data().to(DType::f64).item<double>() / denominator;
+    tokens += batches[micro].real_tokens;
+    scaler_->scale_loss(mul(summed, 1.0 / denominator)).backward();
+  }
+  grad_buckets_->all_reduce();
+  for (const NamedAdapter& a : trainable_.adapters)
+    if (std::vector<int64_t>* counts = a.adapter->step_counts_to_sum()) dist::all_reduce_sum(comm, *counts);
+  std::vector<double> totals = {loss, static_cast<double>(tokens), g_stop_requested.load() ? 1.0 : 0.0};
+  dist::all_reduce_sum(comm, totals);
+  r.loss = totals[0];
+  r.tokens = static_cast<int64_t>(totals[1]);
+  stop_agreed_ = totals[2] > 0;
+}
+
+// The optimizer's tensors ("{key}.exp_avg", "{key}.exp_avg_sq", "{key}.master") of parameter i
+// in optimizer order, with its state key.
+namespace {
+std::vector<std::string> optimizer_keys(const AdamW& optimizer) {
+  std::vector<std::string> keys;
+  for (size_t g = 0; g < optimizer.groups().size(); ++g)
+    for (size_t i = 0; i < optimizer.groups()[g].params.size(); ++i) keys.push_back(optimizer.key(g, i));
+  return keys;
+}
+const char* const kStateSuffixes[] = {".exp_avg", ".exp_avg_sq", ".master"};
+}  // namespace
+
+TrainingState TrainingRun::gathered_optimizer_state() {
+  TrainingState mine = optimizer_->state_dict();
+  const std::vector<std::string> keys = optimizer_keys(*optimizer_);
+  TrainingState whole;
+  whole.tensors = owners_->gather_to_rank0(
+      [&](size_t i) {
+        std::map<std::string, Tensor> held;
+        for (const char* suffix : kStateSuffixes) {
+          auto it = mine.tensors.find(keys[i] + suffix);
+          if (it != mine.tensors.end()) held.emplace(it->first, it->second);
+        }
+        return held;
+      },
+      [&](size_t i) {
+        std::vector<std::string> names;
+        for (const char* suffix : kStateSuffixes) names.push_back(keys[i] + suffix);
+        return names;
+      });
+  // The step counts: each parameter's from its owner.
+  std::vector<int64_t> steps(keys.size(), 0);
+  for (size_t i = 0; i < keys.size(); ++i)
+    if (owners_->mine(i) && mine.scalars["state"].contains(keys[i])) steps[i] = mine.scalars["state"][keys[i]]["step"];
+  dist::all_reduce_sum(group_->cpu(), steps);
+  whole.scalars = mine.scalars;
+  whole.scalars["state"] = nlohmann::json::object();
+  for (size_t i = 0; i < keys.size(); ++i)
+    if (steps[i] > 0) whole.scalars["state"][keys[i]] = {{"step", steps[i]}};
+  return whole;
+}
+
+TrainingState TrainingRun::owned_part(TrainingState whole) const {
+  const std::vector<std::string> keys = optimizer_keys(*optimizer_);
+  for (size_t i = 0; i < keys.size(); ++i) {
+    if (owners_->mine(i)) continue;
+    for (const char* suffix : kStateSuffixes) whole.tensors.erase(keys[i] + suffix);
+    if (whole.scalars.contains("state")) whole.scalars["state"].erase(keys[i]);
+  }
+  return whole;
+}
+
+void TrainingRun::shard_frozen_base() {
+  std::vector<Variable> adapter_tensors;
+  for (const NamedAdapter& a : trainable_.adapters)
+    for (const auto& [name, v] : a.adapter->named_tensors()) adapter_tensors.push_back(v);
+  sharded_base_ = std::make_unique<dist::ShardedFrozenBase>(group_->for_device(device_), *model_, adapter_tensors);
+}
+
+void TrainingRun::wait_for_rank0(const char* what) {
+  // Rank 0 may evaluate or write a large checkpoint for a long time: the barrier waits up to an
+  // hour (MLR_DIST_WAIT, seconds); a rank 0 that dies meanwhile is caught by the heartbeats.
+  dist::Communicator& comm = group_->cpu();
+  const auto usual = comm.timeout();
+  double wait_s = 3600;
+  if (const char* v = std::getenv("MLR_DIST_WAIT")) wait_s = std::atof(v);
+  comm.set_timeout(std::max(usual, std::chrono::milliseconds(static_cast<int64_t>(wait_s * 1000))));
+  try {
+    comm.barrier();
+  } catch (const dist::CollectiveError& e) {
+    comm.set_timeout(usual);
+    throw Error(fmt::format("mlr-train: while rank 0 was {}: {}", what, e.what()));
+  }
+  comm.set_timeout(usual);
+}
+
+void TrainingRun::check_global_batch(const TrainerState& state, const std::string& state_file) const {
+  if (state.global_rows == 0) return;  // an older checkpoint: the loader's fingerprint checks the batch
+  const int64_t world = group_ ? group_->world_size() : 1;
+  const int64_t rows = train_data_.config.loader.batch_rows;
+  const int64_t saved = state.global_rows;
+  MLR_CHECK(saved == rows * world,
+            "mlr-train --resume: {} was written by {} rank{} with a global micro-batch of {} rows; this run has {} "
+            "rank{} x {} rows = {}: {}",
+            state_file, state.world_size, state.world_size > 1 ? "s" : "", saved, world, world > 1 ? "s" : "", rows,
+            rows * world,
+            saved % world == 0
+                ? fmt::format("set data.packing.batch_rows={} (the global batch must stay the same)", saved / world)
+                : fmt::format("{} rows do not split over {} ranks (the global batch must stay the same)", saved, world));
 }
 
 TrainReport TrainingRun::run() {
@@ -544,12 +778,13 @@ TrainReport TrainingRun::run() {
   while (step_ < config_.train.steps) {
     log_step(train_step());
     evaluate_if_due();
-    if (g_stop_requested.load()) {
+    if (stop_requested()) {
       out_ << "stop requested: saving a checkpoint\n";
       save_checkpoint(step_);
       report_.interrupted = true;
       report_.steps_done = step_;
       g_stop_requested.store(false);  // the request is served; a later run in this process starts clean
+      if (group_) group_->finish();
       return report_;
     }
     if (config_.save.interval > 0 && step_ % config_.save.interval == 0 && step_ < config_.train.steps)
@@ -557,7 +792,11 @@ TrainReport TrainingRun::run() {
   }
   save_checkpoint(step_);
   const fs::path final_dir = output_dir_ / "final";
-  save_trainable(*model_, trainable_, config_, final_dir.string());
+  if (main_rank_) save_trainable(*model_, trainable_, config_, final_dir.string());
+  if (group_) {
+    wait_for_rank0("saving the final weights");
+    group_->finish();
+  }
   out_ << fmt::format("done: {} steps, final weights in {}\n", step_, final_dir.string());
   report_.steps_done = step_;
   report_.final_dir = final_dir.string();

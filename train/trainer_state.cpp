@@ -82,8 +82,16 @@ TrainerState parse_trainer_state(const std::string& text, const std::string& pat
       dropout[module] = {r.u64(g[0], name + "[0]"), r.u64(g[1], name + "[1]")};
     }
   }
-  static const std::set<std::string> kTrainerKeys = {"step", "optimizer", "lr_schedule", "loss_scaler",
-                                                      "loader", "rng", "adapter_dropout_rng", "tokenizer"};
+  if (j.contains("data_parallel")) {
+    const auto& dp = r.object(j, "data_parallel", "data_parallel");
+    s.world_size = static_cast<int64_t>(r.u64(r.member(dp, "world_size", "data_parallel.world_size"), "data_parallel.world_size"));
+    s.global_rows =
+        static_cast<int64_t>(r.u64(r.member(dp, "global_rows", "data_parallel.global_rows"), "data_parallel.global_rows"));
+    if (s.world_size < 1 || s.world_size > (1 << 24) || s.global_rows < 1 || s.global_rows > (int64_t{1} << 40))
+      r.fail("data_parallel", fmt::format("is {}, expected world_size >= 1 and global_rows >= 1", dp.dump()));
+  }
+  static const std::set<std::string> kTrainerKeys = {"step", "optimizer", "lr_schedule", "loss_scaler", "loader",
+                                                      "rng", "adapter_dropout_rng", "tokenizer", "data_parallel"};
   for (const auto& [key, by_module] : j.items()) {
     if (kTrainerKeys.count(key)) continue;
     if (!by_module.is_object())

@@ -3,6 +3,7 @@
 //
 //   {"step": N, "optimizer": {AdamW scalars}, "lr_schedule": {...}, "loss_scaler": {...},
 //    "loader": {LoaderState}, "rng": {"seed": s, "offset": o},
+//    "data_parallel": {"world_size": W, "rows_per_rank": R, "global_rows": W * R},
 //    "adapter_dropout_rng": {"<module path>": [seed, offset], ...},      (adapters with dropout)
 //    "<an adapter type's training_state_key()>": {"<module path>": <that adapter's JSON>, ...}}
 //    (SMoRA: "smora_total_counts": {"<module path>": [count per rank], ...})
@@ -34,6 +35,9 @@ struct TrainerState {
   // "tokenizer": {"backend", "fingerprint"}: the tokenizer the data positions refer to (empty in
   // checkpoints written before it was recorded).
   std::string tokenizer_backend, tokenizer_fingerprint;
+  // "data_parallel": {"world_size", "rows_per_rank", "global_rows"}: how the run that wrote it split
+  // its global micro-batch (0 in checkpoints written before it was recorded).
+  int64_t world_size = 0, global_rows = 0;
   // By module path; absent when the run had no such adapters.
   std::optional<std::map<std::string, std::pair<uint64_t, uint64_t>>> adapter_dropout_rng;
   // Every other top-level key: an adapter type's state, {module path: JSON}; empty without such adapters.

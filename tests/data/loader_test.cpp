@@ -130,6 +130,20 @@ TEST_CASE("loader: rank shards are disjoint and make up the single-rank batch") 
     CHECK(r0.input_ids != r1.input_ids);
   }
   CHECK(ranks[0]->state().mixture == ranks[1]->state().mixture);
+  // The state of 2 ranks x 2 rows resumes 1 rank x 4 rows (and 4 ranks x 1 row): the same global
+  // batch continues, whatever the world size; another global batch is refused.
+  const LoaderState saved = ranks[0]->state();
+  auto resumed_single = f.loader(whole, &saved);
+  const Batch next_all = single->next();
+  check_equal(resumed_single->next(), next_all);
+  LoaderOptions quarter = small();
+  quarter.batch_rows = 1;
+  quarter.rank = 3;
+  quarter.world_size = 4;
+  check_equal(f.loader(quarter, &saved)->next(), slice_rows(next_all, 3, 1));
+  LoaderOptions half = small();
+  half.batch_rows = 2;
+  CHECK(error_of([&] { f.loader(half, &saved); }).find("the saved state (fingerprint") != std::string::npos);
 }
 
 TEST_CASE("loader: an example whose prompt does not fit seq_len") {

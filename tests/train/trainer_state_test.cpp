@@ -22,7 +22,8 @@ json valid_state() {
                "fingerprint": "0123456789abcdef"},
     "rng": {"seed": 18446744073709551615, "offset": 96},
     "adapter_dropout_rng": {"model.layers.0.self_attn.q_proj": [5, 12]},
-    "smora_total_counts": {"model.layers.0.self_attn.q_proj": [3, 0, 1]}
+    "smora_total_counts": {"model.layers.0.self_attn.q_proj": [3, 0, 1]},
+    "data_parallel": {"world_size": 2, "rows_per_rank": 4, "global_rows": 8}
   })");
 }
 
@@ -45,11 +46,16 @@ TEST_CASE("trainer state: every field of a valid file") {
   CHECK(s.adapter_dropout_rng->at("model.layers.0.self_attn.q_proj") == std::pair<uint64_t, uint64_t>{5, 12});
   REQUIRE(s.adapter_training_state.count("smora_total_counts"));
   CHECK(s.adapter_training_state.at("smora_total_counts").at("model.layers.0.self_attn.q_proj") == json{3, 0, 1});
+  CHECK(s.world_size == 2);
+  CHECK(s.global_rows == 8);
+  CHECK(s.adapter_training_state.count("data_parallel") == 0);
 
   json plain = valid_state();
   plain.erase("adapter_dropout_rng");
   plain.erase("smora_total_counts");
+  plain.erase("data_parallel");
   const TrainerState p = parse(plain);
+  CHECK(p.global_rows == 0);
   CHECK_FALSE(p.adapter_dropout_rng.has_value());
   CHECK(p.adapter_training_state.empty());
 }
@@ -76,6 +82,10 @@ TEST_CASE("trainer state: malformed files name the file and the key") {
                        "\"adapter_dropout_rng.m\" is [1], expected [seed, offset]");
   CHECK_ERROR_CONTAINS(parse(with([](json& j) { j["smora_total_counts"] = {1, 2}; })),
                        "\"smora_total_counts\" is a JSON array, expected an object of adapter states");
+  CHECK_ERROR_CONTAINS(parse(with([](json& j) { j["data_parallel"].erase("global_rows"); })),
+                       "\"data_parallel.global_rows\" is missing");
+  CHECK_ERROR_CONTAINS(parse(with([](json& j) { j["data_parallel"]["world_size"] = 0; })),
+                       "expected world_size >= 1 and global_rows >= 1");
   CHECK_ERROR_CONTAINS(parse(with([](json& j) { j["loader"]["drawn"] = "x"; })),
                        "ckpt/trainer_state.json: loader state \"drawn\" is \"x\", expected a list of counts");
 }

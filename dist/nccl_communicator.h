@@ -1,0 +1,31 @@
+// The CUDA communicator: NCCL, one GPU per rank. Rank 0 creates the unique id and passes it
+// through the rendezvous store; communicator creation is non-blocking, so a rank that never joins
+// is reported after the timeout instead of hanging in ncclCommInitRank.
+//
+// Each collective is queued on a communication stream that first waits for the device's compute
+// stream (tensor/kernels/cuda/runtime.cu: the stream every kernel runs on), and the compute stream
+// then waits for it: later kernels see the result, in stream order. The host polls the
+// collective's completion event together with ncclCommGetAsyncError and aborts the communicator
+// after the timeout, so a lost peer is an error naming the collective, never a hang. The poll
+// makes every call synchronous for the host (no overlap of communication with later host work).
+//
+// Built with MLR_CUDA (not in the emulated build, which has no NCCL); otherwise
+// make_nccl_communicator throws saying so.
+#pragma once
+
+#include <chrono>
+#include <memory>
+#include <string>
+
+#include "dist/communicator.h"
+#include "dist/store.h"
+
+namespace mlr::dist {
+
+std::unique_ptr<Communicator> make_nccl_communicator(int rank, int world_size, int device, StoreClient& store,
+                                                     const std::string& key_prefix, std::chrono::milliseconds timeout,
+                                                     CollectiveObserver observer);
+// Whether this build has the NCCL communicator.
+bool nccl_available();
+
+}  // namespace mlr::dist

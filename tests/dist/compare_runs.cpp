@@ -1,0 +1,109 @@
+// dist_compare_runs: compares two mlr-train output directories, for the data-parallel tests:
+//   dist_compare_runs <run a> <run b> <loss tolerance> <weight tolerance> [first step]
+// Every training step's loss in metrics.jsonl (from `first step`, default 1) must agree to
+// |a - b| <= tol * max(1, |a|), and every tensor of final/ (adapter_model.safetensors or
+// model.safetensors) to max |a - b| <= tol * max(1, max |a|). Prints the largest differences; exit
+// status 1 when a bound is broken or the runs differ in steps or tensors.
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <map>
+#include <string>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include "llama/safetensors.h"
+
+namespace fs = std::filesystem;
+
+namespace {
+
+std::map<int64_t, double> step_losses(const fs::path& run) {
+  std::ifstream in(run / "metrics.jsonl");
+  if (!in) throw std::runtime_error("cannot read " + (run / "metrics.jsonl").string());
+  std::map<int64_t, double> losses;
+  std::string line;
+  while (std::getline(in, line)) {
+    const auto j = nlohmann::json::parse(line);
+    if (j.contains("loss")) losses[j.at("step").get<int64_t>()] = j.at("loss").get<double>();
+  }
+  return losses;
+}
+
+fs::path weights_file(const fs::path& run) {
+  for (const char* name : {"adapter_model.safetensors", "model.safetensors"})
+    if (fs::exists(run / "final" / name)) return run / "final" / name;
+  throw std::runtime_error("no final weights in " + (run / "final").string());
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 5) {
+    std::cerr << "usage: dist_compare_runs <run a> <run b> <loss tolerance> <weight tolerance> [first step]\n";
+    return 2;
+  }
+  try {
+    const fs::path a = argv[1], b = argv[2];
+    const double loss_tol = std::stod(argv[3]), weight_tol = std::stod(argv[4]);
+    const int64_t first = argc > 5 ? std::stoll(argv[5]) : 1;
+    bool ok = true;
+    auto la = step_losses(a), lb = step_losses(b);
+    double worst_loss = 0;
+    int compared = 0;
+    for (const auto& [step, loss] : la) {
+      if (step < first) continue;
+      auto it = lb.find(step);
+      if (it == lb.end()) {
+        std::cout << fmt::format("step {}: in {} only\n", step, a.string());
+        ok = false;
+        continue;
+      }
+      const double d = std::abs(loss - it->second);
+      worst_loss = std::max(worst_loss, d / std::max(1.0, std::abs(loss)));
+      if (d > loss_tol * std::max(1.0, std::abs(loss))) {
+        std::cout << fmt::format("step {}: loss {:.9g} vs {:.9g}\n", step, loss, it->second);
+        ok = false;
+      }
+      ++compared;
+    }
+    if (compared == 0) {
+      std::cout << "no steps to compare\n";
+      ok = false;
+    }
+    const auto ta = mlr::load_checkpoint_tensors(weights_file(a).string(), mlr::DType::f64);
+    const auto tb = mlr::load_checkpoint_tensors(weights_file(b).string(), mlr::DType::f64);
+    double worst_weight = 0;
+    std::string worst_name;
+    for (const auto& [name, t] : ta) {
+      auto it = tb.find(name);
+      if (it == tb.end() || it->second.shape() != t.shape()) {
+        std::cout << fmt::format("tensor {}: missing or of another shape in {}\n", name, b.string());
+        ok = false;
+        continue;
+      }
+      const auto va = t.to_vector<double>(), vb = it->second.to_vector<double>();
+      double scale = 1, diff = 0;
+      for (size_t i = 0; i < va.size(); ++i) {
+        scale = std::max(scale, std::abs(va[i]));
+        diff = std::max(diff, std::abs(va[i] - vb[i]));
+      }
+      if (diff / scale > worst_weight) {
+        worst_weight = diff / scale;
+        worst_name = name;
+      }
+      if (diff > weight_tol * scale) ok = false;
+    }
+    if (ta.size() != tb.size()) ok = false;
+    std::cout << fmt::format("{} steps: largest loss difference {:.3g} (bound {:.1g}); {} tensors: largest weight "
+                             "difference {:.3g} ({}; bound {:.1g}): {}\n",
+                             compared, worst_loss, loss_tol, ta.size(), worst_weight, worst_name, weight_tol,
+                             ok ? "equal within the bounds" : "DIFFERENT");
+    return ok ? 0 : 1;
+  } catch (const std::exception& e) {
+    std::cerr << "dist_compare_runs: " << e.what() << "\n";
+    return 2;
+  }
+}

@@ -1,0 +1,64 @@
+# Multi-process data-parallel tests of mlr-train (included by tests/CMakeLists.txt): CPU ranks as
+# separate processes on the demo model, launched by scripts/launch_cpu_ranks.sh.
+if(TARGET mlr-train AND TARGET mlr_llama)
+  add_executable(dist_compare_runs ${CMAKE_CURRENT_LIST_DIR}/compare_runs.cpp)
+  target_link_libraries(dist_compare_runs PRIVATE mlr_llama nlohmann_json::nlohmann_json fmt::fmt)
+  # Bounds of "N ranks x R/N rows = 1 rank x R rows" (6 steps at the demo's lr): losses to 1e-5
+  # relative, weights to 5e-5 of each tensor's largest value (float32 sums in another order,
+  # amplified by AdamW's normalisation where gradients are tiny). Measured: losses 1e-7, weights
+  # 2.5e-6 at most (MultiLoRA on 4 ranks).
+  set(dp_loss_bound 1e-5)
+  set(dp_weight_bound 5e-5)
+  # name|ranks|overrides,...
+  set(dp_runs "lora_1|1|adapter.type=lora" "lora_2|2|adapter.type=lora" "lora_4|4|adapter.type=lora" "multilora_2|2|adapter.type=multilora"
+      "multilora_4|4|adapter.type=multilora" "smora_2|2|adapter.type=smora" "smora_4|4|adapter.type=smora" "full_2|2|adapter.type=full,optim.lr=2e-3"
+      "full_4|4|adapter.type=full,optim.lr=2e-3" "full_zero_2|2|adapter.type=full,optim.lr=2e-3,train.zero_stage=1"
+      "smora_sharded_base_2|2|adapter.type=smora,train.shard_frozen_base=true,train.activation_checkpointing=true,eval.interval=3")
+  foreach(run ${dp_runs})
+    string(REPLACE "|" ";" parts "${run}")
+    list(GET parts 0 name)
+    list(GET parts 1 ranks)
+    list(GET parts 2 overrides)
+    string(REPLACE "," ";" overrides "${overrides}")
+    add_test(NAME dist_data_parallel_${name}
+             COMMAND sh ${CMAKE_CURRENT_LIST_DIR}/data_parallel_test.sh $<TARGET_FILE:mlr-train>
+                     $<TARGET_FILE:dist_compare_runs> ${CMAKE_CURRENT_BINARY_DIR}/dp_${name} ${ranks}
+                     ${dp_loss_bound} ${dp_weight_bound} ${overrides}
+             WORKING_DIRECTORY ${PROJECT_SOURCE_DIR})
+    set_tests_properties(dist_data_parallel_${name} PROPERTIES LABELS "cpu" TIMEOUT 300)
+  endforeach()
+  # One launched rank on a GPU: the gradients go through NCCL (label cuda: skipped without a GPU, and
+  # in the emulated build, which has no NCCL).
+  add_test(NAME dist_nccl_world1
+           COMMAND sh ${CMAKE_CURRENT_LIST_DIR}/nccl_world1_test.sh $<TARGET_FILE:mlr-train> $<TARGET_FILE:dist_compare_runs>
+                   ${CMAKE_CURRENT_BINARY_DIR}/dp_nccl_world1 ${dp_loss_bound} ${dp_weight_bound}
+           WORKING_DIRECTORY ${PROJECT_SOURCE_DIR})
+  set_tests_properties(dist_nccl_world1 PROPERTIES LABELS "cuda" TIMEOUT 300 SKIP_RETURN_CODE 77)
+  add_test(NAME dist_resume
+           COMMAND sh ${CMAKE_CURRENT_LIST_DIR}/resume_test.sh $<TARGET_FILE:mlr-train> $<TARGET_FILE:dist_compare_runs>
+                   ${CMAKE_CURRENT_BINARY_DIR}/dp_resume ${dp_loss_bound} ${dp_weight_bound} adapter.type=smora
+           WORKING_DIRECTORY ${PROJECT_SOURCE_DIR})
+  set_tests_properties(dist_resume PROPERTIES LABELS "cpu" TIMEOUT 300)
+  # --plan on LLaMA-2 70B's shape (config.json only): LoRA fits 8 x 80 GB only with the base sharded.
+  mlr_add_output_test(NAME mlr_train_plan EXPECT "total +138\\.86 GiB +28\\.28 GiB.*fits 80\\.00 GiB\\? +no +yes"
+                      COMMAND mlr-train configs/plan/llama2.yaml model.path=llama-2-70b --plan --world-size 8
+                      WORKING_DIRECTORY ${PROJECT_SOURCE_DIR})
+  set_tests_properties(mlr_train_plan PROPERTIES LABELS "cpu" TIMEOUT 60)
+  # ZeRO-1 in bf16 (the f32 master weights are gathered into the checkpoint): 2 ranks resume
+  # bit-identically; 1 rank agrees to bf16's rounding of gradients summed in another order
+  # (measured 1.9e-4 on losses, 2.4e-4 on weights, the same without ZeRO).
+  add_test(NAME dist_resume_zero_bf16
+           COMMAND sh ${CMAKE_CURRENT_LIST_DIR}/resume_test.sh $<TARGET_FILE:mlr-train> $<TARGET_FILE:dist_compare_runs>
+                   ${CMAKE_CURRENT_BINARY_DIR}/dp_resume_zero_bf16 1e-3 1e-3 adapter.type=full optim.lr=2e-3
+                   train.zero_stage=1 train.precision=bf16
+           WORKING_DIRECTORY ${PROJECT_SOURCE_DIR})
+  set_tests_properties(dist_resume_zero_bf16 PROPERTIES LABELS "cpu" TIMEOUT 300)
+  add_test(NAME dist_sigterm
+           COMMAND sh ${CMAKE_CURRENT_LIST_DIR}/sigterm_test.sh $<TARGET_FILE:mlr-train> ${CMAKE_CURRENT_BINARY_DIR}/dp_sigterm
+           WORKING_DIRECTORY ${PROJECT_SOURCE_DIR})
+  set_tests_properties(dist_sigterm PROPERTIES LABELS "cpu" TIMEOUT 120)
+  add_test(NAME dist_kill_rank
+           COMMAND sh ${CMAKE_CURRENT_LIST_DIR}/kill_rank_test.sh $<TARGET_FILE:mlr-train> ${CMAKE_CURRENT_BINARY_DIR}/dp_kill
+           WORKING_DIRECTORY ${PROJECT_SOURCE_DIR})
+  set_tests_properties(dist_kill_rank PROPERTIES LABELS "cpu" TIMEOUT 120)
+endif()
