@@ -194,6 +194,11 @@ TEST_CASE("cpu kernels: bf16 matmul (AVX512-BF16 kernel where the CPU has it) ag
     const Tensor bl = transposed ? b.low.transpose(1, 2) : b.low, be = transposed ? b.exact.transpose(1, 2) : b.exact;
     check_close(matmul(a.low, bl), matmul(a.exact, be), 8e-3, 2e-2, transposed ? "a @ b^T" : "a @ b");
   }
+  // narrower than a register tile both ways (a LoRA factor), and a single row
+  for (const Shape& sa : {Shape{1, 5, 40}, Shape{1, 300, 16}, Shape{1, 1, 64}}) {
+    Input a = input(sa, 17, DType::bf16), b = input({1, sa[2], sa[1] == 300 ? 16 : 7}, 18, DType::bf16);
+    check_close(matmul(a.low, b.low), matmul(a.exact, b.exact), 8e-3, 2e-2, "narrow " + shape_str(sa));
+  }
   // a product large enough for several column blocks and threads, against the f32-block path
   Input a = input({200, 1536}, 15, DType::bf16), b = input({1536, 1100}, 16, DType::bf16);
   check_close(matmul(a.low, b.low), matmul(a.exact, b.exact), 8e-3, 1e-1, "200 x 1536 x 1100");

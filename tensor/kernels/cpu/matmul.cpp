@@ -258,8 +258,9 @@ void matmul(const Tensor& out, const Tensor& a, const Tensor& b) {
     case DType::f64: matmul_blas<double>(out, a, b); return;
     case DType::bf16:
 #if MLR_HAVE_X86_TARGETS
-      // the own kernel pays off once a tile is full (narrower products: LoRA's rank-r factors)
-      if (cpu_has_avx512_bf16() && a.size(1) >= kBf16MR && b.size(2) >= kBf16NR) return matmul_bf16_avx512(out, a, b);
+      // also for products narrower than a tile (LoRA's rank-r factors): the padded lanes cost less
+      // than the f32 path's conversion passes
+      if (cpu_has_avx512_bf16()) return matmul_bf16_avx512(out, a, b);
 #endif
       matmul_16bit<bf16>(out, a, b);
       return;
