@@ -80,13 +80,15 @@ void matmul_blas(const Tensor& out, const Tensor& a, const Tensor& b) {
             n);
 }
 
-// f32 working memory of the 16-bit path (both operands and the product): one region per thread,
-// kept between calls up to 64 MiB, because faulting in fresh pages costs more than the conversion
-// itself. Larger requests use `oneoff`, freed with the call.
-float* f32_scratch(size_t n, std::vector<float>& oneoff) {
-  constexpr size_t kKeep = (size_t(64) << 20) / sizeof(float);
-  thread_local std::vector<float> kept;
-  std::vector<float>& buf = n > kKeep ? oneoff : kept;
+// Working memory of the 16-bit paths (the f32 path's converted operands and product, the bf16
+// kernel's packed operands): one region per thread and element type, kept between calls up to
+// 64 MiB, because faulting in fresh pages costs more than the conversion itself. Larger requests
+// use `oneoff`, freed with the call.
+template <typename T>
+T* scratch(size_t n, std::vector<T>& oneoff) {
+  constexpr size_t kKeep = (size_t(64) << 20) / sizeof(T);
+  thread_local std::vector<T> kept;
+  std::vector<T>& buf = n > kKeep ? oneoff : kept;
   if (buf.size() < n) buf.resize(n);
   return buf.data();
 }
@@ -179,15 +181,11 @@ void matmul_bf16_avx512(const Tensor& out, const Tensor& a, const Tensor& b) {
   const int64_t n_panels = (N + kBf16NR - 1) / kBf16NR, m_panels = (M + kBf16MR - 1) / kBf16MR;
   const int64_t panels_per_block = NC / kBf16NR, n_blocks = (n_panels + panels_per_block - 1) / panels_per_block;
   const int64_t m_blocks = (M + kBf16MC - 1) / kBf16MC;
-  // Both operands packed whole, once per call: kept per calling thread between calls (no page
-  // faults for the next product), like the f32 path's scratch.
-  thread_local std::vector<uint32_t> packed_a, packed_b;
-  if (packed_a.size() < static_cast<size_t>(m_panels * kpairs * kBf16MR))
-    packed_a.resize(static_cast<size_t>(m_panels * kpairs * kBf16MR));
-  if (packed_b.size() < static_cast<size_t>(n_panels * kpairs * kBf16NR))
-    packed_b.resize(static_cast<size_t>(n_panels * kpairs * kBf16NR));
-  uint32_t* pa = packed_a.data();
-  uint32_t* pb = packed_b.data();
+  // both operands packed whole, once per call, into one scratch region
+  const size_t na = static_cast<size_t>(m_panels * kpairs * kBf16MR);
+  std::vector<uint32_t> oneoff;
+  uint32_t* pa = scratch<uint32_t>(na + static_cast<size_t>(n_panels * kpairs * kBf16NR), oneoff);
+  uint32_t* pb = pa + na;
   uint16_t* po = static_cast<uint16_t*>(out.data_ptr());
   for (int64_t bi = 0; bi < batch; ++bi) {
     const Bf16Operand A{static_cast<const uint16_t*>(a.data_ptr()) + bi * a.stride(0), a.stride(1), a.stride(2)};
@@ -229,7 +227,7 @@ void matmul_16bit(const Tensor& out, const Tensor& a, const Tensor& b) {
   };
   const size_t na = converted_size(a), nb = converted_size(b), nc = static_cast<size_t>(out.numel());
   std::vector<float> oneoff;
-  float* buf = f32_scratch(na + nb + nc, oneoff);
+  float* buf = scratch<float>(na + nb + nc, oneoff);
   Tensor c = wrap_f32(buf + na + nb, out.shape());
   matmul_blas<float>(c, to_f32_block<T>(a, buf), to_f32_block<T>(b, buf + na));
   // the only rounding to 16 bits
