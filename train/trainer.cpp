@@ -45,6 +45,7 @@
 #include "optim/loss_scaler.h"
 #include "optim/lr_schedule.h"
 #include "tensor/error.h"
+#include "tensor/kernels/cpu/simd.h"
 #include "train/run_files.h"
 #include "train/trainer_state.h"
 #include "train/tensorboard.h"
@@ -59,7 +60,13 @@ std::atomic<bool> g_stop_requested{false};
 
 extern "C" void on_stop_signal(int) { g_stop_requested.store(true); }
 
-DType compute_dtype(const std::string& precision) {
+// bf16 on the CPU pays off only with AVX512-BF16 (tensor/kernels/cpu/matmul.cpp); elsewhere the
+// run computes in f32 and says so.
+DType compute_dtype(const std::string& precision, const Device& device, std::ostream& out) {
+  if (precision == "bf16" && device.is_cpu() && !cpu::cpu_has_avx512_bf16()) {
+    out << "precision bf16: this CPU has no AVX512-BF16, computing in f32 instead\n";
+    return DType::f32;
+  }
   if (precision == "bf16") return DType::bf16;
   if (precision == "fp16") return DType::f16;
   return DType::f32;
@@ -333,7 +340,7 @@ TrainingRun::TrainingRun(const TrainConfig& config, const TrainOptions& options)
       out_(!main_rank_ ? discarded_output() : options.out ? *options.out : std::cout),
       output_dir_(config.output_dir),
       device_(pick_device(config.model.device, group_ ? group_->launch().local_rank : 0)),
-      dtype_(compute_dtype(config.train.precision)),
+      dtype_(compute_dtype(config.train.precision, device_, out_)),
       checkpoints_((output_dir_ / "checkpoints").string()) {
   write_resolved_config();
   manual_seed(static_cast<uint64_t>(config_.seed));

@@ -2,19 +2,71 @@
 //   lse_i = log sum_j exp(logits_ij),  loss_i = lse_i - logits[i, t_i]   (0 when t_i == ignore_index)
 // Backward, given per-row upstream gradients g_i and the saved lse:
 //   dlogits_ij = g_i * (exp(logits_ij - lse_i) - [j == t_i])             (0 rows when ignored)
-// One row per OpenMP iteration; math in f32 (f64 for f64), so losses and lse are f32 (f64 for f64
-// logits). Targets were range-checked by the front-end. All tensors contiguous.
+// Rows split over OpenMP threads, each row's passes vector loops (simd.h; fast_exp in f32); math in
+// f32 (f64 for f64), so losses and lse are f32 (f64 for f64 logits). Targets were range-checked by
+// the front-end. All tensors contiguous.
 #include <cmath>
 #include <initializer_list>
 #include <limits>
 #include <vector>
 
 #include "tensor/kernels/cpu/kernels.h"
+#include "tensor/kernels/cpu/simd.h"
 #include "tensor/kernels/kernel_checks.h"
 
 namespace mlr::cpu {
 
 namespace {
+
+template <typename T>
+struct ForwardRows {
+  using A = compute_t<T>;
+  const T* logits;
+  const int64_t* targets;
+  int64_t vocab, ignore_index;
+  A *losses, *lse;
+  template <SimdLevel L>
+  MLR_ALWAYS_INLINE void rows(int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      const T* x = logits + i * vocab;
+      A m = -std::numeric_limits<A>::infinity();
+#pragma omp simd reduction(max : m)
+      for (int64_t j = 0; j < vocab; ++j) m = std::max(m, to_compute(x[j]));
+      A sum = 0;
+#pragma omp simd reduction(+ : sum)
+      for (int64_t j = 0; j < vocab; ++j) sum += exp_of(to_compute(x[j]) - m);
+      const A l = m + std::log(sum);
+      lse[i] = l;
+      losses[i] = targets[i] == ignore_index ? A(0) : l - to_compute(x[targets[i]]);
+    }
+  }
+};
+
+template <typename T>
+struct BackwardRows {
+  using A = compute_t<T>;
+  const T* logits;
+  const int64_t* targets;
+  int64_t vocab, ignore_index;
+  const A *dlosses, *lse;
+  T* dlogits;
+  template <SimdLevel L>
+  MLR_ALWAYS_INLINE void rows(int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      const T* x = logits + i * vocab;
+      T* dx = dlogits + i * vocab;
+      if (targets[i] == ignore_index) {
+        for (int64_t j = 0; j < vocab; ++j) dx[j] = from_compute<T>(A(0));
+        continue;
+      }
+      const A g = dlosses[i], l = lse[i];
+#pragma omp simd
+      for (int64_t j = 0; j < vocab; ++j) dx[j] = from_compute<T>(g * exp_of(to_compute(x[j]) - l));
+      dx[targets[i]] = from_compute<T>(g * (exp_of(to_compute(x[targets[i]]) - l) - A(1)));
+    }
+  }
+};
+
 }  // namespace
 
 void cross_entropy_forward(const Tensor& logits, const Tensor& targets, int64_t ignore_index, const Tensor& losses,
@@ -24,21 +76,9 @@ void cross_entropy_forward(const Tensor& logits, const Tensor& targets, int64_t 
   const std::vector<int64_t> t = targets.to_vector<int64_t>();
   visit_floating(logits.dtype(), "cross_entropy_forward", [&](auto tag) {
     using T = decltype(tag);
-    using Acc = compute_t<T>;
-    const T* px = logits.data<T>();
-    Acc* ploss = losses.data<Acc>();
-    Acc* plse = lse.data<Acc>();
-#pragma omp parallel for schedule(static) if (n * vocab >= 16384)
-    for (int64_t i = 0; i < n; ++i) {
-      const T* x = px + i * vocab;
-      Acc m = -std::numeric_limits<Acc>::infinity();
-      for (int64_t j = 0; j < vocab; ++j) m = std::max(m, static_cast<Acc>(x[j]));
-      Acc sum = 0;
-      for (int64_t j = 0; j < vocab; ++j) sum += std::exp(static_cast<Acc>(x[j]) - m);
-      const Acc l = m + std::log(sum);
-      plse[i] = l;
-      ploss[i] = t[i] == ignore_index ? Acc(0) : l - static_cast<Acc>(x[t[i]]);
-    }
+    using A = compute_t<T>;
+    ForwardRows<T> f{logits.data<T>(), t.data(), vocab, ignore_index, losses.data<A>(), lse.data<A>()};
+    parallel_rows(n, std::max<int64_t>(1, 16384 / std::max<int64_t>(vocab, 1)), f);
   });
 }
 
@@ -49,23 +89,10 @@ void cross_entropy_backward(const Tensor& dlogits, const Tensor& dlosses, const 
   const std::vector<int64_t> t = targets.to_vector<int64_t>();
   visit_floating(logits.dtype(), "cross_entropy_backward", [&](auto tag) {
     using T = decltype(tag);
-    using Acc = compute_t<T>;
-    const T* px = logits.data<T>();
-    const Acc* pg = dlosses.data<Acc>();
-    const Acc* plse = lse.data<Acc>();
-    T* pdx = dlogits.data<T>();
-#pragma omp parallel for schedule(static) if (n * vocab >= 16384)
-    for (int64_t i = 0; i < n; ++i) {
-      const T* x = px + i * vocab;
-      T* dx = pdx + i * vocab;
-      if (t[i] == ignore_index) {
-        for (int64_t j = 0; j < vocab; ++j) dx[j] = static_cast<T>(Acc(0));
-        continue;
-      }
-      const Acc g = pg[i], l = plse[i];
-      for (int64_t j = 0; j < vocab; ++j)
-        dx[j] = static_cast<T>(g * (std::exp(static_cast<Acc>(x[j]) - l) - (j == t[i] ? Acc(1) : Acc(0))));
-    }
+    using A = compute_t<T>;
+    BackwardRows<T> f{logits.data<T>(), t.data(), vocab, ignore_index, dlosses.data<A>(), lse.data<A>(),
+                      dlogits.data<T>()};
+    parallel_rows(n, std::max<int64_t>(1, 16384 / std::max<int64_t>(vocab, 1)), f);
   });
 }
 

@@ -5,49 +5,74 @@
 //   forward:  y1 = x1 cos - x2 sin,  y2 = x2 cos + x1 sin
 //   backward: the rotation by -theta:  dx1 = dy1 cos + dy2 sin,  dx2 = dy2 cos - dy1 sin
 // Tables: angle = position * inv_freq[i], computed in f32 as Hugging Face does, so the tables
-// carry its numbers. All tensors contiguous; math in f32 (f64 for f64), rounded once.
+// carry its numbers. All tensors contiguous; math in f32 (f64 for f64), rounded once; the pairs of a
+// head are one vector loop (simd.h), rows split over OpenMP threads.
 #include <cmath>
 #include <initializer_list>
 
 #include "tensor/kernels/cpu/kernels.h"
+#include "tensor/kernels/cpu/simd.h"
 #include "tensor/kernels/kernel_checks.h"
 
 namespace mlr::cpu {
 
 namespace {
-// out = rotation of in by sign * theta (sign +1: forward, -1: backward).
-void rotate(const Tensor& out, const Tensor& in, const Tensor& cos, const Tensor& sin, RopeLayout layout, int sign) {
-  check_kernel_contiguous("rope", "cpu", {&out, &in, &cos, &sin});
-  const int64_t batch = in.size(0), seq = in.size(1), heads = in.size(2), d = in.size(3), half = d / 2;
-  const bool per_batch = cos.dim() == 3;  // [batch, seq, d/2] rather than [seq, d/2]
-  visit_floating(in.dtype(), "rope", [&](auto tag) {
-    using T = decltype(tag);
-    using Acc = compute_t<T>;
-    visit_floating(cos.dtype(), "rope tables", [&](auto table_tag) {
-      using C = decltype(table_tag);
-      const T* px = in.data<T>();
-      T* py = out.data<T>();
-      const C* pc = cos.data<C>();
-      const C* ps = sin.data<C>();
-      // pair i of a head: element offsets of x1 and x2
-      auto first = [&](int64_t i) { return layout == RopeLayout::half ? i : 2 * i; };
-      auto second = [&](int64_t i) { return layout == RopeLayout::half ? i + half : 2 * i + 1; };
-#pragma omp parallel for collapse(2) schedule(static) if (in.numel() >= 16384)
-      for (int64_t b = 0; b < batch; ++b) {
-        for (int64_t s = 0; s < seq; ++s) {
-          const int64_t table_row = (per_batch ? b * seq + s : s) * half;
-          for (int64_t h = 0; h < heads; ++h) {
-            const int64_t base = ((b * seq + s) * heads + h) * d;
-            for (int64_t i = 0; i < half; ++i) {
-              const Acc c = static_cast<Acc>(pc[table_row + i]);
-              const Acc sn = static_cast<Acc>(ps[table_row + i]) * static_cast<Acc>(sign);
-              const Acc x1 = static_cast<Acc>(px[base + first(i)]), x2 = static_cast<Acc>(px[base + second(i)]);
-              py[base + first(i)] = static_cast<T>(x1 * c - x2 * sn);
-              py[base + second(i)] = static_cast<T>(x2 * c + x1 * sn);
-            }
+
+// out = rotation of in by sign * theta (sign +1: forward, -1: backward), for the (batch, position)
+// rows [begin, end): every head of a row uses the same table row.
+template <typename T, typename C>
+struct RotateRows {
+  using A = compute_t<T>;
+  const T* in;
+  T* out;
+  const C *cos, *sin;
+  int64_t seq, heads, d;
+  bool per_batch, half_layout;
+  A sign;
+  template <SimdLevel L>
+  MLR_ALWAYS_INLINE void rows(int64_t begin, int64_t end) {
+    const int64_t half = d / 2;
+    for (int64_t row = begin; row < end; ++row) {
+      const int64_t table_row = (per_batch ? row : row % seq) * half;
+      const C* pc = cos + table_row;
+      const C* ps = sin + table_row;
+      for (int64_t h = 0; h < heads; ++h) {
+        const T* x = in + (row * heads + h) * d;
+        T* y = out + (row * heads + h) * d;
+        if (half_layout) {
+#pragma omp simd
+          for (int64_t i = 0; i < half; ++i) {
+            const A c = static_cast<A>(pc[i]), sn = static_cast<A>(ps[i]) * sign;
+            const A x1 = to_compute(x[i]), x2 = to_compute(x[i + half]);
+            y[i] = from_compute<T>(x1 * c - x2 * sn);
+            y[i + half] = from_compute<T>(x2 * c + x1 * sn);
+          }
+        } else {
+#pragma omp simd
+          for (int64_t i = 0; i < half; ++i) {
+            const A c = static_cast<A>(pc[i]), sn = static_cast<A>(ps[i]) * sign;
+            const A x1 = to_compute(x[2 * i]), x2 = to_compute(x[2 * i + 1]);
+            y[2 * i] = from_compute<T>(x1 * c - x2 * sn);
+            y[2 * i + 1] = from_compute<T>(x2 * c + x1 * sn);
           }
         }
       }
+    }
+  }
+};
+
+void rotate(const Tensor& out, const Tensor& in, const Tensor& cos, const Tensor& sin, RopeLayout layout, int sign) {
+  check_kernel_contiguous("rope", "cpu", {&out, &in, &cos, &sin});
+  const int64_t batch = in.size(0), seq = in.size(1), heads = in.size(2), d = in.size(3);
+  const bool per_batch = cos.dim() == 3;  // [batch, seq, d/2] rather than [seq, d/2]
+  visit_floating(in.dtype(), "rope", [&](auto tag) {
+    using T = decltype(tag);
+    using A = compute_t<T>;
+    visit_floating(cos.dtype(), "rope tables", [&](auto table_tag) {
+      using C = decltype(table_tag);
+      RotateRows<T, C> f{in.data<T>(), out.data<T>(), cos.data<C>(), sin.data<C>(), seq, heads, d,
+                         per_batch, layout == RopeLayout::half, static_cast<A>(sign)};
+      parallel_rows(batch * seq, std::max<int64_t>(1, 16384 / std::max<int64_t>(heads * d, 1)), f);
     });
   });
 }
