@@ -16,6 +16,26 @@ constexpr size_t kAlignment = 64;
 constexpr size_t kSmallest = 4096;  // smaller requests bypass the cache
 constexpr int kClassesPerDoubling = 8;
 
+// Under AddressSanitizer (the fuzz builds) every block goes back to malloc at once, so a use after
+// free is still caught instead of landing in a cached block.
+#if defined(__SANITIZE_ADDRESS__)
+constexpr bool kCache = false;
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+constexpr bool kCache = false;
+#else
+constexpr bool kCache = true;
+#endif
+#else
+constexpr bool kCache = true;
+#endif
+
+// MLR_CPU_CACHE=0 turns the cache off (for comparisons, and for memory checkers like valgrind).
+bool cache_from_environment() {
+  const char* v = std::getenv("MLR_CPU_CACHE");
+  return !(v && std::string(v) == "0");
+}
+
 bool poison_from_environment() {
   const char* v = std::getenv("MLR_CPU_POISON");
   if (v && *v) return std::string(v) != "0";
@@ -37,7 +57,7 @@ size_t CpuAllocator::class_size(size_t nbytes) {
   return (n + step - 1) / step * step;
 }
 
-CpuAllocator::CpuAllocator(bool poison) : poison_(poison) {}
+CpuAllocator::CpuAllocator(bool poison, bool cache) : poison_(poison), cache_(cache && kCache) {}
 
 CpuAllocator::~CpuAllocator() { release_cached(); }
 
@@ -86,7 +106,7 @@ void CpuAllocator::deallocate(void* p, size_t nbytes) {
   std::lock_guard lock(mutex_);
   live_class_bytes_ -= bytes;
   stats_.current_bytes -= nbytes;
-  if (bytes < kSmallest) {
+  if (bytes < kSmallest || !cache_) {
     std::free(p);
     stats_.reserved_bytes -= bytes;
     return;
@@ -124,7 +144,7 @@ CpuAllocatorStats CpuAllocator::stats() const {
 
 CpuAllocator& cpu_allocator() {
   // Never destroyed: tensors in other static objects may be freed after main returns.
-  static CpuAllocator* allocator = new CpuAllocator(poison_from_environment());
+  static CpuAllocator* allocator = new CpuAllocator(poison_from_environment(), cache_from_environment());
   return *allocator;
 }
 

@@ -9,6 +9,8 @@
 // take reserved bytes (live + cached) above the highest live total seen so far (plus 1/16 of it), the
 // least recently freed blocks are released first. So memory stays near an uncached allocator's peak,
 // and shapes that change every call (evaluation batches) cannot grow the cache without bound.
+// Under AddressSanitizer nothing is cached, so a use after free still reaches the sanitizer; nor with
+// MLR_CPU_CACHE=0 (comparisons, valgrind).
 //
 // Blocks are 64-byte aligned (cache line, AVX-512). Memory is never zeroed: with poisoning on (the
 // MLR_CPU_POISON environment variable, or Debug builds), every block handed out is filled with 0xFF
@@ -36,7 +38,8 @@ struct CpuAllocatorStats {
 
 class CpuAllocator {
  public:
-  explicit CpuAllocator(bool poison);
+  // cache = false: every block goes straight back to the system (the counters still count).
+  CpuAllocator(bool poison, bool cache = true);
   ~CpuAllocator();
   CpuAllocator(const CpuAllocator&) = delete;
   CpuAllocator& operator=(const CpuAllocator&) = delete;
@@ -59,6 +62,7 @@ class CpuAllocator {
   void release_oldest_locked();
 
   const bool poison_;
+  const bool cache_;
   mutable std::mutex mutex_;
   std::list<FreeBlock> lru_;  // front: freed longest ago
   std::unordered_map<size_t, std::vector<std::list<FreeBlock>::iterator>> free_by_class_;
@@ -68,7 +72,7 @@ class CpuAllocator {
 };
 
 // The process's allocator behind every CPU Storage (poisoning from MLR_CPU_POISON=1, or on in
-// Debug builds unless MLR_CPU_POISON=0).
+// Debug builds unless MLR_CPU_POISON=0; caching unless MLR_CPU_CACHE=0).
 CpuAllocator& cpu_allocator();
 
 }  // namespace mlr

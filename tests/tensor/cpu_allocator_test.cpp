@@ -155,3 +155,13 @@ TEST_CASE("cpu runtime: one thread count for our loops and BLAS; the GEMM probe 
   CHECK(cpu_threads() == threads);
   CHECK(blas_description().find("OpenBLAS") != std::string::npos);
 }
+
+TEST_CASE("cpu allocator: with the cache off every block goes back at once, counters still exact") {
+  CpuAllocator alloc(false, false);
+  void* p = alloc.allocate(1 << 20);
+  CHECK(alloc.stats().reserved_bytes == size_t(1) << 20);
+  alloc.deallocate(p, 1 << 20);
+  CHECK(alloc.stats().reserved_bytes == 0);
+  CHECK(alloc.stats().cached_bytes == 0);
+  CHECK(alloc.stats().peak_bytes == size_t(1) << 20);
+}
