@@ -15,6 +15,7 @@ set(MLR_PACKAGE_CUDA OFF)
 if(MLR_CUDA AND NOT MLR_CUDA_EMULATION)
   set(MLR_PACKAGE_CUDA ON)
 endif()
+get_filename_component(MLR_OPENBLAS_LIB_DIR ${MLR_OPENBLAS_LIB} DIRECTORY)
 configure_package_config_file(${CMAKE_CURRENT_LIST_DIR}/mlrConfig.cmake.in
                               ${CMAKE_CURRENT_BINARY_DIR}/mlrConfig.cmake
                               INSTALL_DESTINATION ${MLR_CMAKE_INSTALL_DIR})

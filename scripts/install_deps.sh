@@ -9,7 +9,7 @@ export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends \
   build-essential cmake ninja-build pkg-config python3 \
-  libopenblas-dev libomp-dev \
+  libopenblas-dev libopenblas-openmp-dev libomp-dev \
   doctest-dev libfmt-dev nlohmann-json3-dev libcli11-dev libyaml-cpp-dev \
   libzstd-dev libsentencepiece-dev \
   libgloo-dev \

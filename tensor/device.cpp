@@ -5,6 +5,8 @@
 #include <cstring>
 #include <new>
 
+#include "tensor/cpu_allocator.h"
+
 #ifdef MLR_CUDA
 #include "tensor/kernels/cuda/runtime.h"
 #endif
@@ -12,22 +14,6 @@
 namespace mlr {
 
 namespace {
-
-// CPU allocations: 64-byte aligned (cache line, AVX-512), with byte counters.
-std::atomic<size_t> g_cpu_current{0};
-std::atomic<size_t> g_cpu_peak{0};
-
-void* cpu_allocate(size_t nbytes) {
-  size_t rounded = ((nbytes == 0 ? 1 : nbytes) + 63) / 64 * 64;
-  void* p = std::aligned_alloc(64, rounded);
-  if (!p) throw Error(fmt::format("cpu: out of memory allocating {} bytes ({} bytes held by tensors)", nbytes,
-                                  g_cpu_current.load()));
-  size_t now = g_cpu_current.fetch_add(nbytes) + nbytes;
-  size_t peak = g_cpu_peak.load();
-  while (now > peak && !g_cpu_peak.compare_exchange_weak(peak, now)) {
-  }
-  return p;
-}
 
 [[noreturn]] void no_cuda(const char* what) {
   throw Error(fmt::format("{}: this build has no CUDA backend (configure with -DMLR_CUDA=ON)", what));
@@ -65,7 +51,10 @@ void synchronize(Device device) {
 }
 
 MemoryStats memory_stats(Device device) {
-  if (device.is_cpu()) return {g_cpu_current.load(), g_cpu_peak.load()};
+  if (device.is_cpu()) {
+    const CpuAllocatorStats s = cpu_allocator().stats();
+    return {s.current_bytes, s.peak_bytes, s.reserved_bytes};
+  }
 #ifdef MLR_CUDA
   return cuda::memory_stats(device.index);
 #else
@@ -75,7 +64,7 @@ MemoryStats memory_stats(Device device) {
 
 void reset_peak_memory(Device device) {
   if (device.is_cpu()) {
-    g_cpu_peak.store(g_cpu_current.load());
+    cpu_allocator().reset_peak();
     return;
   }
 #ifdef MLR_CUDA
@@ -85,9 +74,13 @@ void reset_peak_memory(Device device) {
 #endif
 }
 
+void empty_cache(Device device) {
+  if (device.is_cpu()) cpu_allocator().release_cached();
+}
+
 Storage::Storage(size_t nbytes, Device device) : nbytes_(nbytes), device_(device) {
   if (device.is_cpu()) {
-    data_ = cpu_allocate(nbytes);
+    data_ = cpu_allocator().allocate(nbytes);
   } else {
 #ifdef MLR_CUDA
     data_ = cuda::allocate(nbytes, device.index);
@@ -106,8 +99,7 @@ Storage::~Storage() {
     return;
   }
   if (device_.is_cpu()) {
-    std::free(data_);
-    g_cpu_current.fetch_sub(nbytes_);
+    cpu_allocator().deallocate(data_, nbytes_);
   } else {
 #ifdef MLR_CUDA
     cuda::deallocate(data_, nbytes_, device_.index);

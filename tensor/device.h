@@ -36,13 +36,18 @@ inline bool cuda_available() { return cuda_device_count() > 0; }
 // Blocks until all work queued on the device's current stream has finished (no-op on the CPU).
 void synchronize(Device device);
 
-// Bytes held by tensors on a device: current and the peak since the last reset.
+// Bytes held by tensors on a device: current and the peak since the last reset; on the CPU also the
+// bytes reserved from the system (live blocks and those cached for reuse, tensor/cpu_allocator.h).
 struct MemoryStats {
   size_t current_bytes = 0;
   size_t peak_bytes = 0;
+  size_t reserved_bytes = 0;
 };
 MemoryStats memory_stats(Device device);
 void reset_peak_memory(Device device);
+// Returns the CPU allocator's cached free blocks to the system (no-op on CUDA devices, whose pool
+// keeps its own release threshold).
+void empty_cache(Device device);
 
 // One allocation. Either owned (allocated here, freed on destruction) or external (memory owned by
 // someone else, e.g. a memory-mapped file, released through the given deleter).

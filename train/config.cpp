@@ -207,7 +207,7 @@ TrainConfig parse_train_config(const std::string& yaml_text, const std::string& 
 
   const Section train(root["train"], name, "train", overridden);
   train.only({"steps", "grad_accum", "precision", "activation_checkpointing", "zero_stage",
-              "shard_frozen_base"});
+              "shard_frozen_base", "threads", "peak_flops"});
   train.integer("steps", c.train.steps);
   train.integer("grad_accum", c.train.grad_accum);
   train.str("precision", c.train.precision);
@@ -217,9 +217,14 @@ TrainConfig parse_train_config(const std::string& yaml_text, const std::string& 
   train.require(c.train.zero_stage == 0 || c.train.zero_stage == 1, "zero_stage",
                 fmt::format("must be 0 (replicated optimizer state) or 1 (sharded over the ranks), got {}",
                             c.train.zero_stage));
+  train.integer("threads", c.train.threads);
+  train.number("peak_flops", c.train.peak_flops);
   train.require(c.train.steps > 0, "steps", fmt::format("must be positive, got {}", c.train.steps));
   train.require(c.train.grad_accum > 0, "grad_accum", fmt::format("must be positive, got {}", c.train.grad_accum));
   train.one_of("precision", c.train.precision, {"f32", "bf16", "fp16"});
+  train.require(c.train.threads >= 0, "threads", fmt::format("must be 0 (all cores) or positive, got {}", c.train.threads));
+  train.require(c.train.peak_flops >= 0, "peak_flops",
+                fmt::format("must be 0 (measured) or a positive FLOP/s, got {}", c.train.peak_flops));
 
   const Section optim(root["optim"], name, "optim", overridden);
   optim.only({"lr", "weight_decay", "beta1", "beta2", "eps", "clip_grad_norm", "schedule", "warmup_steps",
@@ -315,7 +320,9 @@ std::string to_yaml(const TrainConfig& c) {
       << YAML::Key << "grad_accum" << YAML::Value << c.train.grad_accum << YAML::Key << "precision" << YAML::Value
       << c.train.precision << YAML::Key << "activation_checkpointing" << YAML::Value
       << c.train.activation_checkpointing << YAML::Key << "zero_stage" << YAML::Value << c.train.zero_stage
-      << YAML::Key << "shard_frozen_base" << YAML::Value << c.train.shard_frozen_base << YAML::EndMap;
+      << YAML::Key << "shard_frozen_base" << YAML::Value << c.train.shard_frozen_base << YAML::Key << "threads"
+      << YAML::Value << c.train.threads << YAML::Key << "peak_flops" << YAML::Value << c.train.peak_flops
+      << YAML::EndMap;
   const OptimSection& o = c.optim;
   out << YAML::Key << "optim" << YAML::Value << YAML::BeginMap << YAML::Key << "lr" << YAML::Value << o.lr << YAML::Key
       << "weight_decay" << YAML::Value << o.weight_decay << YAML::Key << "beta1" << YAML::Value << o.beta1 << YAML::Key

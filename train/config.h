@@ -59,6 +59,11 @@ struct TrainSection {
   // gathers a layer around its use (dist/sharded_base.h; saves memory with
   // activation_checkpointing).
   bool shard_frozen_base = false;
+  // CPU threads of our kernels and BLAS (one OpenMP pool); 0: OMP_NUM_THREADS when set, else every core.
+  int64_t threads = 0;
+  // The device's peak FLOP/s that MFU divides by; 0: on the CPU the f32/bf16 GEMM rate measured at
+  // start (a short matmul probe), on a GPU the H100/H200 figure of the compute dtype.
+  double peak_flops = 0;
 };
 
 struct OptimSection {

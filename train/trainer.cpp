@@ -36,6 +36,7 @@
 #include "eval/evaluator.h"
 #include "eval/llama_scorer.h"
 #include "eval/task_files.h"
+#include "llama/flops.h"
 #include "llama/model.h"
 #include "llama/safetensors.h"
 #include "llama/tokenizer.h"
@@ -44,6 +45,7 @@
 #include "optim/grad_utils.h"
 #include "optim/loss_scaler.h"
 #include "optim/lr_schedule.h"
+#include "tensor/cpu_runtime.h"
 #include "tensor/error.h"
 #include "tensor/kernels/cpu/simd.h"
 #include "train/run_files.h"
@@ -197,18 +199,19 @@ std::unique_ptr<data::Loader> make_loader(const DataPipeline& p, const data::Loa
   return std::make_unique<data::Loader>(p.datasets, p.config.sources, p.config.mixture, p.config.loader, resume);
 }
 
-// FLOPs per trained token: 6N for full fine-tuning (forward, input and weight gradients), 4N with
-// frozen base weights (forward and input gradients), N the model's parameters; attention and the
-// adapters' own FLOPs are left out, so MFU is slightly understated.
-double flops_per_token(const LlamaForCausalLM& model, bool full) {
-  return (full ? 6.0 : 4.0) * static_cast<double>(model.num_parameters());
+// FLOPs per trained token, from the shapes (llama/flops.h); the adapters count with every trainable
+// weight (SMoRA's unselected ranks too, so its MFU is slightly overstated).
+double flops_per_token(const LlamaForCausalLM& model, int64_t seq_len, bool full) {
+  return training_flops_per_token(model.config(), seq_len, full, full ? 0 : model.num_parameters(true));
 }
 
-// Dense peak of the device for the compute dtype: H100/H200 SXM bf16/fp16 989.4 TFLOP/s, f32 without
-// TF32 66.9 (override with MLR_PEAK_TFLOPS). 0 on the CPU: MFU is not reported there.
-double peak_flops(Device device, DType dtype) {
+// The peak MFU divides by: train.peak_flops when given; on the CPU the GEMM rate of this process
+// measured at start in the compute dtype; on a GPU the dense H100/H200 SXM figure, bf16/fp16
+// 989.4 TFLOP/s, f32 without TF32 66.9 (MLR_PEAK_TFLOPS overrides the table).
+double peak_flops(const TrainSection& train, Device device, DType dtype) {
+  if (train.peak_flops > 0) return train.peak_flops;
+  if (device.is_cpu()) return measure_cpu_matmul_flops(dtype == DType::f16 ? DType::f32 : dtype);
   if (const char* v = std::getenv("MLR_PEAK_TFLOPS")) return std::atof(v) * 1e12;
-  if (!device.is_cuda()) return 0.0;
   return dtype == DType::f32 ? 66.9e12 : 989.4e12;
 }
 
@@ -330,6 +333,7 @@ class TrainingRun {
   TrainReport report_;
   int64_t step_ = 0;
   std::chrono::steady_clock::time_point run_start_;
+  double peak_flops_ = 0;  // what MFU divides by (peak_flops())
 };
 
 TrainingRun::TrainingRun(const TrainConfig& config, const TrainOptions& options)
@@ -343,6 +347,7 @@ TrainingRun::TrainingRun(const TrainConfig& config, const TrainOptions& options)
       dtype_(compute_dtype(config.train.precision, device_, out_)),
       checkpoints_((output_dir_ / "checkpoints").string()) {
   write_resolved_config();
+  if (device_.is_cpu()) set_cpu_threads(static_cast<int>(config_.train.threads));
   manual_seed(static_cast<uint64_t>(config_.seed));
   load_model_and_data();
   build_optimizer();
@@ -460,6 +465,12 @@ void TrainingRun::open_logs() {
                       model_->num_parameters(true), model_->num_parameters(), trainable_.named.size(), device_.str(),
                       dtype_name(dtype_), config_.train.steps, config_.train.grad_accum)
        << std::flush;
+  peak_flops_ = peak_flops(config_.train, device_, dtype_);
+  if (device_.is_cpu())
+    out_ << fmt::format("cpu: threads {}, {}; MFU against {:.1f} GFLOP/s ({})\n", cpu_threads(), blas_description(),
+                        peak_flops_ * 1e-9,
+                        config_.train.peak_flops > 0 ? "train.peak_flops" : "the GEMM rate measured at start")
+         << std::flush;
   if (group_) {
     out_ << fmt::format("data parallel: {} ranks x {} rows per micro-batch ({} launch)", group_->world_size(),
                         train_data_.config.loader.batch_rows, group_->launch().launcher);
@@ -521,8 +532,8 @@ void TrainingRun::log_step(const StepResult& r) {
   const int64_t total = config_.train.steps;
   if (step_ % config_.log.interval == 0 || step_ == total) {
     const double tokens_per_s = r.tokens / std::max(r.seconds, 1e-9);
-    const double peak = peak_flops(device_, dtype_);
-    const double mfu = peak > 0 ? tokens_per_s * flops_per_token(*model_, trainable_.full) / peak : -1;
+    const double mfu = model_flops_utilization(
+        tokens_per_s, flops_per_token(*model_, train_data_.config.loader.pack.seq_len, trainable_.full), peak_flops_);
     const MemoryStats mem = memory_stats(device_);
     const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - run_start_).count();
     const double eta = elapsed / static_cast<double>(step_ - report_.start_step) * static_cast<double>(total - step_);

@@ -141,3 +141,19 @@ TEST_CASE("train config: adapter.init_from resolves against the file and is refu
   CHECK_THROWS_WITH_AS(parse_train_config(kYaml, "run.yaml", {"adapter.type=full", "adapter.init_from=x"}, ""),
                        doctest::Contains("'adapter.init_from' applies to adapters"), std::exception);
 }
+
+TEST_CASE("train config: train.threads and train.peak_flops (defaults, round trip, range errors)") {
+  const TrainConfig d = parse_train_config(kYaml, "run.yaml", {}, "");
+  CHECK(d.train.threads == 0);
+  CHECK(d.train.peak_flops == 0.0);
+  const TrainConfig c = parse_train_config(kYaml, "run.yaml", {"train.threads=3", "train.peak_flops=1.8e11"}, "");
+  CHECK(c.train.threads == 3);
+  CHECK(c.train.peak_flops == doctest::Approx(1.8e11));
+  const TrainConfig back = parse_train_config(to_yaml(c), "resolved.yaml", {}, "");
+  CHECK(back.train.threads == 3);
+  CHECK(back.train.peak_flops == doctest::Approx(1.8e11));
+  CHECK_THROWS_WITH_AS(parse_train_config(kYaml, "run.yaml", {"train.threads=-1"}, ""),
+                       doctest::Contains("threads"), std::exception);
+  CHECK_THROWS_WITH_AS(parse_train_config(kYaml, "run.yaml", {"train.peak_flops=-5"}, ""),
+                       doctest::Contains("peak_flops"), std::exception);
+}
