@@ -19,110 +19,12 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
-#include "llama/model.h"
-#include "llama/safetensors.h"
-#include "multilora/inject.h"
 #include "multilora/spectrum.h"
+#include "multilora/update_spectra.h"
 #include "base/atomic_file.h"
 #include "tensor/error.h"
 #include "tensor/ops.h"
 
-namespace {
-
-struct Matrix {
-  std::string module;
-  mlr::Tensor delta;  // f32/f64 [out, in]
-  mlr::SpectrumStats stats;
-};
-
-struct Run {
-  std::string label;
-  std::vector<Matrix> matrices;
-};
-
-Run adapter_run(const std::string& model_dir, const std::string& adapter_dir, const std::string& label) {
-  auto model = mlr::LlamaForCausalLM::from_pretrained(model_dir, mlr::DType::f32);
-  const auto adapters = mlr::inject_adapter_from_file(*model, adapter_dir);
-  Run run{label, {}};
-  for (const mlr::NamedAdapter& a : adapters) {
-    mlr::Tensor d = a.adapter->delta_weight();
-    run.matrices.push_back({a.module_path, d, mlr::spectrum_stats(d)});
-  }
-  return run;
-}
-
-// W_finetuned - W0 for every linear projection of the decoder layers.
-Run full_run(const std::string& model_dir, const std::string& finetuned_dir, const std::string& label) {
-  const auto base = mlr::load_checkpoint_tensors(model_dir, mlr::DType::f64);
-  const auto tuned = mlr::load_checkpoint_tensors(finetuned_dir, mlr::DType::f64);
-  Run run{label, {}};
-  for (const auto& [name, w0] : base) {
-    if (w0.dim() != 2 || name.find(".layers.") == std::string::npos || name.find("_proj.weight") == std::string::npos)
-      continue;
-    auto it = tuned.find(name);
-    MLR_CHECK(it != tuned.end(), "mlr-analyze: {} is in {} but not in {}", name, model_dir, finetuned_dir);
-    MLR_CHECK(it->second.shape() == w0.shape(), "mlr-analyze: {} has shape {} in {} but {} in {}", name,
-              mlr::shape_str(w0.shape()), model_dir, mlr::shape_str(it->second.shape()), finetuned_dir);
-    mlr::Tensor d = mlr::sub(it->second, w0);
-    run.matrices.push_back({name.substr(0, name.size() - std::string(".weight").size()), d, mlr::spectrum_stats(d)});
-  }
-  MLR_CHECK(!run.matrices.empty(), "mlr-analyze: no decoder projection weights found in {}", model_dir);
-  return run;
-}
-
-// Mean over a run's matrices of a per-index series (shorter series padded with their last value).
-std::vector<double> mean_series(const Run& run, bool cumulative, size_t max_len) {
-  std::vector<double> mean(max_len, 0.0);
-  for (const Matrix& m : run.matrices) {
-    const auto& s = cumulative ? m.stats.cumulative_energy : m.stats.normalized;
-    for (size_t i = 0; i < max_len; ++i) mean[i] += s.empty() ? 0.0 : (i < s.size() ? s[i] : (cumulative ? s.back() : 0.0));
-  }
-  for (double& v : mean) v /= std::max<size_t>(run.matrices.size(), 1);
-  return mean;
-}
-
-// Two panels: mean normalised spectrum p_i and mean cumulative energy E_k over the first `k` indices.
-std::string svg_plot(const std::vector<Run>& runs, size_t k) {
-  const char* colors[] = {"#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b"};
-  const double W = 420, H = 300, left = 55, top = 30, pw = 330, ph = 220;
-  std::string out = fmt::format(
-      "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{}\" height=\"{}\" font-family=\"sans-serif\" font-size=\"12\">\n",
-      2 * W, H + 40);
-  for (int panel = 0; panel < 2; ++panel) {
-    const bool cumulative = panel == 1;
-    const double x0 = panel * W + left;
-    double ymax = cumulative ? 1.0 : 0.0;
-    std::vector<std::vector<double>> series;
-    for (const Run& r : runs) {
-      series.push_back(mean_series(r, cumulative, k));
-      for (double v : series.back()) ymax = std::max(ymax, v);
-    }
-    if (ymax <= 0) ymax = 1;
-    out += fmt::format("<text x=\"{}\" y=\"18\">{}</text>\n", x0,
-                       cumulative ? "cumulative energy E_k (mean over matrices)" : "normalised singular values p_i (mean)");
-    out += fmt::format("<rect x=\"{}\" y=\"{}\" width=\"{}\" height=\"{}\" fill=\"none\" stroke=\"#444\"/>\n", x0, top, pw, ph);
-    for (int t = 0; t <= 4; ++t) {
-      const double y = top + ph - ph * t / 4.0;
-      out += fmt::format("<text x=\"{}\" y=\"{}\" text-anchor=\"end\">{:.2f}</text>\n", x0 - 4, y + 4, ymax * t / 4.0);
-    }
-    out += fmt::format("<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">index i (1..{})</text>\n", x0 + pw / 2, top + ph + 18, k);
-    for (size_t r = 0; r < series.size(); ++r) {
-      std::string pts;
-      for (size_t i = 0; i < k; ++i) {
-        const double x = x0 + (k == 1 ? pw / 2 : pw * static_cast<double>(i) / static_cast<double>(k - 1));
-        const double y = top + ph - ph * series[r][i] / ymax;
-        pts += fmt::format("{:.1f},{:.1f} ", x, y);
-      }
-      out += fmt::format("<polyline fill=\"none\" stroke=\"{}\" stroke-width=\"2\" points=\"{}\"/>\n", colors[r % 6], pts);
-      if (panel == 0)
-        out += fmt::format("<text x=\"{}\" y=\"{}\" fill=\"{}\">{}</text>\n", x0 + pw - 120, top + 16 + 16 * r, colors[r % 6],
-                           runs[r].label);
-    }
-  }
-  return out + "</svg>\n";
-}
-
-}  // namespace
 
 int main(int argc, char** argv) {
   CLI::App app{"mlr-analyze: singular-value spectra of adapter and fine-tuning updates"};
@@ -139,18 +41,18 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
   try {
     MLR_CHECK(!adapter_dirs.empty() || !finetuned_dirs.empty(), "mlr-analyze: give --adapter and/or --finetuned");
-    std::vector<Run> runs;
+    std::vector<mlr::UpdateSpectra> runs;
     auto label_of = [&](size_t i, const std::string& dir) { return i < labels.size() ? labels[i] : dir; };
-    for (const std::string& d : adapter_dirs) runs.push_back(adapter_run(model_dir, d, label_of(runs.size(), d)));
-    for (const std::string& d : finetuned_dirs) runs.push_back(full_run(model_dir, d, label_of(runs.size(), d)));
+    for (const std::string& d : adapter_dirs) runs.push_back(mlr::adapter_update_spectra(model_dir, d, label_of(runs.size(), d)));
+    for (const std::string& d : finetuned_dirs) runs.push_back(mlr::full_update_spectra(model_dir, d, label_of(runs.size(), d)));
 
     nlohmann::json out = {{"runs", nlohmann::json::array()}};
-    for (const Run& run : runs) {
+    for (const mlr::UpdateSpectra& run : runs) {
       std::cout << fmt::format("== {}\n{:<44} {:>6} {:>9} {:>8} {:>8} {:>8} {:>8}\n", run.label, "matrix", "rank",
                                "eff.rank", "entropy", "top1", "top4", "top8");
       double eff = 0, ent = 0, top1 = 0;
       nlohmann::json mats = nlohmann::json::array();
-      for (const Matrix& m : run.matrices) {
+      for (const mlr::UpdateMatrix& m : run.matrices) {
         const auto& s = m.stats;
         int64_t rank = 0;
         for (double v : s.singular_values) rank += v > 1e-6 * (s.singular_values.empty() ? 0 : s.singular_values.front());
@@ -172,12 +74,12 @@ int main(int argc, char** argv) {
     }
     if (runs.size() >= 2) {
       // phi(i, j) between the first two runs, averaged over the matrices they share.
-      std::map<std::string, const Matrix*> second;
-      for (const Matrix& m : runs[1].matrices) second[m.module] = &m;
+      std::map<std::string, const mlr::UpdateMatrix*> second;
+      for (const mlr::UpdateMatrix& m : runs[1].matrices) second[m.module] = &m;
       const std::vector<int64_t> ks = {1, 2, 4, 8};
       std::vector<std::vector<double>> phi(ks.size(), std::vector<double>(ks.size(), 0.0));
       int64_t common = 0;
-      for (const Matrix& m : runs[0].matrices) {
+      for (const mlr::UpdateMatrix& m : runs[0].matrices) {
         auto it = second.find(m.module);
         if (it == second.end()) continue;
         const mlr::Tensor U1 = mlr::svd(m.delta).U, U2 = mlr::svd(it->second->delta).U;
@@ -206,7 +108,7 @@ int main(int argc, char** argv) {
     }
     if (!json_path.empty()) mlr::atomic_write_file(json_path, out.dump(1) + "\n");
     if (!svg_path.empty())
-      mlr::atomic_write_file(svg_path, svg_plot(runs, static_cast<size_t>(std::max<int64_t>(plot_k, 1))));
+      mlr::atomic_write_file(svg_path, mlr::update_spectra_svg(runs, static_cast<size_t>(std::max<int64_t>(plot_k, 1))));
     return 0;
   } catch (const std::exception& e) {
     std::cerr << e.what() << "\n";

@@ -75,6 +75,20 @@ DocValues mmlu_values(data::Record&& r) {
 
 }  // namespace
 
+Task load_mmlu_csv(const std::string& subject, const fs::path& eval_file, const fs::path& dev_file,
+                   std::string_view split, const std::string& category) {
+  Task t;
+  t.config = subject_config(subject, category, split);
+  const DocRenderer renderer(t.config);
+  auto make_doc = [&](data::Record&& r) {
+    auto fields = r.fields;
+    return renderer.render(mmlu_values(std::move(r)), std::move(fields));
+  };
+  t.docs = read_record_docs(data::Format::mmlu, eval_file, make_doc);
+  t.fewshot_docs = read_record_docs(data::Format::mmlu, dev_file, make_doc);
+  return t;
+}
+
 std::vector<Task> load_mmlu(const fs::path& root, std::string_view split, const std::vector<std::string>& subjects) {
   std::set<std::string> wanted(subjects.begin(), subjects.end());
   for (const auto& s : wanted) {
@@ -85,21 +99,12 @@ std::vector<Task> load_mmlu(const fs::path& root, std::string_view split, const 
   std::vector<Task> tasks;
   for (const auto& [subject, category] : mmlu_subjects()) {
     if (!wanted.empty() && !wanted.count(subject)) continue;
-    Task t;
-    t.config = subject_config(subject, category, split);
     const fs::path eval_file = root / std::string(split) / (subject + "_" + std::string(split) + ".csv");
     const fs::path dev_file = root / "dev" / (subject + "_dev.csv");
     MLR_CHECK(fs::exists(eval_file), "eval: MMLU file {} not found (expected <root>/<split>/<subject>_<split>.csv)",
               eval_file.string());
     MLR_CHECK(fs::exists(dev_file), "eval: MMLU few-shot file {} not found", dev_file.string());
-    const DocRenderer renderer(t.config);
-    auto make_doc = [&](data::Record&& r) {
-      auto fields = r.fields;
-      return renderer.render(mmlu_values(std::move(r)), std::move(fields));
-    };
-    t.docs = read_record_docs(data::Format::mmlu, eval_file, make_doc);
-    t.fewshot_docs = read_record_docs(data::Format::mmlu, dev_file, make_doc);
-    tasks.push_back(std::move(t));
+    tasks.push_back(load_mmlu_csv(subject, eval_file, dev_file, split, category));
   }
   return tasks;
 }

@@ -22,6 +22,12 @@ const std::vector<std::pair<std::string, std::string>>& mmlu_subjects();
 std::vector<Task> load_mmlu(const std::filesystem::path& root, std::string_view split = "test",
                             const std::vector<std::string>& subjects = {});
 
+// One MMLU-format task "mmlu_<subject>" over any subject (the demo's own families): the harness's
+// prompt with the subject's description, scored on `eval_file`, shots from `dev_file` (first_n).
+Task load_mmlu_csv(const std::string& subject, const std::filesystem::path& eval_file,
+                   const std::filesystem::path& dev_file, std::string_view split = "test",
+                   const std::string& category = "other");
+
 // The category groups and mmlu, restricted to the subjects present in `tasks` (groups left empty
 // are dropped).
 std::vector<TaskGroup> mmlu_groups(const std::vector<Task>& tasks);
