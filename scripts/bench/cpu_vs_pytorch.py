@@ -46,6 +46,11 @@ CASES = {
                   dict(type="multilora", r=16, alpha=32, n_modules=4, target_modules=QKVO), None),
     "smora": ("SMoRA 64 ranks top 8, q,k,v,o", dict(type="smora", r=64, alpha=32, top_k=8, target_modules=QKVO), None),
     "full": ("full fine-tuning (AdamW, f32)", dict(type="full"), "full"),
+    # mlr in bf16 (train.precision: bf16: the AVX512-BF16 GEMM, f32 master weights) against PyTorch's f32
+    # LoRA: the bf16 target is a multiple of PyTorch's f32 speed. Its "bound" columns are still
+    # against the f32 GEMM rate.
+    "lora_qkvo_bf16": ("LoRA r16 q,k,v,o, mlr bf16 vs PyTorch f32", dict(type="lora", r=16, alpha=32, target_modules=QKVO),
+                       QKVO),
 }
 
 
@@ -188,7 +193,7 @@ data:
   packing: {{seq_len: {a.seq_len}, batch_rows: {a.rows}, packed: false, train_on_prompt: true, truncation: right}}
   datasets:
     - {{name: docs, format: prompt_completion, path: {docs}}}
-train: {{steps: {steps}, precision: f32}}
+train: {{steps: {steps}, precision: {"bf16" if case.endswith("_bf16") else "f32"}}}
 optim: {{lr: 1.0e-4, schedule: constant, clip_grad_norm: 1.0}}
 log: {{interval: 1, tensorboard: false}}
 output_dir: {out_dir}
