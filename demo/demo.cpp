@@ -43,7 +43,7 @@ struct Settings {
   LlamaConfig model;
   int64_t vocab_size = 640;
   int64_t seq_len = 256, pretrain_rows = 8, finetune_rows = 4;
-  int64_t pretrain_steps = 300, finetune_steps = 150;
+  int64_t pretrain_steps = 450, finetune_steps = 150;
   double pretrain_lr = 3e-3, adapter_lr = 3e-3, full_lr = 1e-3;
   int64_t rank = 8;  // LoRA r; MultiLoRA 2 modules of r/2; SMoRA r rank-experts, r/2 per token
   int64_t eval_limit = 0;

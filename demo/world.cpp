@@ -106,7 +106,8 @@ Packing packing_example(Rng& rng, const World& w) {
   const std::string& name = rng.pick(w.people).name;
   std::vector<std::string> objects = w.objects;
   rng.shuffle(objects);
-  const size_t n = 3 + static_cast<size_t>(rng.below(2));
+  // Two or three objects: a short passage, so the answer is one look-up for a small model.
+  const size_t n = 2 + static_cast<size_t>(rng.below(2));
   std::vector<std::string> packed(objects.begin(), objects.begin() + static_cast<long>(n));
   const bool yes = rng.below(2) == 1;
   const std::string& asked = yes ? rng.pick(packed) : objects[n + static_cast<size_t>(rng.below(3))];
@@ -116,6 +117,15 @@ Packing packing_example(Rng& rng, const World& w) {
 
 std::string boolq_prompt(const Packing& p) {  // the harness's BoolQ prompt with its answer
   return fmt::format("{}\nQuestion: {}?\nAnswer: {}", p.passage, p.question, p.label ? "yes" : "no");
+}
+
+// An MMLU row as the harness prompts it (0-shot: the subject line, the question, the options),
+// with its answer letter.
+std::string mmlu_prompt(const std::string& subject, const Choice4& r) {
+  std::string out = fmt::format("The following are multiple choice questions (with answers) about {}.\n\n{}\n", subject,
+                                r.question);
+  for (size_t i = 0; i < 4; ++i) out += fmt::format("{}. {}\n", static_cast<char>('A' + i), r.options[i]);
+  return out + fmt::format("Answer: {}", static_cast<char>('A' + r.answer));
 }
 
 std::string jsonl(const std::vector<json>& rows) {
@@ -196,15 +206,18 @@ DatasetFiles write_dataset(const World& w, const fs::path& dir, uint64_t seed, c
     train_words[c].assign(ws.begin(), ws.begin() + 7);
     test_words[c].assign(ws.begin() + 7, ws.end());
   }
-  auto category_split = [&](const std::vector<std::vector<std::string>>& correct_words, int64_t n) {
+  // A split's distractors come from the same split's words: were held-out questions to offer
+  // training words as distractors, "pick the word that was an answer before" would score below
+  // chance, and the models learn that shortcut instead of the categories.
+  auto category_split = [&](const std::vector<std::vector<std::string>>& split_words, int64_t n) {
     std::vector<Choice4> rows;
     for (int64_t i = 0; i < n; ++i) {
       const size_t c = static_cast<size_t>(i) % w.categories.size();
       std::vector<std::string> others;
       for (size_t o = 0; o < w.categories.size(); ++o)
-        if (o != c) others.insert(others.end(), w.category_words[o].begin(), w.category_words[o].end());
+        if (o != c) others.insert(others.end(), split_words[o].begin(), split_words[o].end());
       rows.push_back(four_way(rng, fmt::format("Which of these is {} {}?", article(w.categories[c]), w.categories[c]),
-                              rng.pick(correct_words[c]), others));
+                              rng.pick(split_words[c]), others));
     }
     return rows;
   };
@@ -278,31 +291,40 @@ DatasetFiles write_dataset(const World& w, const fs::path& dir, uint64_t seed, c
       default: return fmt::format("One {} is the {}.", category, word);
     }
   };
+  // Half the documents state facts (people, categories, counting runs); the other half are the
+  // families' training rows in exactly the prompt format the evaluation scores, so the base model
+  // learns each answer format and to answer from the facts. Held-out questions never appear.
+  auto pick_row = [&](const auto& rows) -> const auto& {
+    return rows[static_cast<size_t>(rng.below(static_cast<int64_t>(rows.size())))];
+  };
   for (int64_t d = 0; d < sizes.pretrain_documents; ++d) {
     std::string text;
     switch (d % 8) {
       case 0:
-      case 1:
-      case 2:  // facts about people, three sentences about different people
+      case 1:  // facts about people, three sentences about different people
         for (int s = 0; s < 3; ++s) text += (s ? " " : "") + fact_sentence(rng.pick(w.people));
         break;
-      case 3:  // categories
+      case 2:  // categories
         for (int s = 0; s < 3; ++s) {
           const size_t c = static_cast<size_t>(rng.below(static_cast<int64_t>(w.categories.size())));
           text += (s ? " " : "") + category_sentence(rng.pick(w.category_words[c]), w.categories[c]);
         }
         break;
-      case 4: {  // counting runs
+      case 3: {  // counting runs
         const int64_t start = rng.below(990), len = 4 + rng.below(6);
         for (int64_t n = start; n < std::min<int64_t>(start + len, 1000); ++n) text += (n > start ? " " : "") + std::to_string(n);
         text += ".";
         break;
       }
-      case 5:  // packing stories
-        text = packing_example(rng, w).passage;
+      case 4:
+      case 5:  // the packing family's training split in its task format
+        text = boolq_prompt(pick_row(packing_train));
         break;
-      default:  // the packing family's training split in its task format
-        text = boolq_prompt(packing_train[static_cast<size_t>(rng.below(static_cast<int64_t>(packing_train.size())))]);
+      case 6:
+        text = mmlu_prompt("word categories", pick_row(categories_train));
+        break;
+      default:
+        text = mmlu_prompt("people", pick_row(people_train));
         break;
     }
     docs.push_back(std::move(text));

@@ -10,9 +10,10 @@
 //               about facts stated only in the pretraining text       MMLU CSV            1/4
 //
 // and the pretraining corpus (prompt_completion JSONL, empty prompts): statements of every
-// person's facts and every word's category in several phrasings, counting runs, packing stories,
-// and the packing family's training split in its BoolQ prompt format (the one task format the
-// base model sees before fine-tuning).
+// person's facts and every word's category in several phrasings, counting runs, and the packing,
+// categories and people training splits in exactly the prompts the evaluation scores (BoolQ's
+// "...\nAnswer: yes", MMLU's 0-shot subject line, options and "Answer: B"), so the base model has
+// seen each answer format; held-out questions never appear in it.
 //
 // Splits are disjoint by what must be generalised: packing by passage, categories by the
 // correct word, counting by number, people by person. The same seed gives byte-identical files.

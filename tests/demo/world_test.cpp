@@ -130,6 +130,10 @@ TEST_CASE("demo data: train and held-out splits are disjoint in what must be gen
   };
   const auto word_train = correct_words(family(d, "categories").train);
   for (const auto& w : correct_words(family(d, "categories").test)) CHECK_MESSAGE(!word_train.count(w), w);
+  // ... nor offered as a distractor: a held-out question shows held-out words only, so "pick the
+  // word that was an answer in training" cannot score below (or above) chance.
+  for (const auto& r : records(data::Format::mmlu, family(d, "categories").test))
+    for (const char* option : {"A", "B", "C", "D"}) CHECK_MESSAGE(!word_train.count(field(r, option)), field(r, option));
 
   // People: held-out questions are about people no training question names; their facts are in
   // the pretraining corpus.
