@@ -16,7 +16,7 @@
 # The rehearsal runs every stage that can run without a GPU (configure, build, the CUDA tests on the
 # emulated device, kernels_bench --smoke, llama_bench --smoke --first-run, the PEFT script) and
 # reports the sanitizer stage as skipped. On this repository's development machine:
-#   JOBS=2 PYTHON=/work/venv/bin/python BUILD_DIR=build-emu scripts/gpu_first_run.sh --smoke
+#   JOBS=2 PYTHON=VENV/bin/python BUILD_DIR=build-emu scripts/gpu_first_run.sh --smoke
 # (BUILD_DIR reuses an emulated build; JOBS caps the parallel compiles; SMOKE_TESTS, a ctest -R
 # pattern, picks the suites the rehearsal runs, default the tensor kernels' suite.)
 #
