@@ -46,6 +46,8 @@
 //   swiglu(gate,up) gate, up                               dgate, dup = swiglu_backward
 //   attention       q, k, v, out, lse                      dq, dk, dv = attention_backward
 //   cross_entropy   logits, targets, lse                   dlogits = g_row*(softmax - onehot(t)), 0 if ignored
+//   gated_lowrank   x, A, B, s, mask, h, g                 dx, dA, dB, ds = gated_lowrank_backward
+//   (x, A, B, s, m) (SMoRA's routed update)
 //                   (the mean and sum reductions are composed from sum and div)
 #include <algorithm>
 #include <functional>
@@ -69,7 +71,7 @@ const std::vector<std::string>& differentiable_ops() {
           "where", "masked_fill", "sum", "mean", "amax", "logsumexp", "softmax", "log_softmax", "matmul", "linear",
           "reshape", "view", "permute", "transpose", "narrow", "slice", "select", "expand", "squeeze", "unsqueeze",
           "contiguous", "cast", "cat", "stack", "split", "index_select", "embedding", "rmsnorm", "rope", "swiglu",
-          "attention", "cross_entropy"})
+          "attention", "cross_entropy", "gated_lowrank"})
       names.emplace_back(name);
     return names;
   }();
@@ -645,6 +647,22 @@ struct CrossEntropyFunction : Function<CrossEntropyFunction> {
   }
 };
 
+struct GatedLowrankFunction : Function<GatedLowrankFunction> {
+  static constexpr const char* name = "gated_lowrank";
+  static Tensor forward(FunctionCtx& ctx, const Tensor& x, const Tensor& a, const Tensor& b, const Tensor& s,
+                        const Tensor& selected, double scale) {
+    GatedLowrankOutput r = gated_lowrank_forward(x, a, b, s, selected, scale);
+    ctx.save_for_backward({x, a, b, s, selected, r.h, r.g});
+    ctx.save("scale", scale);
+    return r.y;
+  }
+  static Grads backward(FunctionCtx& ctx, const Grads& g) {
+    const Grads& v = ctx.saved_tensors();
+    GatedLowrankGrads d = gated_lowrank_backward(g[0], v[0], v[1], v[2], v[3], v[4], v[5], v[6], ctx.get<double>("scale"));
+    return {d.dx, d.da, d.db, d.ds};
+  }
+};
+
 }  // namespace
 
 Variable rmsnorm(const Variable& x, const Variable& weight, double eps) {
@@ -656,6 +674,11 @@ Variable rope(const Variable& x, const Tensor& cos, const Tensor& sin, RopeLayou
 }
 
 Variable swiglu(const Variable& gate, const Variable& up) { return SwigluFunction::apply(gate, up); }
+
+Variable gated_lowrank(const Variable& x, const Variable& a, const Variable& b, const Variable& scores,
+                       const Tensor& selected, double scale) {
+  return GatedLowrankFunction::apply(x, a, b, scores, selected, scale);
+}
 
 Variable attention(const Variable& q, const Variable& k, const Variable& v, double scale, const Tensor& cu_seqlens) {
   return AttentionFunction::apply(q, k, v, scale, cu_seqlens);

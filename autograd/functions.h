@@ -97,6 +97,10 @@ Variable embedding(const Variable& weight, const Tensor& ids);  // weight [V, D]
 Variable rmsnorm(const Variable& x, const Variable& weight, double eps);
 Variable rope(const Variable& x, const Tensor& cos, const Tensor& sin, RopeLayout layout = RopeLayout::half);
 Variable swiglu(const Variable& gate, const Variable& up);  // silu(gate) * up
+// SMoRA's routed low-rank update (tensor/nn_ops.h): x [T, in], A [r, in], B [out, r], scores [T, r],
+// selected bool [T, r]: y = (g o (x A^T)) B^T with g = scale (s o m) / rowsum(s o m); sparse on the CPU.
+Variable gated_lowrank(const Variable& x, const Variable& a, const Variable& b, const Variable& scores,
+                       const Tensor& selected, double scale);
 // Causal grouped-query attention; q [B, S, H, D], k and v [B, S, Hkv, D].
 Variable attention(const Variable& q, const Variable& k, const Variable& v, double scale,
                    const Tensor& cu_seqlens = Tensor());

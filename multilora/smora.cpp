@@ -42,10 +42,15 @@ Variable smora_update(const Variable& x, const Variable& A, const Variable& B, c
   MLR_CHECK(selected.dtype() == DType::boolean && selected.shape() == s.shape(),
             "smora: selection mask must be bool {}, got {} {}", shape_str(s.shape()), dtype_name(selected.dtype()),
             shape_str(selected.shape()));
-  // g = gate_scale * (s o m) / sum(s o m): the k selected scores renormalised to sum gate_scale.
-  Variable kept = mul(s, Variable(cast(selected, s.dtype())));
-  Variable gates = mul(div(kept, sum(kept, {-1}, true)), gate_scale);
-  return linear(mul(linear(x, A), gates), B);
+  // g = gate_scale * (s o m) / sum(s o m): the k selected scores renormalised to sum gate_scale;
+  // y = (g o (x A^T)) B^T, over the selected ranks only where the device kernel can (the CPU).
+  const int64_t r = A.shape()[0], in = A.shape()[1], out = B.shape()[0];
+  Shape out_shape = x.shape();
+  out_shape.back() = out;
+  const int64_t tokens = x.numel() / std::max<int64_t>(in, 1);
+  Variable y = gated_lowrank(reshape(x, {tokens, in}), A, B, reshape(s, {tokens, r}), selected.reshape({tokens, r}),
+                             gate_scale);
+  return reshape(y, out_shape);
 }
 
 Variable SmoraLinear::scores(const Variable& x) const { return smora_scores(x, router_, config_.score); }

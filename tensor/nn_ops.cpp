@@ -13,6 +13,7 @@
 #include <utility>
 
 #include "tensor/dispatch.h"
+#include "tensor/ops.h"
 
 namespace mlr {
 
@@ -233,6 +234,91 @@ void swiglu_backward(const Tensor& dh, const Tensor& gate, const Tensor& up, Ten
   dup = empty(gate.shape(), gate.options());
   if (gate.numel() > 0)
     MLR_DISPATCH(gate.device(), swiglu_backward, dh.contiguous(), gate.contiguous(), up.contiguous(), dgate, dup);
+}
+
+// ------------------------------------------------------------------ gated low-rank (SMoRA)
+
+namespace {
+
+void check_gated_lowrank(const char* op, const Tensor& x, const Tensor& a, const Tensor& b, const Tensor& s,
+                         const Tensor& selected) {
+  check_defined_same_device(op, {{"x", &x}, {"A", &a}, {"B", &b}, {"scores", &s}, {"selected", &selected}});
+  check_same_floating_dtype(op, {{"x", &x}, {"A", &a}, {"B", &b}, {"scores", &s}});
+  MLR_CHECK(x.dim() == 2 && a.dim() == 2 && b.dim() == 2, "{}: expects x [T, in], A [r, in], B [out, r]; got {}, {}, {}",
+            op, shape_str(x.shape()), shape_str(a.shape()), shape_str(b.shape()));
+  const int64_t tokens = x.size(0), r = a.size(0);
+  MLR_CHECK(a.size(1) == x.size(1), "{}: A {} does not take x {}", op, shape_str(a.shape()), shape_str(x.shape()));
+  check_shape(op, "B", b, {b.size(0), r});
+  check_shape(op, "scores", s, {tokens, r});
+  check_shape(op, "selected", selected, {tokens, r});
+  MLR_CHECK(selected.dtype() == DType::boolean, "{}: selected has dtype {}, expected bool", op, selected.dtype());
+}
+
+// The sparse kernel where there is one (the CPU); the dense products elsewhere.
+bool sparse_gated_lowrank(const Tensor& x) { return x.device().is_cpu(); }
+
+}  // namespace
+
+GatedLowrankOutput gated_lowrank_forward(const Tensor& x, const Tensor& a, const Tensor& b, const Tensor& s,
+                                         const Tensor& selected, double scale) {
+  const char* op = "gated_lowrank_forward";
+  check_gated_lowrank(op, x, a, b, s, selected);
+  const int64_t tokens = x.size(0), r = a.size(0), out = b.size(0);
+  GatedLowrankOutput o;
+  if (sparse_gated_lowrank(x)) {
+    o.y = empty({tokens, out}, x.options());
+    o.h = empty({tokens, r}, x.options());
+    o.g = empty({tokens, r}, x.options());
+    if (tokens > 0)
+      cpu::gated_lowrank_forward(o.y, o.h, o.g, x.contiguous(), a.contiguous(), b.contiguous(), s.contiguous(),
+                                 selected.contiguous(), scale);
+    return o;
+  }
+  const Tensor m = cast(selected, x.dtype());
+  const Tensor kept = mul(s, m);
+  o.g = mul(div(kept, sum(kept, {-1}, true)), scale);
+  o.h = mul(linear(x, a), m);
+  o.y = linear(mul(o.g, o.h), b);
+  return o;
+}
+
+GatedLowrankGrads gated_lowrank_backward(const Tensor& dy, const Tensor& x, const Tensor& a, const Tensor& b,
+                                         const Tensor& s, const Tensor& selected, const Tensor& h, const Tensor& g,
+                                         double scale) {
+  const char* op = "gated_lowrank_backward";
+  check_gated_lowrank(op, x, a, b, s, selected);
+  const int64_t tokens = x.size(0), r = a.size(0), out = b.size(0);
+  check_shape(op, "dy", dy, {tokens, out});
+  check_shape(op, "h", h, {tokens, r});
+  check_shape(op, "g", g, {tokens, r});
+  check_same_floating_dtype(op, {{"x", &x}, {"dy", &dy}, {"h", &h}, {"g", &g}});
+  GatedLowrankGrads d;
+  if (sparse_gated_lowrank(x)) {
+    d.dx = empty(x.shape(), x.options());
+    d.da = empty(a.shape(), a.options());
+    d.db = empty(b.shape(), b.options());
+    d.ds = empty(s.shape(), s.options());
+    if (tokens == 0) {
+      d.da.fill_(0.0);
+      d.db.fill_(0.0);
+      return d;
+    }
+    cpu::gated_lowrank_backward(d.dx, d.da, d.db, d.ds, dy.contiguous(), x.contiguous(), a.contiguous(),
+                                b.contiguous(), s.contiguous(), selected.contiguous(), h.contiguous(), g.contiguous(),
+                                scale);
+    return d;
+  }
+  const Tensor m = cast(selected, x.dtype());
+  const Tensor u = matmul(dy, b);
+  const Tensor gu = mul(g, u);
+  d.dx = matmul(gu, a);
+  d.da = matmul(gu.t(), x);
+  d.db = matmul(dy.t(), mul(g, h));
+  const Tensor dg = mul(u, h);
+  const Tensor z = sum(mul(s, m), {-1}, true);
+  const Tensor centred = sub(dg, div(sum(mul(dg, g), {-1}, true), scale));
+  d.ds = mul(mul(div(centred, z), scale), m);
+  return d;
 }
 
 // ------------------------------------------------------------------ attention

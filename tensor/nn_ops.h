@@ -53,6 +53,27 @@ void rope_tables(const Tensor& positions, const Tensor& inv_freq, Tensor& cos, T
 Tensor swiglu_forward(const Tensor& gate, const Tensor& up);
 void swiglu_backward(const Tensor& dh, const Tensor& gate, const Tensor& up, Tensor& dgate, Tensor& dup);
 
+// ---- SMoRA's routed low-rank update (multilora/smora.h) ----
+// x [T, in], A [r, in], B [out, r], router scores s [T, r], selected m (bool [T, r]), gate scale c:
+//   Z = sum(s o m) per row,  g = c (s o m) / Z,  h = (x A^T) o m,  y = (g o h) B^T   [T, out]
+// Backward, given dy:
+//   u = dy B,  dx = (g o u) A,  dA = (g o u)^T x,  dB = dy^T (g o h),
+//   ds = m o (c / Z) (u o h - rowsum(u o h o g) / c)
+// On the CPU only the selected ranks are computed (k of r per token: tensor/kernels/cpu/
+// gated_lowrank.cpp); elsewhere the dense products above, with the mask applied.
+struct GatedLowrankOutput {
+  Tensor y;
+  Tensor h, g;  // [T, r], zero outside the selection: what backward needs
+};
+GatedLowrankOutput gated_lowrank_forward(const Tensor& x, const Tensor& a, const Tensor& b, const Tensor& s,
+                                         const Tensor& selected, double scale);
+struct GatedLowrankGrads {
+  Tensor dx, da, db, ds;
+};
+GatedLowrankGrads gated_lowrank_backward(const Tensor& dy, const Tensor& x, const Tensor& a, const Tensor& b,
+                                         const Tensor& s, const Tensor& selected, const Tensor& h, const Tensor& g,
+                                         double scale);
+
 // ---- Causal attention with grouped-query heads ----
 // q: [batch, seq, heads, head_dim]; k, v: [batch, seq, kv_heads, head_dim], heads % kv_heads == 0;
 // query head h reads key/value head h / (heads / kv_heads).

@@ -257,6 +257,19 @@ std::vector<Case> build_registry() {
         Tensor cu = from_vector<int32_t>({0, 2, 6}, {3});
         return one(attention(x[0], x[1], x[2], 0.5, cu));
       });
+  // SMoRA's routed update: 5 tokens, 6 ranks, 2 or 3 selected per token (one token with a single
+  // rank, where the gate is the constant scale and ds is 0), positive scores as a router gives.
+  add("gated_lowrank", "6 ranks, 1-3 selected per token",
+      [](G g) { return Inputs{normal(g, {5, 7}), normal(g, {6, 7}), normal(g, {4, 6}), positive(g, {5, 6})}; },
+      [](I x) {
+        Tensor m = from_vector<int64_t>({1, 0, 1, 0, 0, 1,  //
+                                         0, 1, 1, 0, 0, 0,  //
+                                         0, 0, 0, 1, 0, 0,  //
+                                         1, 1, 0, 0, 1, 0,  //
+                                         0, 0, 1, 0, 1, 1},
+                                        {5, 6});
+        return one(gated_lowrank(x[0], x[1], x[2], x[3], ne(m, 0.0), 1.5));
+      });
   auto ce_case = [&](Reduction red, std::string what) {
     add("cross_entropy", what, [](G g) { return Inputs{normal(g, {5, 7})}; },
         [red](I x) { return one(cross_entropy(x[0], ids({3, -100, 0, 6, 3}, {5}), -100, red)); });

@@ -6,6 +6,8 @@
 
 #include "tests/test_support.h"
 
+#include <omp.h>
+
 #include <cmath>
 #include <limits>
 #include <string>
@@ -310,6 +312,72 @@ TEST_CASE("swiglu forward and backward") {
            {{0, dg}, {1, du}});
   CHECK_ERROR_CONTAINS(swiglu_forward(g, rnd({4, 8}, 1)), "swiglu_forward: up has shape [4, 8], expected [4, 9]");
   CHECK_ERROR_CONTAINS(swiglu_forward(g, u.to(DType::f32)), "swiglu_forward: up has dtype f32 but gate has dtype f64");
+}
+
+// ================================================================== gated low-rank (SMoRA)
+
+// The dense products of nn_ops.h's formulas, in f64 from the inputs' values.
+GatedLowrankOutput dense_gated_lowrank(const Tensor& x, const Tensor& a, const Tensor& b, const Tensor& s,
+                                       const Tensor& m, double c) {
+  const Tensor xd = x.to(DType::f64), ad = a.to(DType::f64), bd = b.to(DType::f64), sd = s.to(DType::f64);
+  const Tensor md = cast(m, DType::f64);
+  GatedLowrankOutput o;
+  o.g = mul(div(mul(sd, md), sum(mul(sd, md), {-1}, true)), c);
+  o.h = mul(matmul(xd, ad.t()), md);
+  o.y = matmul(mul(o.g, o.h), bd.t());
+  return o;
+}
+
+TEST_CASE("gated_lowrank: the sparse CPU kernel equals the dense products, forward and backward, any thread count") {
+  // 37 tokens, in 50, 12 ranks of which 4 selected (top-k of the scores), out 19: no size a
+  // multiple of the vector width. One token selects a single rank (its ds is exactly 0).
+  const int64_t T = 37, in = 50, r = 12, out = 19;
+  for (DType t : {DType::f64, DType::f32, DType::bf16}) {
+    CAPTURE(t);
+    Tensor x = rnd({T, in}, 40, t), a = rnd({r, in}, 41, t), b = rnd({out, r}, 42, t), dy = rnd({T, out}, 43, t);
+    Tensor s = add(abs(rnd({T, r}, 44, DType::f64)), 0.1).to(t);
+    Tensor m = topk_mask(s, 4);
+    std::vector<int64_t> mv(static_cast<size_t>(T * r), 0);
+    const std::vector<double> m0 = vals(m);
+    for (size_t i = 0; i < mv.size(); ++i) mv[i] = m0[i] != 0;
+    for (int64_t i = 0; i < r; ++i) mv[static_cast<size_t>(5 * r + i)] = i == 7;
+    m = ne(from_vector(mv, {T, r}), int64_t{0});
+    const double c = 2.0;
+    const GatedLowrankOutput ref = dense_gated_lowrank(x, a, b, s, m, c);
+    // backward from the same formulas
+    const Tensor dyd = dy.to(DType::f64), md = cast(m, DType::f64);
+    const Tensor u = matmul(dyd, b.to(DType::f64)), gu = mul(ref.g, u);
+    const Tensor dx_ref = matmul(gu, a.to(DType::f64)), da_ref = matmul(gu.t(), x.to(DType::f64));
+    const Tensor db_ref = matmul(dyd.t(), mul(ref.g, ref.h));
+    const Tensor dg = mul(u, ref.h), z = sum(mul(s.to(DType::f64), md), {-1}, true);
+    const Tensor ds_ref = mul(mul(div(sub(dg, div(sum(mul(dg, ref.g), {-1}, true), c)), z), c), md);
+
+    const double tol = t == DType::bf16 ? 2e-2 : (t == DType::f32 ? 1e-4 : 1e-12);
+    const int threads = omp_get_max_threads();
+    for (int n : {1, 2}) {
+      CAPTURE(n);
+      omp_set_num_threads(n);
+      const GatedLowrankOutput o = gated_lowrank_forward(x, a, b, s, m, c);
+      const GatedLowrankGrads d = gated_lowrank_backward(dy, x, a, b, s, m, o.h, o.g, c);
+      omp_set_num_threads(threads);
+      check_close(o.y, vals(ref.y), tol, tol, "y");
+      check_close(o.h, vals(ref.h), tol, tol, "h");
+      check_close(o.g, vals(ref.g), tol, tol, "g");
+      // The gradients from the kernel's own h and g (bf16-rounded like the kernel's).
+      check_close(d.dx, vals(dx_ref), tol, 4 * tol, "dx");
+      check_close(d.da, vals(da_ref), tol, 4 * tol, "dA");
+      check_close(d.db, vals(db_ref), tol, 4 * tol, "dB");
+      check_close(d.ds, vals(ds_ref), tol, 4 * tol, "ds");
+      const std::vector<double> ds5 = vals(d.ds.narrow(0, 5, 1));
+      for (double v : ds5) CHECK(v == 0.0);
+    }
+  }
+  Tensor x = rnd({3, 4}, 1), a = rnd({5, 4}, 2), b = rnd({6, 5}, 3), s = rnd({3, 5}, 4);
+  CHECK_ERROR_CONTAINS(gated_lowrank_forward(x, a, b, s, gt(s, 0.0).narrow(1, 0, 4), 1.0),
+                       "gated_lowrank_forward: selected has shape [3, 4], expected [3, 5]");
+  CHECK_ERROR_CONTAINS(gated_lowrank_forward(x, a, rnd({6, 4}, 3), s, gt(s, 0.0), 1.0),
+                       "gated_lowrank_forward: B has shape [6, 4], expected [6, 5]");
+  CHECK_ERROR_CONTAINS(gated_lowrank_forward(x, a, b, s, s, 1.0), "selected has dtype f64, expected bool");
 }
 
 // ================================================================== attention
