@@ -48,6 +48,8 @@
 //   cross_entropy   logits, targets, lse                   dlogits = g_row*(softmax - onehot(t)), 0 if ignored
 //   gated_lowrank   x, A, B, s, mask, h, g                 dx, dA, dB, ds = gated_lowrank_backward
 //   (x, A, B, s, m) (SMoRA's routed update)
+//   routed_lowrank  x, x_r, A, B, W, s, mask, h, g         gated_lowrank_backward, then router_backward for
+//   (x, x_r, A, B, W; s = score(x_r W^T) given)            dx_r, dW from its ds (x_r = x: one dx, summed in place)
 //                   (the mean and sum reductions are composed from sum and div)
 #include <algorithm>
 #include <functional>
@@ -71,7 +73,8 @@ const std::vector<std::string>& differentiable_ops() {
           "where", "masked_fill", "sum", "mean", "amax", "logsumexp", "softmax", "log_softmax", "matmul", "linear",
           "reshape", "view", "permute", "transpose", "narrow", "slice", "select", "expand", "squeeze", "unsqueeze",
           "contiguous", "cast", "cat", "stack", "split", "index_select", "embedding", "rmsnorm", "rope", "swiglu",
-          "attention", "cross_entropy", "gated_lowrank"})
+          "attention", "cross_entropy", "gated_lowrank",
+          "routed_lowrank"})
       names.emplace_back(name);
     return names;
   }();
@@ -663,6 +666,30 @@ struct GatedLowrankFunction : Function<GatedLowrankFunction> {
   }
 };
 
+// x_r may be x itself (shared: then its gradient is summed into x's in place and the second
+// input gets none).
+struct RoutedLowrankFunction : Function<RoutedLowrankFunction> {
+  static constexpr const char* name = "routed_lowrank";
+  static Tensor forward(FunctionCtx& ctx, const Tensor& x, const Tensor& x_router, const Tensor& a, const Tensor& b,
+                        const Tensor& w, const Tensor& s, const Tensor& selected, double scale, RouterScore score,
+                        bool shared) {
+    GatedLowrankOutput r = gated_lowrank_forward(x, a, b, s, selected, scale);
+    ctx.save_for_backward({x, x_router, a, b, w, s, selected, r.h, r.g});
+    ctx.save("scale", scale);
+    ctx.save("score", score);
+    ctx.save("shared", shared);
+    return r.y;
+  }
+  static Grads backward(FunctionCtx& ctx, const Grads& g) {
+    const Grads& v = ctx.saved_tensors();
+    GatedLowrankGrads d = gated_lowrank_backward(g[0], v[0], v[2], v[3], v[5], v[6], v[7], v[8], ctx.get<double>("scale"));
+    const bool shared = ctx.get<bool>("shared");
+    RouterGrads rg = router_backward(d.ds, v[1], v[4], v[5], v[6], ctx.get<RouterScore>("score"),
+                                     shared ? d.dx : Tensor());
+    return {d.dx, shared ? Tensor() : rg.dx, d.da, d.db, rg.dw};
+  }
+};
+
 }  // namespace
 
 Variable rmsnorm(const Variable& x, const Variable& weight, double eps) {
@@ -678,6 +705,12 @@ Variable swiglu(const Variable& gate, const Variable& up) { return SwigluFunctio
 Variable gated_lowrank(const Variable& x, const Variable& a, const Variable& b, const Variable& scores,
                        const Tensor& selected, double scale) {
   return GatedLowrankFunction::apply(x, a, b, scores, selected, scale);
+}
+
+Variable routed_lowrank(const Variable& x, const Variable& x_router, const Variable& a, const Variable& b,
+                        const Variable& router, const Tensor& scores, const Tensor& selected, double scale,
+                        RouterScore score) {
+  return RoutedLowrankFunction::apply(x, x_router, a, b, router, scores, selected, scale, score, x.is_same(x_router));
 }
 
 Variable attention(const Variable& q, const Variable& k, const Variable& v, double scale, const Tensor& cu_seqlens) {

@@ -101,6 +101,12 @@ Variable swiglu(const Variable& gate, const Variable& up);  // silu(gate) * up
 // selected bool [T, r]: y = (g o (x A^T)) B^T with g = scale (s o m) / rowsum(s o m); sparse on the CPU.
 Variable gated_lowrank(const Variable& x, const Variable& a, const Variable& b, const Variable& scores,
                        const Tensor& selected, double scale);
+// The same with the router inside: scores = score(x_router router^T) computed by the caller (who
+// needed them to select), and gradients to x_router and router through them (sparse on the CPU
+// for the sigmoid). x_router may be x itself.
+Variable routed_lowrank(const Variable& x, const Variable& x_router, const Variable& a, const Variable& b,
+                        const Variable& router, const Tensor& scores, const Tensor& selected, double scale,
+                        RouterScore score);
 // Causal grouped-query attention; q [B, S, H, D], k and v [B, S, Hkv, D].
 Variable attention(const Variable& q, const Variable& k, const Variable& v, double scale,
                    const Tensor& cu_seqlens = Tensor());

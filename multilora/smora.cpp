@@ -70,12 +70,39 @@ void SmoraLinear::flush_counts() const {
   pending_counts_ = Tensor();
 }
 
+namespace {
+
+// The update with the router inside one op (autograd's routed_lowrank): the scores are computed
+// here without a graph (the selection needs them first) and their gradient flows to the router
+// and x inside the op, over the selected entries only on the CPU. x [..., in], scores and the
+// selection [..., r].
+Variable routed_update(const Variable& xs, const Variable& xa, const Variable& A, const Variable& B,
+                       const Variable& router, const Tensor& scores, const Tensor& selected, double gate_scale,
+                       SmoraScore score) {
+  const int64_t r = A.shape()[0], in = A.shape()[1], out = B.shape()[0];
+  Shape out_shape = xs.shape();
+  out_shape.back() = out;
+  const int64_t tokens = xs.numel() / std::max<int64_t>(in, 1);
+  const Variable xs2 = reshape(xs, {tokens, in});
+  const Variable xa2 = xa.is_same(xs) ? xs2 : reshape(xa, {tokens, in});
+  Variable y = routed_lowrank(xa2, xs2, A, B, router, scores.reshape({tokens, r}), selected.reshape({tokens, r}),
+                              gate_scale, score == SmoraScore::sigmoid ? RouterScore::sigmoid : RouterScore::softmax);
+  return reshape(y, out_shape);
+}
+
+}  // namespace
+
+Tensor SmoraLinear::score_tensor(const Variable& xs) const {
+  NoGradGuard no_grad;
+  return scores(xs).data();
+}
+
 Variable SmoraLinear::forward(const Variable& x) {
   Variable base = base_forward(x);
   if (merged_) return base;  // unreachable: merge() refuses SMoRA
   Variable xs = to_dtype(x, lora_A_.dtype());
-  Variable s = scores(xs);
-  Tensor selected = select_ranks(s.data());
+  Tensor s = score_tensor(xs);
+  Tensor selected = select_ranks(s);
   if (training_ && !in_checkpoint_recompute()) {
     // Per-rank token counts for load balancing (column sums of the mask, i64), in train mode
     // whatever the grad mode, once per forward (not again when a checkpoint reruns this layer).
@@ -84,15 +111,15 @@ Variable SmoraLinear::forward(const Variable& x) {
     pending_counts_ = pending_counts_.defined() ? add(pending_counts_, per_rank) : per_rank;
   }
   Variable xa = training_ ? adapter_dropout(xs, config_.dropout, dropout_gen_) : xs;
-  return add_update(base, smora_update(xa, lora_A_, lora_B_, s, selected, gate_scale()));
+  return add_update(base, routed_update(xs, xa, lora_A_, lora_B_, router_, s, selected, gate_scale(), config_.score));
 }
 
 Variable SmoraLinear::forward_with_selection(const Variable& x, const Tensor& selected) {
   Variable base = base_forward(x);
   Variable xs = to_dtype(x, lora_A_.dtype());
-  Variable s = scores(xs);
+  Tensor s = score_tensor(xs);
   Variable xa = training_ ? adapter_dropout(xs, config_.dropout, dropout_gen_) : xs;
-  return add_update(base, smora_update(xa, lora_A_, lora_B_, s, selected, gate_scale()));
+  return add_update(base, routed_update(xs, xa, lora_A_, lora_B_, router_, s, selected, gate_scale(), config_.score));
 }
 
 std::vector<std::pair<std::string, Variable>> SmoraLinear::named_tensors() const {

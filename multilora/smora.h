@@ -86,6 +86,13 @@ class SmoraLinear : public AdaptedLinear {
   // Router scores sigmoid(W_g x) (or softmax) [..., r], x in the adapter dtype.
   Variable scores(const Variable& x) const;
 
+ private:
+  // The scores as a plain tensor (no graph): forward's gradient reaches the router inside the
+  // routed update (autograd's routed_lowrank).
+  Tensor score_tensor(const Variable& xs) const;
+
+ public:
+
   // lora_A.weight [r, in], lora_B.weight [out, r], smora_router.weight [r, in], smora_bias [r].
   std::vector<std::pair<std::string, Variable>> named_tensors() const override;
   nlohmann::json config_json() const override;

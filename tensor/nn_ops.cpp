@@ -321,6 +321,48 @@ GatedLowrankGrads gated_lowrank_backward(const Tensor& dy, const Tensor& x, cons
   return d;
 }
 
+RouterGrads router_backward(const Tensor& ds, const Tensor& x, const Tensor& w, const Tensor& s,
+                            const Tensor& selected, RouterScore score, const Tensor& dx_into) {
+  const char* op = "router_backward";
+  check_defined_same_device(op, {{"ds", &ds}, {"x", &x}, {"W", &w}, {"scores", &s}, {"selected", &selected}});
+  check_same_floating_dtype(op, {{"x", &x}, {"W", &w}, {"scores", &s}, {"ds", &ds}});
+  MLR_CHECK(x.dim() == 2 && w.dim() == 2 && w.size(1) == x.size(1),
+            "{}: expects x [T, in] and W [r, in]; got {} and {}", op, shape_str(x.shape()), shape_str(w.shape()));
+  const Shape scores_shape{x.size(0), w.size(0)};
+  check_shape(op, "scores", s, scores_shape);
+  check_shape(op, "ds", ds, scores_shape);
+  check_shape(op, "selected", selected, scores_shape);
+  MLR_CHECK(selected.dtype() == DType::boolean, "{}: selected has dtype {}, expected bool", op, selected.dtype());
+  if (dx_into.defined()) {
+    check_shape(op, "dx_into", dx_into, x.shape());
+    MLR_CHECK(dx_into.dtype() == x.dtype() && dx_into.is_contiguous() && dx_into.device() == x.device(),
+              "{}: dx_into must be a contiguous {} tensor on {}", op, x.dtype(), x.device().str());
+  }
+  RouterGrads d;
+  if (score == RouterScore::sigmoid && x.device().is_cpu()) {
+    d.dx = dx_into.defined() ? dx_into : empty(x.shape(), x.options());
+    d.dw = empty(w.shape(), w.options());
+    if (x.size(0) == 0) {
+      if (!dx_into.defined()) d.dx.fill_(0.0);
+      d.dw.fill_(0.0);
+      return d;
+    }
+    cpu::sigmoid_router_backward(d.dx, d.dw, ds.contiguous(), x.contiguous(), w.contiguous(), s.contiguous(),
+                                 selected.contiguous(), dx_into.defined());
+    return d;
+  }
+  const Tensor dlogits = score == RouterScore::sigmoid ? mul(mul(ds, s), add(neg(s), 1.0))
+                                                       : mul(s, sub(ds, sum(mul(ds, s), {-1}, true)));
+  d.dw = matmul(dlogits.t(), x);
+  d.dx = matmul(dlogits, w);
+  if (dx_into.defined()) {
+    Tensor into = dx_into;
+    add_(into, d.dx);
+    d.dx = into;
+  }
+  return d;
+}
+
 // ------------------------------------------------------------------ attention
 
 AttentionOutput attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, double scale,

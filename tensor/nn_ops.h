@@ -74,6 +74,19 @@ GatedLowrankGrads gated_lowrank_backward(const Tensor& dy, const Tensor& x, cons
                                          const Tensor& s, const Tensor& selected, const Tensor& h, const Tensor& g,
                                          double scale);
 
+// ---- The backward of SMoRA's router: scores s = score(x W^T) per row, x [T, in], W [r, in] ----
+//   sigmoid: dlogits = ds o s o (1 - s);   softmax: dlogits = s o (ds - rowsum(ds o s))
+//   dx = dlogits W,  dW = dlogits^T x
+// With the sigmoid and ds zero outside the selection (gated_lowrank_backward's ds), dlogits is
+// zero there too: the CPU computes only the selected entries. With dx_into defined, dx is added
+// to it (and it is returned as dx).
+enum class RouterScore { sigmoid, softmax };
+struct RouterGrads {
+  Tensor dx, dw;
+};
+RouterGrads router_backward(const Tensor& ds, const Tensor& x, const Tensor& w, const Tensor& s,
+                            const Tensor& selected, RouterScore score, const Tensor& dx_into = Tensor());
+
 // ---- Causal attention with grouped-query heads ----
 // q: [batch, seq, heads, head_dim]; k, v: [batch, seq, kv_heads, head_dim], heads % kv_heads == 0;
 // query head h reads key/value head h / (heads / kv_heads).

@@ -270,6 +270,30 @@ std::vector<Case> build_registry() {
                                         {5, 6});
         return one(gated_lowrank(x[0], x[1], x[2], x[3], ne(m, 0.0), 1.5));
       });
+  // The same with the router inside: the scores come from the current x_r and W (so finite
+  // differences see them move), the selection stays fixed; x_r separate from x, or x itself.
+  auto routed_case = [&](RouterScore score, bool shared, std::string what) {
+    add("routed_lowrank", what,
+        [shared](G g) {
+          Inputs in{normal(g, {5, 7}), normal(g, {6, 7}), normal(g, {4, 6}), normal(g, {6, 7})};
+          if (!shared) in.push_back(normal(g, {5, 7}));
+          return in;
+        },
+        [score, shared](I x) {
+          const Variable& xr = shared ? x[0] : x[4];
+          Tensor logits = mlr::linear(xr.data(), x[3].data());
+          Tensor s = score == RouterScore::sigmoid ? mlr::sigmoid(logits) : mlr::softmax(logits, -1);
+          Tensor m = ne(from_vector<int64_t>({1, 0, 1, 0, 0, 1, 0, 1, 1, 0, 0, 0, 0, 0, 0, 1, 0, 0,
+                                              1, 1, 0, 0, 1, 0, 0, 0, 1, 0, 1, 1},
+                                             {5, 6}),
+                        0.0);
+          return one(routed_lowrank(x[0], xr, x[1], x[2], x[3], s, m, 0.75, score));
+        });
+  };
+  routed_case(RouterScore::sigmoid, false, "sigmoid router, x_r separate");
+  routed_case(RouterScore::sigmoid, true, "sigmoid router reading x");
+  routed_case(RouterScore::softmax, false, "softmax router, x_r separate");
+  routed_case(RouterScore::softmax, true, "softmax router reading x");
   auto ce_case = [&](Reduction red, std::string what) {
     add("cross_entropy", what, [](G g) { return Inputs{normal(g, {5, 7})}; },
         [red](I x) { return one(cross_entropy(x[0], ids({3, -100, 0, 6, 3}, {5}), -100, red)); });

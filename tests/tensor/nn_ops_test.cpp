@@ -380,6 +380,39 @@ TEST_CASE("gated_lowrank: the sparse CPU kernel equals the dense products, forwa
   CHECK_ERROR_CONTAINS(gated_lowrank_forward(x, a, b, s, s, 1.0), "selected has dtype f64, expected bool");
 }
 
+TEST_CASE("router_backward: the sparse sigmoid kernel equals the dense products; dx_into accumulates") {
+  const int64_t T = 29, in = 37, r = 10;
+  for (DType t : {DType::f64, DType::f32}) {
+    CAPTURE(t);
+    Tensor x = rnd({T, in}, 50, t), w = rnd({r, in}, 51, t);
+    Tensor s = sigmoid(matmul(x, w.t()));
+    Tensor m = topk_mask(s, 3);
+    Tensor ds = mul(rnd({T, r}, 52, t), cast(m, t));  // zero outside the selection, as gated_lowrank gives
+    const Tensor sd = s.to(DType::f64), dl = mul(mul(ds.to(DType::f64), sd), add(neg(sd), 1.0));
+    const Tensor dx_ref = matmul(dl, w.to(DType::f64)), dw_ref = matmul(dl.t(), x.to(DType::f64));
+    const double tol = t == DType::f32 ? 1e-5 : 1e-12;
+    const int threads = omp_get_max_threads();
+    for (int n : {1, 2}) {
+      CAPTURE(n);
+      omp_set_num_threads(n);
+      RouterGrads d = router_backward(ds, x, w, s, m, RouterScore::sigmoid);
+      Tensor into = rnd({T, in}, 53, t);
+      const std::vector<double> before = vals(into);
+      RouterGrads d2 = router_backward(ds, x, w, s, m, RouterScore::sigmoid, into);
+      omp_set_num_threads(threads);
+      check_close(d.dx, vals(dx_ref), tol, tol, "dx");
+      check_close(d.dw, vals(dw_ref), tol, tol, "dW");
+      std::vector<double> sum_ref = vals(dx_ref);
+      for (size_t i = 0; i < sum_ref.size(); ++i) sum_ref[i] += before[i];
+      check_close(into, sum_ref, tol, tol, "dx_into + dx");
+      CHECK(d2.dx.data_ptr() == into.data_ptr());
+    }
+  }
+  Tensor x = rnd({3, 4}, 1), w = rnd({5, 4}, 2), s = rnd({3, 5}, 3);
+  CHECK_ERROR_CONTAINS(router_backward(s, x, w, s, gt(s, 0.0), RouterScore::sigmoid, rnd({3, 5}, 4)),
+                       "router_backward: dx_into has shape [3, 5], expected [3, 4]");
+}
+
 // ================================================================== attention
 
 TEST_CASE("attention forward against explicit softmax(QK^T) with a causal mask, GQA heads") {

@@ -9,6 +9,8 @@
 //   u_i = dy_t . Bt_i,  dx_t = sum_i (g_i u_i) A_i,  dg_i = u_i h_i,
 //   ds_i = (c / Z) (dg_i - sum_j dg_j g_j / c)   (0 outside S_t)
 //   dA_i = sum_t g_ti u_ti x_t,  dBt_i = sum_t g_ti h_ti dy_t   (over the tokens that selected i)
+// The router's backward (sigmoid scores s = sigmoid(x W^T)): ds is zero outside S_t, so is
+//   dl_i = ds_i s_i (1 - s_i);  dx_t (+)= sum_i dl_i W_i,  dW_i = sum_t dl_ti x_t.
 // Bt = B^T (r x out) is copied once per call so that every row the loops read is contiguous.
 // The token loops run in parallel; the weight gradients run in parallel over ranks, each summing
 // its tokens in ascending order, so the result does not depend on the thread count. Vector loops
@@ -119,6 +121,31 @@ MLR_ALWAYS_INLINE void combine_rows(T* out, const A* rows, int64_t n, const int6
   }
 }
 
+// out[c] += sum_j coef[j] * rows[idx[j]][c]
+template <SimdLevel L, typename A, typename T>
+MLR_ALWAYS_INLINE void add_rows(T* out, const A* rows, int64_t n, const int64_t* idx, const A* coef, int64_t count) {
+  if constexpr (std::is_same_v<T, float>) {
+    constexpr int W = kVecWidth<L>;
+    const int64_t vec_end = n / W * W;
+    for (int64_t c = 0; c < vec_end; c += W) {
+      Vec<W> acc = load<W>(out + c);
+      for (int64_t j = 0; j < count; ++j) acc += coef[j] * load<W>(rows + idx[j] * n + c);
+      store<W>(out + c, acc);
+    }
+    for (int64_t c = vec_end; c < n; ++c) {
+      float acc = out[c];
+      for (int64_t j = 0; j < count; ++j) acc += coef[j] * rows[idx[j] * n + c];
+      out[c] = acc;
+    }
+  } else {
+    for (int64_t c = 0; c < n; ++c) {
+      A acc = to_compute(out[c]);
+      for (int64_t j = 0; j < count; ++j) acc += coef[j] * rows[idx[j] * n + c];
+      out[c] = from_compute<T>(acc);
+    }
+  }
+}
+
 template <typename T>
 struct Forward {
   using A = compute_t<T>;
@@ -216,6 +243,42 @@ struct WeightGrad {
   }
 };
 
+// The sigmoid router's backward over the selected entries: dl_i = ds_i s_i (1 - s_i),
+// dx_t (+)= sum_i dl_i W_i, and the coefficients dl for dW.
+template <typename T>
+struct RouterTokens {
+  using A = compute_t<T>;
+  const T *ds, *s;
+  const bool* mask;
+  const A* w;  // [r, in] in the compute type
+  T* dx;
+  A* coef;  // [T, r]
+  int64_t r, in;
+  bool accumulate;
+  template <SimdLevel L>
+  MLR_ALWAYS_INLINE void rows(int64_t begin, int64_t end) {
+    std::vector<int64_t> idx(static_cast<size_t>(r));
+    std::vector<A> dl(static_cast<size_t>(r));
+    for (int64_t t = begin; t < end; ++t) {
+      int64_t n = 0;
+      A* ct = coef + t * r;
+      for (int64_t i = 0; i < r; ++i) {
+        ct[i] = A(0);
+        if (!mask[t * r + i]) continue;
+        const A si = to_compute(s[t * r + i]);
+        ct[i] = dl[n] = to_compute(ds[t * r + i]) * si * (A(1) - si);
+        idx[n++] = i;
+      }
+      T* dxt = dx + t * in;
+      if (accumulate) {
+        add_rows<L>(dxt, w, in, idx.data(), dl.data(), n);
+      } else {
+        combine_rows<L>(dxt, w, in, idx.data(), dl.data(), n);
+      }
+    }
+  }
+};
+
 template <typename T>
 std::vector<compute_t<T>> to_compute_copy(const T* p, int64_t n) {
   std::vector<compute_t<T>> v(static_cast<size_t>(n));
@@ -291,6 +354,30 @@ void gated_lowrank_backward(const Tensor& dx, const Tensor& da, const Tensor& db
     T* pdb = db.data<T>();
     for (int64_t o = 0; o < out; ++o)
       for (int64_t i = 0; i < r; ++i) pdb[o * r + i] = from_compute<T>(dbt[static_cast<size_t>(i * out + o)]);
+  });
+}
+
+void sigmoid_router_backward(const Tensor& dx, const Tensor& dw, const Tensor& ds, const Tensor& x, const Tensor& w,
+                             const Tensor& s, const Tensor& mask, bool accumulate) {
+  check_kernel_contiguous("sigmoid_router_backward", "cpu", {&dx, &dw, &ds, &x, &w, &s, &mask});
+  const int64_t tokens = x.size(0), in = x.size(1), r = w.size(0);
+  MLR_CHECK(w.size(1) == in && ds.size(0) == tokens && ds.size(1) == r && mask.dtype() == DType::boolean,
+            "sigmoid_router_backward (cpu kernel): expects x [T, in], W [r, in], ds and a bool mask [T, r]; got {}, {}, "
+            "{}, {}",
+            shape_str(x.shape()), shape_str(w.shape()), shape_str(ds.shape()), shape_str(mask.shape()));
+  visit_floating(x.dtype(), "sigmoid_router_backward", [&](auto tag) {
+    using T = decltype(tag);
+    using A = compute_t<T>;
+    const auto w_c = to_compute_copy(w.data<T>(), r * in);
+    std::vector<A> coef(static_cast<size_t>(tokens * r));
+    RouterTokens<T> per_token{ds.data<T>(), s.data<T>(), mask.data<bool>(), w_c.data(), dx.data<T>(),
+                              coef.data(),  r,           in,               accumulate};
+    parallel_rows(tokens, 16, per_token);
+    std::vector<A> dw_c(static_cast<size_t>(r * in));
+    WeightGrad<T> grad_w{mask.data<bool>(), coef.data(), x.data<T>(), dw_c.data(), tokens, r, in};
+    parallel_rows(r, 1, grad_w);
+    T* pdw = dw.data<T>();
+    for (int64_t i = 0; i < r * in; ++i) pdw[i] = from_compute<T>(dw_c[static_cast<size_t>(i)]);
   });
 }
 

@@ -20,5 +20,8 @@ void gated_lowrank_forward(const Tensor& y, const Tensor& h, const Tensor& g, co
 void gated_lowrank_backward(const Tensor& dx, const Tensor& da, const Tensor& db, const Tensor& ds, const Tensor& dy,
                             const Tensor& x, const Tensor& a, const Tensor& b, const Tensor& s, const Tensor& mask,
                             const Tensor& h, const Tensor& g, double scale);
+// The sigmoid router's backward over the selected entries (dx += when accumulate).
+void sigmoid_router_backward(const Tensor& dx, const Tensor& dw, const Tensor& ds, const Tensor& x, const Tensor& w,
+                             const Tensor& s, const Tensor& mask, bool accumulate);
 
 }  // namespace mlr::cpu
