@@ -97,8 +97,20 @@ ProcessGroup::ProcessGroup(const LaunchInfo& launch, const ProcessGroupOptions& 
   GlooTransport transport;
   if (const char* iface = std::getenv("GLOO_SOCKET_IFNAME")) transport.iface = iface;
   transport.hostname = launch_.local_world_size == launch_.world_size ? "127.0.0.1" : std::string(host);
+  transport_ = transport;
   cpu_ = std::make_unique<GlooCommunicator>(rank(), world_size(), *store_, "gloo/", transport, options_.timeout,
                                             observer());
+}
+
+std::unique_ptr<Communicator> ProcessGroup::new_communicator(Device device, const std::string& purpose) {
+  CollectiveObserver side;
+  side.on_enter = [](int64_t, const char*) {};
+  side.describe_peers = [this] { return describe_peers(); };
+  // Keys of their own in the store for each one created (a job may create several for one purpose).
+  const std::string prefix = fmt::format("{}-{}-{}/", device.is_cpu() ? "gloo" : "nccl", purpose, side_communicators_++);
+  if (device.is_cpu())
+    return std::make_unique<GlooCommunicator>(rank(), world_size(), *store_, prefix, transport_, options_.timeout, side);
+  return make_nccl_communicator(rank(), world_size(), device.index, *store_, prefix, options_.timeout, side);
 }
 
 ProcessGroup::~ProcessGroup() {
@@ -155,6 +167,7 @@ void ProcessGroup::fatal(const std::string& message) {
 }
 
 std::string ProcessGroup::describe_peers() {
+  std::lock_guard lock(describe_mutex_);
   std::map<int, std::optional<Beat>> first, second;
   try {
     for (int r = 0; r < world_size(); ++r)

@@ -29,6 +29,7 @@
 #include "data/config.h"
 #include "data/loader.h"
 #include "data/report.h"
+#include "dist/collective_worker.h"
 #include "dist/data_parallel.h"
 #include "dist/process_group.h"
 #include "dist/sharded_base.h"
@@ -284,6 +285,10 @@ class TrainingRun {
   // Data parallel: grad_accum micro-batches of this rank, gradients and statistics summed over
   // the ranks (see the comment at its definition).
   void accumulate_data_parallel(StepResult& r);
+  // ZeRO-2: each rank holds only its parameters' gradients; the norm is summed over the ranks
+  // and every rank clips its share with the same factor. Returns the norm before clipping.
+  bool sharded_gradients() const { return group_ && config_.train.zero_stage == 2; }
+  double clip_sharded_gradients();
   // Every rank waits for rank 0 (evaluating, checkpointing) with the long timeout of such phases.
   void wait_for_rank0(const char* what);
   // train.shard_frozen_base: the base weights sharded, every adapter tensor kept whole.
@@ -419,9 +424,20 @@ void TrainingRun::build_optimizer() {
   scaler_ = std::make_unique<DynamicLossScaler>(scaler_options);
   params_ = optimizer_->parameters();
   if (group_) {
-    grad_buckets_ = std::make_unique<dist::GradientBuckets>(group_->for_device(device_), params_);
+    dist::Communicator& comm = group_->for_device(device_);
+    dist::GradientBucketOptions buckets;
+    buckets.bucket_bytes = static_cast<size_t>(config_.train.grad_bucket_mib * double(1 << 20));
+    if (config_.train.zero_stage >= 1) {
+      owners_ = std::make_unique<dist::ParameterOwners>(comm, params_);
+      if (config_.train.zero_stage == 2)
+        for (size_t i = 0; i < params_.size(); ++i) buckets.owners.push_back(owners_->owner(i));
+    }
+    // Overlap needs the communication thread, which drives CPU collectives only (dist/collective_worker.h).
+    std::unique_ptr<dist::CollectiveWorker> worker;
+    if (config_.train.overlap_grad_reduce && device_.is_cpu())
+      worker = std::make_unique<dist::CollectiveWorker>(group_->new_communicator(device_, "grad"));
+    grad_buckets_ = std::make_unique<dist::GradientBuckets>(comm, params_, buckets, std::move(worker));
     grad_buckets_->broadcast_parameters(0);  // every rank starts from rank 0's weights
-    if (config_.train.zero_stage == 1) owners_ = std::make_unique<dist::ParameterOwners>(group_->for_device(device_), params_);
   }
 }
 
@@ -472,8 +488,11 @@ void TrainingRun::open_logs() {
                         config_.train.peak_flops > 0 ? "train.peak_flops" : "the GEMM rate measured at start")
          << std::flush;
   if (group_) {
-    out_ << fmt::format("data parallel: {} ranks x {} rows per micro-batch ({} launch)", group_->world_size(),
-                        train_data_.config.loader.batch_rows, group_->launch().launcher);
+    out_ << fmt::format("data parallel: {} ranks x {} rows per micro-batch ({} launch); {} gradient bucket{} reduced "
+                        "{}",
+                        group_->world_size(), train_data_.config.loader.batch_rows, group_->launch().launcher,
+                        grad_buckets_->bucket_count(), grad_buckets_->bucket_count() == 1 ? "" : "s",
+                        grad_buckets_->overlapped() ? "during backward" : "after backward");
     if (owners_) {
       size_t mine = 0;
       double mine_bytes = 0, all_bytes = 0;
@@ -481,7 +500,8 @@ void TrainingRun::open_logs() {
         all_bytes += static_cast<double>(params_[i].data().nbytes());
         if (owners_->mine(i)) ++mine, mine_bytes += static_cast<double>(params_[i].data().nbytes());
       }
-      out_ << fmt::format("; ZeRO-1: rank 0 keeps the optimizer state of {} of {} parameters ({} of {})", mine,
+      out_ << fmt::format("; ZeRO-{}: rank 0 keeps the optimizer state{} of {} of {} parameters ({} of {})",
+                          config_.train.zero_stage, config_.train.zero_stage == 2 ? " and gradients" : "", mine,
                           params_.size(), human_bytes(mine_bytes), human_bytes(all_bytes));
     }
     if (sharded_base_) {
@@ -510,9 +530,10 @@ StepResult TrainingRun::train_step() {
     scaled.backward();
   }
   scaler_->unscale_(*optimizer_);
-  r.grad_norm = config_.optim.clip_grad_norm > 0 ? clip_grad_norm_(params_, config_.optim.clip_grad_norm)
+  r.grad_norm = sharded_gradients() ? clip_sharded_gradients()
+               : config_.optim.clip_grad_norm > 0 ? clip_grad_norm_(params_, config_.optim.clip_grad_norm)
                                                   : global_grad_norm(params_);
-  if (owners_) owners_->drop_others_gradients();  // clipped above with the whole gradient
+  if (owners_) owners_->drop_others_gradients();  // ZeRO-1: clipped above with the whole gradient
   r.stepped = scaler_->step(*optimizer_);
   if (owners_ && r.stepped) owners_->broadcast_from_owners();
   scaler_->update();
@@ -688,9 +709,11 @@ void TrainingRun::accumulate_data_parallel(StepResult& r) {
     Variable summed = batch_loss(*model_, batches[micro], Reduction::sum);
     loss += summed.data().to(DType::f64).item<double>() / denominator;
     tokens += batches[micro].real_tokens;
+    // The last backward completes the gradients: their buckets are reduced as they become ready.
+    if (micro + 1 == accum) grad_buckets_->arm();
     scaler_->scale_loss(mul(summed, 1.0 / denominator)).backward();
   }
-  grad_buckets_->all_reduce();
+  grad_buckets_->finish();
   for (const NamedAdapter& a : trainable_.adapters)
     if (std::vector<int64_t>* counts = a.adapter->step_counts_to_sum()) dist::all_reduce_sum(comm, *counts);
   std::vector<double> totals = {loss, static_cast<double>(tokens), g_stop_requested.load() ? 1.0 : 0.0};
@@ -698,6 +721,19 @@ void TrainingRun::accumulate_data_parallel(StepResult& r) {
   r.loss = totals[0];
   r.tokens = static_cast<int64_t>(totals[1]);
   stop_agreed_ = totals[2] > 0;
+}
+
+double TrainingRun::clip_sharded_gradients() {
+  const double mine = global_grad_norm(params_);
+  std::vector<double> squares = {mine * mine};
+  dist::all_reduce_sum(group_->cpu(), squares);
+  const double norm = std::sqrt(squares[0]);
+  const double max_norm = config_.optim.clip_grad_norm;
+  if (max_norm > 0 && std::isfinite(norm)) {
+    const double coef = max_norm / (norm + 1e-6);  // as clip_grad_norm_
+    if (coef < 1.0) scale_grads_(params_, coef);
+  }
+  return norm;
 }
 
 // The optimizer's tensors ("{key}.exp_avg", "{key}.exp_avg_sq", "{key}.master") of parameter i
