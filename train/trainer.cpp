@@ -688,7 +688,8 @@ void TrainingRun::save_checkpoint_files(int64_t at_step, const TrainingState& op
 // same packed batch), and its loss is what one process with all those rows computes: the mean
 // cross-entropy over all their target tokens. So each rank sums its cross-entropy and divides by
 // the global count of target tokens of that micro-batch (one all-reduce of grad_accum counts
-// before the forwards), then the gradients are summed over the ranks after the last backward. The
+// before the forwards), then the gradients are summed over the ranks during the last backward
+// (dist/data_parallel.h: earlier micro-batches accumulate locally). The
 // step's loss, token count, the adapters' step counts (SMoRA's loads) and a stop request are summed
 // too, so every rank clips, steps and stops identically.
 void TrainingRun::accumulate_data_parallel(StepResult& r) {
@@ -792,7 +793,13 @@ void TrainingRun::shard_frozen_base() {
   std::vector<Variable> adapter_tensors;
   for (const NamedAdapter& a : trainable_.adapters)
     for (const auto& [name, v] : a.adapter->named_tensors()) adapter_tensors.push_back(v);
-  sharded_base_ = std::make_unique<dist::ShardedFrozenBase>(group_->for_device(device_), *model_, adapter_tensors);
+  // The next layer's gather overlaps this layer's compute on a thread of its own (CPU collectives
+  // only: dist/collective_worker.h).
+  std::unique_ptr<dist::CollectiveWorker> prefetcher;
+  if (device_.is_cpu())
+    prefetcher = std::make_unique<dist::CollectiveWorker>(group_->new_communicator(device_, "prefetch"));
+  sharded_base_ = std::make_unique<dist::ShardedFrozenBase>(group_->for_device(device_), *model_, adapter_tensors,
+                                                            std::move(prefetcher));
 }
 
 void TrainingRun::wait_for_rank0(const char* what) {
