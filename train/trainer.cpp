@@ -267,6 +267,9 @@ struct StepResult {
   bool stepped = true;  // false: skipped for non-finite fp16 gradients
   int64_t tokens = 0;
   double seconds = 0;
+  // Data parallel: seconds the step waited for gradient reductions after its last backward (the
+  // communication that backward did not hide).
+  double grad_sync_seconds = 0;
 };
 
 // One run of run_training: set up in the constructor, then run() loops over the steps.
@@ -567,6 +570,7 @@ void TrainingRun::log_step(const StepResult& r) {
                              {"grad_norm", r.grad_norm}, {"tokens_per_s", tokens_per_s}, {"peak_memory_bytes", mem.peak_bytes},
                              {"skipped", !r.stepped},  {"loss_scale", scaler_->scale()}};
     if (mfu >= 0) record["mfu"] = mfu;
+    if (group_) record["grad_sync_seconds"] = r.grad_sync_seconds;
     std::vector<std::pair<std::string, float>> scalars = {{"train/loss", static_cast<float>(r.loss)},
                                                           {"train/lr", static_cast<float>(r.lr)},
                                                           {"train/grad_norm", static_cast<float>(r.grad_norm)},
@@ -714,7 +718,9 @@ void TrainingRun::accumulate_data_parallel(StepResult& r) {
     if (micro + 1 == accum) grad_buckets_->arm();
     scaler_->scale_loss(mul(summed, 1.0 / denominator)).backward();
   }
+  const auto sync_start = std::chrono::steady_clock::now();
   grad_buckets_->finish();
+  r.grad_sync_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - sync_start).count();
   for (const NamedAdapter& a : trainable_.adapters)
     if (std::vector<int64_t>* counts = a.adapter->step_counts_to_sum()) dist::all_reduce_sum(comm, *counts);
   std::vector<double> totals = {loss, static_cast<double>(tokens), g_stop_requested.load() ? 1.0 : 0.0};
