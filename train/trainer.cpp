@@ -50,6 +50,7 @@
 #include "tensor/error.h"
 #include "tensor/kernels/cpu/simd.h"
 #include "train/run_files.h"
+#include "train/sharded_scorer.h"
 #include "train/trainer_state.h"
 #include "train/tensorboard.h"
 
@@ -397,7 +398,8 @@ void TrainingRun::load_model_and_data() {
   const bool evaluating = config_.eval.interval > 0 && main_rank_;
   if (evaluating && config_.eval.heldout_batches > 0)
     heldout_ = prepare_data(config_.eval.data_yaml, "eval.data", config_, *tokenizer_);
-  if (evaluating && !config_.eval.tasks.empty())
+  // Every rank scores its share of the benchmark tasks' requests (train/sharded_scorer.h).
+  if (config_.eval.interval > 0 && !config_.eval.tasks.empty())
     eval_tasks_ = eval::load_named_tasks(config_.eval.tasks, config_.eval.data_dir);
   if (group_ && main_rank_) wait_for_rank0("preparing the data");
 }
@@ -592,13 +594,15 @@ void TrainingRun::log_step(const StepResult& r) {
 void TrainingRun::evaluate_if_due() {
   const bool due = config_.eval.interval > 0 && (step_ % config_.eval.interval == 0 || step_ == config_.train.steps);
   if (!due) return;
-  // Rank 0 evaluates alone: a sharded base is gathered whole on every rank for the time.
+  // The ranks score different requests, so their forwards cannot take part in the sharded base's
+  // gathers: it is gathered whole on every rank for the time.
   if (sharded_base_) sharded_base_.reset();
-  if (main_rank_) evaluate_now();
-  if (group_) wait_for_rank0("evaluating");  // rank 0 evaluates (it alone loaded the evaluation data)
+  evaluate_now();
+  if (group_) wait_for_rank0("evaluating");  // rank 0 alone computes the held-out loss
   if (group_ && config_.train.shard_frozen_base) shard_frozen_base();
 }
 
+// Benchmark tasks on every rank (each scores a share of the requests); the held-out loss on rank 0.
 void TrainingRun::evaluate_now() {
   if (eval_tasks_) task_eval(step_);
   if (heldout_) {
@@ -631,10 +635,15 @@ void TrainingRun::task_eval(int64_t at_step) {
   model_->eval();
   eval::LlamaContinuationModel lm(*model_);
   eval::TokenizedScorer scorer(*tokenizer_, lm, config_.model.path);
+  std::optional<ShardedScorer> sharded;
+  if (group_) sharded.emplace(scorer, group_->cpu());
   eval::EvalOptions eval_options;
   if (config_.eval.limit > 0) eval_options.limit = static_cast<double>(config_.eval.limit);
-  const eval::EvalResults results = eval::evaluate(eval_tasks_->tasks, eval_tasks_->groups, scorer, eval_options);
+  const eval::EvalResults results =
+      eval::evaluate(eval_tasks_->tasks, eval_tasks_->groups,
+                     sharded ? static_cast<eval::LanguageModelScorer&>(*sharded) : scorer, eval_options);
   model_->train();
+  if (!main_rank_) return;  // rank 0 logs
   nlohmann::json record = {{"step", at_step}, {"tasks", nlohmann::json::object()}};
   std::vector<std::pair<std::string, float>> scalars;
   std::string line = fmt::format("eval step {} |", at_step);

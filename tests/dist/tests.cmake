@@ -17,7 +17,9 @@ if(TARGET mlr-train AND TARGET mlr_llama)
       # Buckets of 8 KiB: many buckets, reduced while backward runs (ZeRO-2 reduce-scatters them).
       "full_small_buckets_4|4|adapter.type=full,optim.lr=2e-3,train.grad_bucket_mib=0.008"
       "full_zero2_2|2|adapter.type=full,optim.lr=2e-3,train.zero_stage=2,train.grad_bucket_mib=0.008"
-      "lora_zero2_2|2|adapter.type=lora,train.zero_stage=2")
+      "lora_zero2_2|2|adapter.type=lora,train.zero_stage=2"
+      # Periodic evaluation split over the ranks (BoolQ's requests): the same accuracies as 1 rank.
+      "lora_eval_4|4|adapter.type=lora,eval.interval=3")
   foreach(run ${dp_runs})
     string(REPLACE "|" ";" parts "${run}")
     list(GET parts 0 name)
