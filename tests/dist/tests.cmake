@@ -18,6 +18,8 @@ if(TARGET mlr-train AND TARGET mlr_llama)
       "full_small_buckets_4|4|adapter.type=full,optim.lr=2e-3,train.grad_bucket_mib=0.008"
       "full_zero2_2|2|adapter.type=full,optim.lr=2e-3,train.zero_stage=2,train.grad_bucket_mib=0.008"
       "lora_zero2_2|2|adapter.type=lora,train.zero_stage=2"
+      # Gradient accumulation: only the last micro-batch's backward reduces (the others accumulate).
+      "full_zero2_accum_2|2|adapter.type=full,optim.lr=2e-3,train.zero_stage=2,train.grad_accum=2,train.grad_bucket_mib=0.008"
       # Periodic evaluation split over the ranks (BoolQ's requests): the same accuracies as 1 rank.
       "lora_eval_4|4|adapter.type=lora,eval.interval=3")
   foreach(run ${dp_runs})
