@@ -11,6 +11,7 @@ CollectiveWorker::~CollectiveWorker() {
   {
     std::lock_guard lock(mutex_);
     stop_ = true;
+    queue_.clear();  // their waits (if anyone still waits) report a broken promise
   }
   wake_.notify_all();
   thread_.join();
@@ -34,7 +35,7 @@ void CollectiveWorker::loop() {
     {
       std::unique_lock lock(mutex_);
       wake_.wait(lock, [this] { return stop_ || !queue_.empty(); });
-      if (queue_.empty()) return;  // stopping, nothing left
+      if (stop_) return;
       task = std::move(queue_.front());
       queue_.pop_front();
     }

@@ -45,7 +45,8 @@ class CollectiveWork {
 class CollectiveWorker {
  public:
   explicit CollectiveWorker(std::unique_ptr<Communicator> comm);
-  // Runs the jobs already queued, then stops the thread.
+  // Lets the running job finish and drops the queued ones (their owners wait for what they need
+  // before this, except while failing), then stops the thread.
   ~CollectiveWorker();
   CollectiveWorker(const CollectiveWorker&) = delete;
   CollectiveWorker& operator=(const CollectiveWorker&) = delete;

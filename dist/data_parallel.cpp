@@ -1,6 +1,7 @@
 #include "dist/data_parallel.h"
 
 #include <algorithm>
+#include <exception>
 
 #include "tensor/ops.h"
 
@@ -43,6 +44,9 @@ GradientBuckets::GradientBuckets(Communicator& comm, std::vector<Variable> param
 GradientBuckets::~GradientBuckets() {
   if (worker_)
     for (Variable& p : params_) p.set_grad_ready_hook(nullptr);
+  // Unwinding an error: no wait for reductions the other ranks may never join (the worker drops
+  // those not started).
+  if (std::uncaught_exceptions() > 0) return;
   for (Bucket& b : buckets_) {
     try {
       if (b.work.valid()) b.work.wait();

@@ -52,7 +52,8 @@ class GradientBuckets {
   // span the same ranks as comm.
   GradientBuckets(Communicator& comm, std::vector<Variable> params, GradientBucketOptions options = {},
                   std::unique_ptr<CollectiveWorker> worker = nullptr);
-  // Removes the hooks; reductions still in flight are waited for (their errors dropped).
+  // Removes the hooks; reductions still in flight are waited for (their errors dropped), except
+  // while an exception unwinds.
   ~GradientBuckets();
   GradientBuckets(const GradientBuckets&) = delete;
   GradientBuckets& operator=(const GradientBuckets&) = delete;

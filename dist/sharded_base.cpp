@@ -53,10 +53,9 @@ ShardedFrozenBase::ShardedFrozenBase(Communicator& comm, LlamaForCausalLM& model
 ShardedFrozenBase::~ShardedFrozenBase() {
   model_.model->before_layer = nullptr;
   model_.model->after_layer = nullptr;
-  const bool failing = std::uncaught_exceptions() > 0;
+  if (std::uncaught_exceptions() > 0) return;  // failing: no collective the other ranks may never join
   try {
     if (prefetched_.work.valid()) prefetched_.work.wait();  // its collective was started on every rank
-    if (failing) return;  // no further collective the other ranks may never join
     for (size_t l = 0; l < layers_.size(); ++l) {
       Gathering g = start_gather(static_cast<int64_t>(l));
       install(g);
