@@ -105,7 +105,10 @@ ProcessGroup::ProcessGroup(const LaunchInfo& launch, const ProcessGroupOptions& 
 std::unique_ptr<Communicator> ProcessGroup::new_communicator(Device device, const std::string& purpose) {
   CollectiveObserver side;
   side.on_enter = [](int64_t, const char*) {};
-  side.describe_peers = [this] { return describe_peers(); };
+  // Its errors are raised on another thread than the main store client's: a client of its own.
+  auto side_store = std::make_shared<StoreClient>(launch_.master_addr, launch_.master_port, options_.timeout,
+                                                  fmt::format("rank {} of {} ({})", rank(), world_size(), purpose));
+  side.describe_peers = [this, side_store] { return describe_peers(*side_store); };
   // Keys of their own in the store for each one created (a job may create several for one purpose).
   const std::string prefix = fmt::format("{}-{}-{}/", device.is_cpu() ? "gloo" : "nccl", purpose, side_communicators_++);
   if (device.is_cpu())
@@ -166,15 +169,14 @@ void ProcessGroup::fatal(const std::string& message) {
   std::_Exit(1);
 }
 
-std::string ProcessGroup::describe_peers() {
-  std::lock_guard lock(describe_mutex_);
+std::string ProcessGroup::describe_peers(StoreClient& store) {
   std::map<int, std::optional<Beat>> first, second;
   try {
     for (int r = 0; r < world_size(); ++r)
-      if (r != rank()) first[r] = parse_beat(store_->try_get(heartbeat_key(r)));
+      if (r != rank()) first[r] = parse_beat(store.try_get(heartbeat_key(r)));
     std::this_thread::sleep_for(options_.heartbeat_interval * 2 + std::chrono::milliseconds(100));
     for (int r = 0; r < world_size(); ++r)
-      if (r != rank()) second[r] = parse_beat(store_->try_get(heartbeat_key(r)));
+      if (r != rank()) second[r] = parse_beat(store.try_get(heartbeat_key(r)));
   } catch (const std::exception&) {
     return fmt::format("rank 0 (host of the rendezvous store at {}:{}) is unreachable: its process died or its node "
                        "is down",

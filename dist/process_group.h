@@ -20,7 +20,6 @@
 #include <atomic>
 #include <chrono>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <thread>
 
@@ -62,12 +61,14 @@ class ProcessGroup {
   std::unique_ptr<Communicator> new_communicator(Device device, const std::string& purpose);
   StoreClient& store() { return *store_; }
   // What the heartbeats say about the other ranks (who stopped, who is behind); one line.
-  std::string describe_peers();
+  std::string describe_peers() { return describe_peers(*store_); }
   // A clean end: a barrier, so that no rank leaves while another still needs it.
   void finish();
 
  private:
   CollectiveObserver observer();
+  // Reads the heartbeats through `store` (a side communicator's thread uses a client of its own).
+  std::string describe_peers(StoreClient& store);
   void heartbeat_loop();
   [[noreturn]] void fatal(const std::string& message);
 
@@ -83,7 +84,6 @@ class ProcessGroup {
   std::atomic<int64_t> sequence_{0};
   std::atomic<const char*> collective_{"start"};
   std::atomic<bool> stop_{false};
-  std::mutex describe_mutex_;  // describe_peers may run on a collective worker's thread too
   bool finished_ = false;
   std::thread heartbeat_;
 };
