@@ -73,8 +73,18 @@ class AccumulateGrad final : public Node {
     Tensor& acc = leaf_->grad;
     if (acc.defined()) {
       add_(acc, g);
-      return {};
+    } else {
+      take_or_copy(g, acc);
     }
+    if (leaf_->grad_ready_hook) leaf_->grad_ready_hook();
+    return {};
+  }
+  // Nothing is saved: a leaf accumulates on every backward that reaches it.
+  void release_saved() override {}
+
+ private:
+  // The first gradient of a leaf: kept as is when nothing else holds its storage, else copied.
+  void take_or_copy(Tensor& g, Tensor& acc) const {
     const bool sole_owner = g.storage().use_count() == 1 && g.is_contiguous() && g.offset() == 0 &&
                             g.nbytes() == g.storage()->nbytes();
     if (sole_owner && g.dtype() == leaf_->data.dtype() && g.device() == leaf_->data.device()) {
@@ -83,12 +93,7 @@ class AccumulateGrad final : public Node {
       acc = empty(g.shape(), leaf_->data.options());
       acc.copy_(g);
     }
-    return {};
   }
-  // Nothing is saved: a leaf accumulates on every backward that reaches it.
-  void release_saved() override {}
-
- private:
   std::shared_ptr<VariableImpl> leaf_;
 };
 
@@ -143,6 +148,16 @@ void Variable::zero_grad(bool set_to_none) {
   } else {
     impl_->grad.zero_();
   }
+}
+
+void Variable::set_grad_ready_hook(std::function<void()> hook) {
+  MLR_CHECK(impl_ != nullptr, "set_grad_ready_hook: the variable is undefined");
+  MLR_CHECK(is_leaf(), "set_grad_ready_hook: '{}' (shape {}) is not a leaf: only leaves accumulate a gradient",
+            impl_->name, shape_str(shape()));
+  MLR_CHECK(!hook || !impl_->grad_ready_hook,
+            "set_grad_ready_hook: '{}' (shape {}) already has a gradient-ready hook; remove it first", impl_->name,
+            shape_str(shape()));
+  impl_->grad_ready_hook = std::move(hook);
 }
 
 Variable& Variable::set_requires_grad(bool requires_grad) {

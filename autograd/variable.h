@@ -10,6 +10,7 @@
 // (autograd/functions.h) record a graph when grad mode is on and some input requires grad.
 #pragma once
 
+#include <functional>
 #include <iosfwd>
 #include <memory>
 #include <string>
@@ -29,6 +30,8 @@ struct VariableImpl {
   uint32_t output_nr = 0;         // which output of grad_fn this is
   std::string name;
   std::weak_ptr<Node> grad_accumulator;  // a leaf's AccumulateGrad node while some graph uses it
+  // Called right after backward has accumulated into this leaf's grad (see set_grad_ready_hook).
+  std::function<void()> grad_ready_hook;
 };
 
 class Variable {
@@ -47,6 +50,12 @@ class Variable {
   void set_grad(Tensor grad);
   // Zeros the gradient in place (keeps its memory); set_to_none drops it instead.
   void zero_grad(bool set_to_none = false);
+  // Leaves only: `hook` runs on the backward thread each time a backward pass has accumulated into
+  // this leaf's grad. The engine sums every gradient flowing to a leaf before it accumulates once,
+  // so within one backward the leaf's gradient is final when the hook runs (data parallel starts
+  // reducing it then: dist/data_parallel.h). One hook per leaf; an empty function removes it, and
+  // setting one over another throws.
+  void set_grad_ready_hook(std::function<void()> hook);
 
   bool requires_grad() const { return impl_ != nullptr && impl_->requires_grad; }
   // Leaves only; only floating-point tensors can require grad.

@@ -29,7 +29,7 @@ std::vector<PlanRow> plan_memory(const PlanInputs& in) {
   rows.push_back({"adapters", adapters, adapters});
 
   const double grads = trainable * train_bytes;
-  rows.push_back({"gradients", grads, in.full_finetuning ? grads / w : grads});  // ZeRO-2 for full fine-tuning
+  rows.push_back({"gradients", grads, grads / w});  // ZeRO-2
 
   const double optimizer = trainable * (8.0 + (train_bytes < 4 ? 4.0 : 0.0));
   rows.push_back({"optimizer (AdamW)", optimizer, optimizer / w});  // ZeRO-1

@@ -97,8 +97,23 @@ ProcessGroup::ProcessGroup(const LaunchInfo& launch, const ProcessGroupOptions& 
   GlooTransport transport;
   if (const char* iface = std::getenv("GLOO_SOCKET_IFNAME")) transport.iface = iface;
   transport.hostname = launch_.local_world_size == launch_.world_size ? "127.0.0.1" : std::string(host);
+  transport_ = transport;
   cpu_ = std::make_unique<GlooCommunicator>(rank(), world_size(), *store_, "gloo/", transport, options_.timeout,
                                             observer());
+}
+
+std::unique_ptr<Communicator> ProcessGroup::new_communicator(Device device, const std::string& purpose) {
+  CollectiveObserver side;
+  side.on_enter = [](int64_t, const char*) {};
+  // Its errors are raised on another thread than the main store client's: a client of its own.
+  auto side_store = std::make_shared<StoreClient>(launch_.master_addr, launch_.master_port, options_.timeout,
+                                                  fmt::format("rank {} of {} ({})", rank(), world_size(), purpose));
+  side.describe_peers = [this, side_store] { return describe_peers(*side_store); };
+  // Keys of their own in the store for each one created (a job may create several for one purpose).
+  const std::string prefix = fmt::format("{}-{}-{}/", device.is_cpu() ? "gloo" : "nccl", purpose, side_communicators_++);
+  if (device.is_cpu())
+    return std::make_unique<GlooCommunicator>(rank(), world_size(), *store_, prefix, transport_, options_.timeout, side);
+  return make_nccl_communicator(rank(), world_size(), device.index, *store_, prefix, options_.timeout, side);
 }
 
 ProcessGroup::~ProcessGroup() {
@@ -154,14 +169,14 @@ void ProcessGroup::fatal(const std::string& message) {
   std::_Exit(1);
 }
 
-std::string ProcessGroup::describe_peers() {
+std::string ProcessGroup::describe_peers(StoreClient& store) {
   std::map<int, std::optional<Beat>> first, second;
   try {
     for (int r = 0; r < world_size(); ++r)
-      if (r != rank()) first[r] = parse_beat(store_->try_get(heartbeat_key(r)));
+      if (r != rank()) first[r] = parse_beat(store.try_get(heartbeat_key(r)));
     std::this_thread::sleep_for(options_.heartbeat_interval * 2 + std::chrono::milliseconds(100));
     for (int r = 0; r < world_size(); ++r)
-      if (r != rank()) second[r] = parse_beat(store_->try_get(heartbeat_key(r)));
+      if (r != rank()) second[r] = parse_beat(store.try_get(heartbeat_key(r)));
   } catch (const std::exception&) {
     return fmt::format("rank 0 (host of the rendezvous store at {}:{}) is unreachable: its process died or its node "
                        "is down",

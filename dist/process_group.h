@@ -24,6 +24,7 @@
 #include <thread>
 
 #include "dist/communicator.h"
+#include "dist/gloo_communicator.h"
 #include "dist/launch.h"
 #include "dist/store.h"
 
@@ -53,14 +54,21 @@ class ProcessGroup {
   // The communicator for tensors on `device`: Gloo for the CPU, NCCL for CUDA (created on first
   // use; throws when this build has no NCCL).
   Communicator& for_device(Device device);
+  // Collective (every rank calls it, in the same order, with the same purpose): a further
+  // communicator for tensors on `device` with connections of its own, for collectives that run
+  // beside the main thread's (dist/collective_worker.h). Its calls do not move the heartbeat's
+  // collective counter, which follows the main communicator's.
+  std::unique_ptr<Communicator> new_communicator(Device device, const std::string& purpose);
   StoreClient& store() { return *store_; }
   // What the heartbeats say about the other ranks (who stopped, who is behind); one line.
-  std::string describe_peers();
+  std::string describe_peers() { return describe_peers(*store_); }
   // A clean end: a barrier, so that no rank leaves while another still needs it.
   void finish();
 
  private:
   CollectiveObserver observer();
+  // Reads the heartbeats through `store` (a side communicator's thread uses a client of its own).
+  std::string describe_peers(StoreClient& store);
   void heartbeat_loop();
   [[noreturn]] void fatal(const std::string& message);
 
@@ -69,6 +77,8 @@ class ProcessGroup {
   std::unique_ptr<StoreServer> server_;
   std::unique_ptr<StoreClient> store_;
   std::unique_ptr<StoreClient> heartbeat_store_;
+  GlooTransport transport_;
+  int64_t side_communicators_ = 0;  // new_communicator's count, part of each one's store keys
   std::unique_ptr<Communicator> cpu_;
   std::unique_ptr<Communicator> nccl_;
   std::atomic<int64_t> sequence_{0};

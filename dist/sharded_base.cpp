@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <exception>
+#include <string>
 
 #include <fmt/format.h>
 
@@ -19,8 +20,9 @@ Tensor placeholder(const Shape& shape, const Tensor& like) {
 
 }  // namespace
 
-ShardedFrozenBase::ShardedFrozenBase(Communicator& comm, LlamaForCausalLM& model, const std::vector<Variable>& keep_whole)
-    : comm_(comm), model_(model) {
+ShardedFrozenBase::ShardedFrozenBase(Communicator& comm, LlamaForCausalLM& model, const std::vector<Variable>& keep_whole,
+                                     std::unique_ptr<CollectiveWorker> prefetcher)
+    : comm_(comm), model_(model), prefetcher_(std::move(prefetcher)) {
   const int64_t n_layers = model.config().num_hidden_layers;
   layers_.resize(static_cast<size_t>(n_layers));
   const int64_t world = comm_.world_size();
@@ -53,22 +55,73 @@ ShardedFrozenBase::~ShardedFrozenBase() {
   model_.model->after_layer = nullptr;
   if (std::uncaught_exceptions() > 0) return;  // failing: no collective the other ranks may never join
   try {
-    for (size_t l = 0; l < layers_.size(); ++l) gather(static_cast<int64_t>(l));
+    if (prefetched_.work.valid()) prefetched_.work.wait();  // its collective was started on every rank
+    for (size_t l = 0; l < layers_.size(); ++l) {
+      Gathering g = start_gather(static_cast<int64_t>(l));
+      install(g);
+    }
   } catch (const std::exception&) {
     // a lost peer: the model stays released; the caller is failing anyway
   }
 }
 
-void ShardedFrozenBase::gather(int64_t layer) {
-  for (Entry& e : layers_.at(static_cast<size_t>(layer))) {
-    Tensor full = empty({e.shard.numel() * comm_.world_size()}, e.shard.options());
-    comm_.all_gather(e.shard, full);
-    e.param.set_data(full.narrow(0, 0, shape_numel(e.shape)).view(e.shape));
+ShardedFrozenBase::Gathering ShardedFrozenBase::start_gather(int64_t layer) {
+  Gathering g;
+  g.layer = layer;
+  std::vector<Tensor> shards;
+  for (const Entry& e : layers_.at(static_cast<size_t>(layer))) {
+    g.full.push_back(empty({e.shard.numel() * comm_.world_size()}, e.shard.options()));
+    shards.push_back(e.shard);
   }
+  auto all_gather = [shards, full = g.full](Communicator& c) mutable {
+    for (size_t i = 0; i < shards.size(); ++i) c.all_gather(shards[i], full[i]);
+  };
+  if (prefetcher_) {
+    g.work = prefetcher_->submit(std::move(all_gather));
+  } else {
+    all_gather(comm_);
+  }
+  return g;
+}
+
+void ShardedFrozenBase::install(Gathering& g) {
+  if (g.work.valid()) g.work.wait();
+  std::vector<Entry>& entries = layers_.at(static_cast<size_t>(g.layer));
+  for (size_t i = 0; i < entries.size(); ++i)
+    entries[i].param.set_data(g.full[i].narrow(0, 0, shape_numel(entries[i].shape)).view(entries[i].shape));
+}
+
+void ShardedFrozenBase::gather(int64_t layer) {
+  const int64_t n = static_cast<int64_t>(layers_.size());
+  if (prefetched_.layer == layer) {
+    install(prefetched_);
+    note(fmt::format("gather {} prefetched", layer));
+  } else {
+    if (prefetched_.work.valid()) prefetched_.work.wait();  // a missed prediction: completed, dropped
+    Gathering now = start_gather(layer);
+    install(now);
+    note(fmt::format("gather {}", layer));
+  }
+  prefetched_ = Gathering();
+  if (prefetcher_) {
+    // Going up (forward) or down (checkpointing's recompute in backward, which starts by
+    // gathering the forward's last layer again). Layer 0 reached from above other than from layer
+    // 1 starts a forward; from layer 1 it ends a recompute, after which comes the next forward's
+    // layer 0, not predicted.
+    const bool forward_starts = layer == 0 && last_gathered_ != 1;
+    const int step = forward_starts || layer > last_gathered_ ? 1 : -1;
+    const int64_t next = layer + step;
+    if (next >= 0 && next < n) {
+      prefetched_ = start_gather(next);
+      note(fmt::format("prefetch {}", next));
+    }
+  }
+  last_gathered_ = layer;
 }
 
 void ShardedFrozenBase::release(int64_t layer) {
   for (Entry& e : layers_.at(static_cast<size_t>(layer))) e.param.set_data(placeholder(e.shape, e.shard));
+  note(fmt::format("release {}", layer));
 }
 
 int64_t ShardedFrozenBase::shard_bytes() const {

@@ -9,16 +9,28 @@
 // as soon as it has run, and the backward's recompute gathers it again and frees it with that
 // block's graph: about one full layer at a time. Without checkpointing the graph of every layer
 // keeps its full weights until backward reaches it (correct, but no saving). The embedding, the
-// final norm and the output layer stay replicated. Gathers are not prefetched yet (the next
-// layer's all-gather could overlap this layer's compute), and each rank loads the whole model
-// before sharding it (loading shards straight from the files is not built), so the saving is
-// during training, not at load time.
+// final norm and the output layer stay replicated.
+//
+// Prefetch (with a collective worker, dist/collective_worker.h): the gathers run on the worker's
+// own connections, and after gathering layer l the next layer's all-gather is started at once, so
+// it runs while layer l computes. The next layer is l+1 when the layers go up (forward) and l-1
+// when they go down (the recompute of activation checkpointing runs the layers last to first); a
+// layer gathered from its prefetch skips the wait. At most one layer is prefetched; a prefetch that
+// turns out unused (the prediction missed: the end of a pass) is completed and dropped. Every rank
+// gathers the same layers in the same order, so the worker's collectives match.
+//
+// Each rank still loads the whole model before sharding it (loading shards straight from the files
+// is not built), so the saving is during training, not at load time.
 #pragma once
 
 #include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
 #include <vector>
 
 #include "autograd/variable.h"
+#include "dist/collective_worker.h"
 #include "dist/communicator.h"
 #include "llama/model.h"
 
@@ -30,7 +42,10 @@ class ShardedFrozenBase {
   // `keep_whole` (adapter tensors that are not trained by gradient, such as SMoRA's selection
   // bias, which their owners update in place), and installs the layer hooks. Every rank must hold
   // the same weights (they come from the same checkpoint).
-  ShardedFrozenBase(Communicator& comm, LlamaForCausalLM& model, const std::vector<Variable>& keep_whole = {});
+  // With `prefetcher` (its communicator spans the same ranks), gathers go through it and the next
+  // layer is prefetched; without, each gather is a blocking all-gather on comm.
+  ShardedFrozenBase(Communicator& comm, LlamaForCausalLM& model, const std::vector<Variable>& keep_whole = {},
+                    std::unique_ptr<CollectiveWorker> prefetcher = nullptr);
   // Removes the hooks and gathers every layer back (the model is whole again); while an exception
   // unwinds it only removes the hooks.
   ~ShardedFrozenBase();
@@ -43,7 +58,23 @@ class ShardedFrozenBase {
   int64_t shard_bytes() const;
   int64_t full_bytes() const;
 
+  // Test hook, on the calling thread: "prefetch <l>" (a gather started ahead), "gather <l>" or
+  // "gather <l> prefetched" (a layer's weights installed), "release <l>".
+  std::function<void(const std::string&)> on_event;
+
  private:
+  // The full weights of one layer, being gathered.
+  struct Gathering {
+    int64_t layer = -1;
+    std::vector<Tensor> full;  // per entry, the flattened, padded weight
+    CollectiveWork work;       // invalid when gathered on the calling thread
+  };
+  Gathering start_gather(int64_t layer);
+  void install(Gathering& g);
+  void note(const std::string& event) const {
+    if (on_event) on_event(event);
+  }
+
   struct Entry {
     Variable param;
     Shape shape;
@@ -52,6 +83,9 @@ class ShardedFrozenBase {
   Communicator& comm_;
   LlamaForCausalLM& model_;
   std::vector<std::vector<Entry>> layers_;
+  std::unique_ptr<CollectiveWorker> prefetcher_;
+  Gathering prefetched_;
+  int64_t last_gathered_ = -1;
 };
 
 }  // namespace mlr::dist

@@ -1,9 +1,12 @@
-// ZeRO-1 by whole parameters: each trainable parameter has one owner rank, which alone keeps its
-// optimizer state (AdamW's moments and f32 master weights) and updates it; the others then
-// receive its new values. Gradients are still all-reduced on every rank (dist/data_parallel.h),
-// so clipping sees the whole gradient; before the optimizer step each rank drops the gradients of
-// the parameters it does not own, and an optimizer that skips parameters without a gradient
-// (optim/adamw.h) never creates their state there: optimizer memory is about 1/world per rank.
+// ZeRO-1 and -2 by whole parameters: each trainable parameter has one owner rank, which alone
+// keeps its optimizer state (AdamW's moments and f32 master weights) and updates it; the others
+// then receive its new values. ZeRO-1: gradients are still all-reduced on every rank
+// (dist/data_parallel.h), so clipping sees the whole gradient; before the optimizer step each rank
+// drops the gradients of the parameters it does not own, and an optimizer that skips parameters
+// without a gradient (optim/adamw.h) never creates their state there: optimizer memory is about
+// 1/world per rank. ZeRO-2: the gradient buckets are reduce-scattered by owner instead, so each
+// rank receives only its own parameters' gradients and drops the others' as soon as they are in a
+// bucket; the trainer sums the squared norms over the ranks to clip.
 //
 // Owners are assigned greedily, largest parameter first, to the rank holding the fewest bytes so
 // far (ties to the lower rank): deterministic, the same on every rank, balanced to within one

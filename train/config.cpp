@@ -207,21 +207,29 @@ TrainConfig parse_train_config(const std::string& yaml_text, const std::string& 
 
   const Section train(root["train"], name, "train", overridden);
   train.only({"steps", "grad_accum", "precision", "activation_checkpointing", "zero_stage",
-              "shard_frozen_base", "threads", "peak_flops"});
+              "overlap_grad_reduce", "grad_bucket_mib", "shard_frozen_base", "threads", "peak_flops"});
   train.integer("steps", c.train.steps);
   train.integer("grad_accum", c.train.grad_accum);
   train.str("precision", c.train.precision);
   train.boolean("activation_checkpointing", c.train.activation_checkpointing);
   train.integer("zero_stage", c.train.zero_stage);
+  train.boolean("overlap_grad_reduce", c.train.overlap_grad_reduce);
+  train.number("grad_bucket_mib", c.train.grad_bucket_mib);
+  train.require(c.train.grad_bucket_mib > 0 && c.train.grad_bucket_mib < 1e6, "grad_bucket_mib",
+                fmt::format("must be a positive size in MiB, got {}", c.train.grad_bucket_mib));
   train.boolean("shard_frozen_base", c.train.shard_frozen_base);
-  train.require(c.train.zero_stage == 0 || c.train.zero_stage == 1, "zero_stage",
-                fmt::format("must be 0 (replicated optimizer state) or 1 (sharded over the ranks), got {}",
+  train.require(c.train.zero_stage >= 0 && c.train.zero_stage <= 2, "zero_stage",
+                fmt::format("must be 0 (replicated optimizer state), 1 (optimizer state sharded over the ranks) or 2 "
+                            "(optimizer state and gradients sharded), got {}",
                             c.train.zero_stage));
   train.integer("threads", c.train.threads);
   train.number("peak_flops", c.train.peak_flops);
   train.require(c.train.steps > 0, "steps", fmt::format("must be positive, got {}", c.train.steps));
   train.require(c.train.grad_accum > 0, "grad_accum", fmt::format("must be positive, got {}", c.train.grad_accum));
   train.one_of("precision", c.train.precision, {"f32", "bf16", "fp16"});
+  train.require(!(c.train.zero_stage == 2 && c.train.precision == "fp16"), "zero_stage",
+                "2 does not combine with precision fp16: the loss scaler's inf/NaN check would see only this rank's "
+                "share of the gradients (use bf16, or zero_stage 1)");
   train.require(c.train.threads >= 0, "threads", fmt::format("must be 0 (all cores) or positive, got {}", c.train.threads));
   train.require(c.train.peak_flops >= 0, "peak_flops",
                 fmt::format("must be 0 (measured) or a positive FLOP/s, got {}", c.train.peak_flops));
@@ -320,6 +328,8 @@ std::string to_yaml(const TrainConfig& c) {
       << YAML::Key << "grad_accum" << YAML::Value << c.train.grad_accum << YAML::Key << "precision" << YAML::Value
       << c.train.precision << YAML::Key << "activation_checkpointing" << YAML::Value
       << c.train.activation_checkpointing << YAML::Key << "zero_stage" << YAML::Value << c.train.zero_stage
+      << YAML::Key << "overlap_grad_reduce" << YAML::Value << c.train.overlap_grad_reduce << YAML::Key
+      << "grad_bucket_mib" << YAML::Value << c.train.grad_bucket_mib
       << YAML::Key << "shard_frozen_base" << YAML::Value << c.train.shard_frozen_base << YAML::Key << "threads"
       << YAML::Value << c.train.threads << YAML::Key << "peak_flops" << YAML::Value << c.train.peak_flops
       << YAML::EndMap;

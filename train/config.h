@@ -53,8 +53,15 @@ struct TrainSection {
   std::string precision = "f32";
   bool activation_checkpointing = false;
   // Data parallel only: 1 keeps each parameter's optimizer state on one rank (ZeRO-1,
-  // dist/zero.h); 0 replicates it.
+  // dist/zero.h); 2 also its gradient (the others are reduce-scattered away, ZeRO-2); 0
+  // replicates both.
   int64_t zero_stage = 0;
+  // Data parallel on CPU ranks: gradient buckets are reduced while backward still runs (a
+  // communication thread with connections of its own, dist/data_parallel.h); false reduces them
+  // after backward. Both give the same bytes.
+  bool overlap_grad_reduce = true;
+  // Data parallel: the size of a gradient bucket (one collective each), in MiB.
+  double grad_bucket_mib = 25;
   // Data parallel with adapters: each rank keeps 1/world of the frozen decoder weights and
   // gathers a layer around its use (dist/sharded_base.h; saves memory with
   // activation_checkpointing).

@@ -62,6 +62,7 @@ void print_memory_plan(const TrainConfig& config, int64_t world_size, double dev
   in.compute_bytes = config.train.precision == "f32" ? 4 : 2;
   in.tokens_per_micro_batch = data_config.loader.batch_rows * data_config.loader.pack.seq_len;
   in.activation_checkpointing = config.train.activation_checkpointing;
+  in.bucket_bytes = static_cast<int64_t>(config.train.grad_bucket_mib * double(int64_t{1} << 20));
   in.full_finetuning = config.adapter.type == "full";
   std::string what = "full fine-tuning";
   if (!in.full_finetuning) {
@@ -102,7 +103,7 @@ void print_memory_plan(const TrainConfig& config, int64_t world_size, double dev
                      fits(rows.back().sharded));
   out << "  (replicated: every rank holds everything; sharded: AdamW state 1/world (train.zero_stage: 1), frozen "
          "base weights 1/world plus two gathered layers (train.shard_frozen_base: true, with activation "
-         "checkpointing), full fine-tuning's gradients 1/world (ZeRO-2, not built yet); not counted: CUDA context, "
+         "checkpointing), gradients 1/world (train.zero_stage: 2); not counted: CUDA context, "
          "cuBLASLt workspaces, NCCL buffers, fragmentation)\n";
 }
 

@@ -29,6 +29,7 @@
 #include "data/config.h"
 #include "data/loader.h"
 #include "data/report.h"
+#include "dist/collective_worker.h"
 #include "dist/data_parallel.h"
 #include "dist/process_group.h"
 #include "dist/sharded_base.h"
@@ -49,6 +50,7 @@
 #include "tensor/error.h"
 #include "tensor/kernels/cpu/simd.h"
 #include "train/run_files.h"
+#include "train/sharded_scorer.h"
 #include "train/trainer_state.h"
 #include "train/tensorboard.h"
 
@@ -266,6 +268,9 @@ struct StepResult {
   bool stepped = true;  // false: skipped for non-finite fp16 gradients
   int64_t tokens = 0;
   double seconds = 0;
+  // Data parallel: seconds the step waited for gradient reductions after its last backward (the
+  // communication that backward did not hide).
+  double grad_sync_seconds = 0;
 };
 
 // One run of run_training: set up in the constructor, then run() loops over the steps.
@@ -284,6 +289,10 @@ class TrainingRun {
   // Data parallel: grad_accum micro-batches of this rank, gradients and statistics summed over
   // the ranks (see the comment at its definition).
   void accumulate_data_parallel(StepResult& r);
+  // ZeRO-2: each rank holds only its parameters' gradients; the norm is summed over the ranks
+  // and every rank clips its share with the same factor. Returns the norm before clipping.
+  bool sharded_gradients() const { return group_ && config_.train.zero_stage == 2; }
+  double clip_sharded_gradients();
   // Every rank waits for rank 0 (evaluating, checkpointing) with the long timeout of such phases.
   void wait_for_rank0(const char* what);
   // train.shard_frozen_base: the base weights sharded, every adapter tensor kept whole.
@@ -389,7 +398,8 @@ void TrainingRun::load_model_and_data() {
   const bool evaluating = config_.eval.interval > 0 && main_rank_;
   if (evaluating && config_.eval.heldout_batches > 0)
     heldout_ = prepare_data(config_.eval.data_yaml, "eval.data", config_, *tokenizer_);
-  if (evaluating && !config_.eval.tasks.empty())
+  // Every rank scores its share of the benchmark tasks' requests (train/sharded_scorer.h).
+  if (config_.eval.interval > 0 && !config_.eval.tasks.empty())
     eval_tasks_ = eval::load_named_tasks(config_.eval.tasks, config_.eval.data_dir);
   if (group_ && main_rank_) wait_for_rank0("preparing the data");
 }
@@ -419,9 +429,20 @@ void TrainingRun::build_optimizer() {
   scaler_ = std::make_unique<DynamicLossScaler>(scaler_options);
   params_ = optimizer_->parameters();
   if (group_) {
-    grad_buckets_ = std::make_unique<dist::GradientBuckets>(group_->for_device(device_), params_);
+    dist::Communicator& comm = group_->for_device(device_);
+    dist::GradientBucketOptions buckets;
+    buckets.bucket_bytes = static_cast<size_t>(config_.train.grad_bucket_mib * double(1 << 20));
+    if (config_.train.zero_stage >= 1) {
+      owners_ = std::make_unique<dist::ParameterOwners>(comm, params_);
+      if (config_.train.zero_stage == 2)
+        for (size_t i = 0; i < params_.size(); ++i) buckets.owners.push_back(owners_->owner(i));
+    }
+    // Overlap needs the communication thread, which drives CPU collectives only (dist/collective_worker.h).
+    std::unique_ptr<dist::CollectiveWorker> worker;
+    if (config_.train.overlap_grad_reduce && device_.is_cpu())
+      worker = std::make_unique<dist::CollectiveWorker>(group_->new_communicator(device_, "grad"));
+    grad_buckets_ = std::make_unique<dist::GradientBuckets>(comm, params_, buckets, std::move(worker));
     grad_buckets_->broadcast_parameters(0);  // every rank starts from rank 0's weights
-    if (config_.train.zero_stage == 1) owners_ = std::make_unique<dist::ParameterOwners>(group_->for_device(device_), params_);
   }
 }
 
@@ -472,8 +493,11 @@ void TrainingRun::open_logs() {
                         config_.train.peak_flops > 0 ? "train.peak_flops" : "the GEMM rate measured at start")
          << std::flush;
   if (group_) {
-    out_ << fmt::format("data parallel: {} ranks x {} rows per micro-batch ({} launch)", group_->world_size(),
-                        train_data_.config.loader.batch_rows, group_->launch().launcher);
+    out_ << fmt::format("data parallel: {} ranks x {} rows per micro-batch ({} launch); {} gradient bucket{} reduced "
+                        "{}",
+                        group_->world_size(), train_data_.config.loader.batch_rows, group_->launch().launcher,
+                        grad_buckets_->bucket_count(), grad_buckets_->bucket_count() == 1 ? "" : "s",
+                        grad_buckets_->overlapped() ? "during backward" : "after backward");
     if (owners_) {
       size_t mine = 0;
       double mine_bytes = 0, all_bytes = 0;
@@ -481,7 +505,8 @@ void TrainingRun::open_logs() {
         all_bytes += static_cast<double>(params_[i].data().nbytes());
         if (owners_->mine(i)) ++mine, mine_bytes += static_cast<double>(params_[i].data().nbytes());
       }
-      out_ << fmt::format("; ZeRO-1: rank 0 keeps the optimizer state of {} of {} parameters ({} of {})", mine,
+      out_ << fmt::format("; ZeRO-{}: rank 0 keeps the optimizer state{} of {} of {} parameters ({} of {})",
+                          config_.train.zero_stage, config_.train.zero_stage == 2 ? " and gradients" : "", mine,
                           params_.size(), human_bytes(mine_bytes), human_bytes(all_bytes));
     }
     if (sharded_base_) {
@@ -510,9 +535,10 @@ StepResult TrainingRun::train_step() {
     scaled.backward();
   }
   scaler_->unscale_(*optimizer_);
-  r.grad_norm = config_.optim.clip_grad_norm > 0 ? clip_grad_norm_(params_, config_.optim.clip_grad_norm)
+  r.grad_norm = sharded_gradients() ? clip_sharded_gradients()
+               : config_.optim.clip_grad_norm > 0 ? clip_grad_norm_(params_, config_.optim.clip_grad_norm)
                                                   : global_grad_norm(params_);
-  if (owners_) owners_->drop_others_gradients();  // clipped above with the whole gradient
+  if (owners_) owners_->drop_others_gradients();  // ZeRO-1: clipped above with the whole gradient
   r.stepped = scaler_->step(*optimizer_);
   if (owners_ && r.stepped) owners_->broadcast_from_owners();
   scaler_->update();
@@ -546,6 +572,7 @@ void TrainingRun::log_step(const StepResult& r) {
                              {"grad_norm", r.grad_norm}, {"tokens_per_s", tokens_per_s}, {"peak_memory_bytes", mem.peak_bytes},
                              {"skipped", !r.stepped},  {"loss_scale", scaler_->scale()}};
     if (mfu >= 0) record["mfu"] = mfu;
+    if (group_) record["grad_sync_seconds"] = r.grad_sync_seconds;
     std::vector<std::pair<std::string, float>> scalars = {{"train/loss", static_cast<float>(r.loss)},
                                                           {"train/lr", static_cast<float>(r.lr)},
                                                           {"train/grad_norm", static_cast<float>(r.grad_norm)},
@@ -567,13 +594,15 @@ void TrainingRun::log_step(const StepResult& r) {
 void TrainingRun::evaluate_if_due() {
   const bool due = config_.eval.interval > 0 && (step_ % config_.eval.interval == 0 || step_ == config_.train.steps);
   if (!due) return;
-  // Rank 0 evaluates alone: a sharded base is gathered whole on every rank for the time.
+  // The ranks score different requests, so their forwards cannot take part in the sharded base's
+  // gathers: it is gathered whole on every rank for the time.
   if (sharded_base_) sharded_base_.reset();
-  if (main_rank_) evaluate_now();
-  if (group_) wait_for_rank0("evaluating");  // rank 0 evaluates (it alone loaded the evaluation data)
+  evaluate_now();
+  if (group_) wait_for_rank0("evaluating");  // rank 0 alone computes the held-out loss
   if (group_ && config_.train.shard_frozen_base) shard_frozen_base();
 }
 
+// Benchmark tasks on every rank (each scores a share of the requests); the held-out loss on rank 0.
 void TrainingRun::evaluate_now() {
   if (eval_tasks_) task_eval(step_);
   if (heldout_) {
@@ -606,10 +635,15 @@ void TrainingRun::task_eval(int64_t at_step) {
   model_->eval();
   eval::LlamaContinuationModel lm(*model_);
   eval::TokenizedScorer scorer(*tokenizer_, lm, config_.model.path);
+  std::optional<ShardedScorer> sharded;
+  if (group_) sharded.emplace(scorer, group_->cpu());
   eval::EvalOptions eval_options;
   if (config_.eval.limit > 0) eval_options.limit = static_cast<double>(config_.eval.limit);
-  const eval::EvalResults results = eval::evaluate(eval_tasks_->tasks, eval_tasks_->groups, scorer, eval_options);
+  const eval::EvalResults results =
+      eval::evaluate(eval_tasks_->tasks, eval_tasks_->groups,
+                     sharded ? static_cast<eval::LanguageModelScorer&>(*sharded) : scorer, eval_options);
   model_->train();
+  if (!main_rank_) return;  // rank 0 logs
   nlohmann::json record = {{"step", at_step}, {"tasks", nlohmann::json::object()}};
   std::vector<std::pair<std::string, float>> scalars;
   std::string line = fmt::format("eval step {} |", at_step);
@@ -667,7 +701,8 @@ void TrainingRun::save_checkpoint_files(int64_t at_step, const TrainingState& op
 // same packed batch), and its loss is what one process with all those rows computes: the mean
 // cross-entropy over all their target tokens. So each rank sums its cross-entropy and divides by
 // the global count of target tokens of that micro-batch (one all-reduce of grad_accum counts
-// before the forwards), then the gradients are summed over the ranks after the last backward. The
+// before the forwards), then the gradients are summed over the ranks during the last backward
+// (dist/data_parallel.h: earlier micro-batches accumulate locally). The
 // step's loss, token count, the adapters' step counts (SMoRA's loads) and a stop request are summed
 // too, so every rank clips, steps and stops identically.
 void TrainingRun::accumulate_data_parallel(StepResult& r) {
@@ -688,9 +723,13 @@ void TrainingRun::accumulate_data_parallel(StepResult& r) {
     Variable summed = batch_loss(*model_, batches[micro], Reduction::sum);
     loss += summed.data().to(DType::f64).item<double>() / denominator;
     tokens += batches[micro].real_tokens;
+    // The last backward completes the gradients: their buckets are reduced as they become ready.
+    if (micro + 1 == accum) grad_buckets_->arm();
     scaler_->scale_loss(mul(summed, 1.0 / denominator)).backward();
   }
-  grad_buckets_->all_reduce();
+  const auto sync_start = std::chrono::steady_clock::now();
+  grad_buckets_->finish();
+  r.grad_sync_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - sync_start).count();
   for (const NamedAdapter& a : trainable_.adapters)
     if (std::vector<int64_t>* counts = a.adapter->step_counts_to_sum()) dist::all_reduce_sum(comm, *counts);
   std::vector<double> totals = {loss, static_cast<double>(tokens), g_stop_requested.load() ? 1.0 : 0.0};
@@ -698,6 +737,19 @@ void TrainingRun::accumulate_data_parallel(StepResult& r) {
   r.loss = totals[0];
   r.tokens = static_cast<int64_t>(totals[1]);
   stop_agreed_ = totals[2] > 0;
+}
+
+double TrainingRun::clip_sharded_gradients() {
+  const double mine = global_grad_norm(params_);
+  std::vector<double> squares = {mine * mine};
+  dist::all_reduce_sum(group_->cpu(), squares);
+  const double norm = std::sqrt(squares[0]);
+  const double max_norm = config_.optim.clip_grad_norm;
+  if (max_norm > 0 && std::isfinite(norm)) {
+    const double coef = max_norm / (norm + 1e-6);  // as clip_grad_norm_
+    if (coef < 1.0) scale_grads_(params_, coef);
+  }
+  return norm;
 }
 
 // The optimizer's tensors ("{key}.exp_avg", "{key}.exp_avg_sq", "{key}.master") of parameter i
@@ -756,7 +808,13 @@ void TrainingRun::shard_frozen_base() {
   std::vector<Variable> adapter_tensors;
   for (const NamedAdapter& a : trainable_.adapters)
     for (const auto& [name, v] : a.adapter->named_tensors()) adapter_tensors.push_back(v);
-  sharded_base_ = std::make_unique<dist::ShardedFrozenBase>(group_->for_device(device_), *model_, adapter_tensors);
+  // The next layer's gather overlaps this layer's compute on a thread of its own (CPU collectives
+  // only: dist/collective_worker.h).
+  std::unique_ptr<dist::CollectiveWorker> prefetcher;
+  if (device_.is_cpu())
+    prefetcher = std::make_unique<dist::CollectiveWorker>(group_->new_communicator(device_, "prefetch"));
+  sharded_base_ = std::make_unique<dist::ShardedFrozenBase>(group_->for_device(device_), *model_, adapter_tensors,
+                                                            std::move(prefetcher));
 }
 
 void TrainingRun::wait_for_rank0(const char* what) {

@@ -103,6 +103,33 @@ TEST_CASE("a shared subexpression (diamond) gets the sum of both paths, and its 
   check_close(x.grad(), mul(mul(xs, 2.0), add(exp(square(xs)), 3.0)), 1e-12);
 }
 
+TEST_CASE("grad-ready hook: once per backward per leaf, after every path has been summed, in reverse use order") {
+  Variable w1 = Variable::leaf(vec({1, 2})), w2 = Variable::leaf(vec({-1, 0.5}));
+  std::vector<std::string> events;
+  Tensor w1_grad_seen;
+  w1.set_grad_ready_hook([&] {
+    events.push_back("w1");
+    w1_grad_seen = w1.grad().clone();
+  });
+  w2.set_grad_ready_hook([&] { events.push_back("w2"); });
+  // w1 feeds two paths (a diamond), w2 only the later one: w2's gradient is final first.
+  Variable h = w1 * 3.0;
+  Variable y = sum(h * h + h * w2);
+  y.backward();
+  CHECK(events == std::vector<std::string>{"w2", "w1"});
+  check_close(w1_grad_seen, w1.grad(), 0);  // the hook saw the final gradient
+  // A second backward accumulates, and the hook sees the sum.
+  sum(w1 * 2.0).backward();
+  CHECK(events.size() == 3);
+  check_close(w1_grad_seen, w1.grad(), 0);
+  CHECK_THROWS_WITH_AS(w1.set_grad_ready_hook([] {}), doctest::Contains("already has a gradient-ready hook"), Error);
+  w1.set_grad_ready_hook(nullptr);
+  w2.set_grad_ready_hook(nullptr);
+  sum(w1 * w2).backward();
+  CHECK(events.size() == 3);
+  CHECK_THROWS_WITH_AS(y.set_grad_ready_hook([] {}), doctest::Contains("is not a leaf"), Error);
+}
+
 TEST_CASE("a variable used twice by one op: d(x*x)/dx = 2x") {
   Variable x = Variable::leaf(vec({1.5, -2}));
   sum(x * x).backward();
@@ -373,6 +400,21 @@ TEST_CASE("checkpoint: parameters captured by fn get gradients even when no inpu
   // Nothing requires grad: the output is a constant.
   Block frozen = make_block(9, /*requires_grad=*/false);
   CHECK_FALSE(checkpoint([&](const Variable& v) { return frozen(v); }, Variable(xs)).requires_grad());
+}
+
+TEST_CASE("grad-ready hook: parameters of a checkpointed block fire once, during the nested backward") {
+  Generator g(5);
+  Tensor xs = randn({3, 4}, g, DType::f64);
+  Block block = make_block(4);
+  Variable w_out = Variable::leaf(randn({3}, g, DType::f64));
+  int w1_calls = 0;
+  bool w_out_first = false;
+  w_out.set_grad_ready_hook([&] { w_out_first = w1_calls == 0; });
+  block.w1.set_grad_ready_hook([&] { ++w1_calls; });
+  Variable out = checkpoint([&](const Variable& v) { return block(v); }, Variable(xs));
+  sum(out * w_out).backward();
+  CHECK(w1_calls == 1);
+  CHECK(w_out_first);
 }
 
 TEST_CASE("checkpoint: saves only its inputs, and nests") {

@@ -202,7 +202,7 @@ TEST_CASE("data parallel: gradient buckets sum every gradient, undefined ones co
     for (int i = 0; i < 5; ++i)
       if (!(i == 1 && r == 0) && i != 3) params[i].set_grad(full({3, 2}, (r + 1) * (i + 1.0)));
     params[5].set_grad(full({4}, r + 0.5, DType::f64));
-    GradientBuckets buckets(g.cpu(), params, /*bucket_bytes=*/48);  // two f32 parameters per bucket
+    GradientBuckets buckets(g.cpu(), params, {/*bucket_bytes=*/48});  // two f32 parameters per bucket
     if (buckets.bucket_count() != 4) {
       msg << buckets.bucket_count() << " buckets";
       return 1;

@@ -2,8 +2,10 @@
 //   dist_compare_runs <run a> <run b> <loss tolerance> <weight tolerance> [first step]
 // Every training step's loss in metrics.jsonl (from `first step`, default 1) must agree to
 // |a - b| <= tol * max(1, |a|), and every tensor of final/ (adapter_model.safetensors or
-// model.safetensors) to max |a - b| <= tol * max(1, max |a|). Prints the largest differences; exit
-// status 1 when a bound is broken or the runs differ in steps or tensors.
+// model.safetensors) to max |a - b| <= tol * max(1, max |a|), and every benchmark metric of the
+// periodic evaluations (accuracies: means of 0/1 per document) exactly. Prints the largest
+// differences; exit status 1 when a bound is broken or the runs differ in steps, tensors or
+// evaluations.
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -30,6 +32,21 @@ std::map<int64_t, double> step_losses(const fs::path& run) {
     if (j.contains("loss")) losses[j.at("step").get<int64_t>()] = j.at("loss").get<double>();
   }
   return losses;
+}
+
+// The evaluation records of metrics.jsonl: step -> "task/metric" -> value.
+std::map<int64_t, std::map<std::string, double>> eval_metrics(const fs::path& run) {
+  std::ifstream in(run / "metrics.jsonl");
+  std::map<int64_t, std::map<std::string, double>> out;
+  std::string line;
+  while (std::getline(in, line)) {
+    const auto j = nlohmann::json::parse(line);
+    if (!j.contains("tasks")) continue;
+    for (const auto& [task, metrics] : j.at("tasks").items())
+      for (const auto& [metric, value] : metrics.items())
+        if (value.is_number()) out[j.at("step").get<int64_t>()][task + "/" + metric] = value.get<double>();
+  }
+  return out;
 }
 
 fs::path weights_file(const fs::path& run) {
@@ -97,6 +114,14 @@ int main(int argc, char** argv) {
       if (diff > weight_tol * scale) ok = false;
     }
     if (ta.size() != tb.size()) ok = false;
+    const auto ea = eval_metrics(a), eb = eval_metrics(b);
+    size_t evaluated = 0;
+    if (ea != eb) {
+      std::cout << "the evaluations differ (steps, tasks or values of metrics.jsonl's \"tasks\" records)\n";
+      ok = false;
+    }
+    for (const auto& [step, metrics] : ea) evaluated += metrics.size();
+    if (evaluated > 0) std::cout << fmt::format("{} evaluation figures identical: {}\n", evaluated, ea == eb ? "yes" : "no");
     std::cout << fmt::format("{} steps: largest loss difference {:.3g} (bound {:.1g}); {} tensors: largest weight "
                              "difference {:.3g} ({}; bound {:.1g}): {}\n",
                              compared, worst_loss, loss_tol, ta.size(), worst_weight, worst_name, weight_tol,

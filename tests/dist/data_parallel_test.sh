@@ -27,6 +27,7 @@ grep -q "done: 6 steps" "$dir/many.log" || { cat "$dir/many.log"; exit 1; }
 grep -q "data parallel: $ranks ranks x $((rows / ranks)) rows" "$dir/many.log" || { cat "$dir/many.log"; exit 1; }
 case " $* " in
   *" train.zero_stage=1 "*) grep -q "ZeRO-1: rank 0 keeps the optimizer state of" "$dir/many.log" || { cat "$dir/many.log"; exit 1; } ;;
+  *" train.zero_stage=2 "*) grep -q "ZeRO-2: rank 0 keeps the optimizer state and gradients of" "$dir/many.log" || { cat "$dir/many.log"; exit 1; } ;;
 esac
 case " $* " in
   *" train.shard_frozen_base=true "*) grep -q "frozen base sharded: rank 0 keeps" "$dir/many.log" || { cat "$dir/many.log"; exit 1; } ;;

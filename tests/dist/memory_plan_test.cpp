@@ -27,7 +27,7 @@ TEST_CASE("memory plan: rows of a LoRA and a full fine-tuning run, replicated an
   CHECK(rows[0].sharded == 2000.0 / 4 + 2 * 100 * 2);  // a quarter, plus two gathered layers
   CHECK(rows[1].replicated == 200);                     // adapters: 50 x 4 bytes
   CHECK(rows[2].replicated == 200);                     // gradients
-  CHECK(rows[2].sharded == 200);                        // adapters' gradients stay whole
+  CHECK(rows[2].sharded == 200 / 4.0);                  // ZeRO-2: a quarter of the gradients
   CHECK(rows[3].replicated == 50 * 8);                  // two f32 moments, no master (f32 adapters)
   CHECK(rows[3].sharded == 50 * 8 / 4.0);               // ZeRO-1
   // (6h + 2h_kv + 3I) = 26 values x 2 bytes per layer and token, 8 layers, + logits 10 x (2 + 8).

@@ -59,7 +59,8 @@ TEST_CASE("train config: key=value overrides keep their YAML types and create se
   const TrainConfig c = parse_train_config(
       kYaml, "run.yaml",
       {"optim.lr=3e-4", "adapter.type=smora", "adapter.top_k=2", "adapter.target_modules=[k_proj,down_proj]",
-       "save.interval=10", "train.activation_checkpointing=true", "train.zero_stage=1"},
+       "save.interval=10", "train.activation_checkpointing=true", "train.zero_stage=1",
+       "train.overlap_grad_reduce=false", "train.grad_bucket_mib=4"},
       "");
   CHECK(c.optim.lr == doctest::Approx(3e-4));
   CHECK(c.adapter.type == "smora");
@@ -69,6 +70,9 @@ TEST_CASE("train config: key=value overrides keep their YAML types and create se
   CHECK(c.train.activation_checkpointing);
   CHECK(c.train.zero_stage == 1);
   CHECK(parse_train_config(to_yaml(c), "resolved.yaml", {}, "").train.zero_stage == 1);
+  CHECK_FALSE(c.train.overlap_grad_reduce);
+  CHECK_FALSE(parse_train_config(to_yaml(c), "resolved.yaml", {}, "").train.overlap_grad_reduce);
+  CHECK(parse_train_config(to_yaml(c), "resolved.yaml", {}, "").train.grad_bucket_mib == 4);
 }
 
 TEST_CASE("train config: every adapter type's keys, and the resolved YAML of each") {
@@ -117,7 +121,9 @@ TEST_CASE("train config: errors name the file, line and key") {
   fails_with(kYaml, {"adapter.type=ia3"}, "'adapter.type' is \"ia3\", expected one of: dora, full, lora, multilora, smora");
   fails_with(kYaml, {"adapter.target_modules=[qproj]"}, "has \"qproj\"");
   fails_with(kYaml, {"train.precision=fp8"}, "'train.precision' is \"fp8\", expected one of");
-  fails_with(kYaml, {"train.zero_stage=2"}, "'train.zero_stage' must be 0 (replicated optimizer state) or 1");
+  fails_with(kYaml, {"train.zero_stage=3"}, "'train.zero_stage' must be 0 (replicated optimizer state), 1");
+  fails_with(kYaml, {"train.zero_stage=2", "train.precision=fp16"}, "'train.zero_stage' 2 does not combine with precision fp16");
+  fails_with(kYaml, {"train.grad_bucket_mib=0"}, "'train.grad_bucket_mib' must be a positive size in MiB, got 0");
   fails_with("train: {steps: 3}\n", {}, "'model.path' is required");
   fails_with(kYaml, {"optim.lr"}, "expected key=value");
   fails_with("model: [1, 2\n", {}, "run.yaml:");
