@@ -60,21 +60,15 @@ Settings settings_for(const DemoOptions& o) {
   m.max_position_embeddings = 256;
   m.rms_norm_eps = 1e-5;
   if (o.quick) {
-    s.sizes = {.people = 16, .heldout_people = 0.25, .categories_train = 40,
-               .categories_test = 12, .counting_train = 40, .counting_test = 12, .pretrain_documents = 400};
-    m.hidden_size = 32;
-    m.num_hidden_layers = 2;
-    m.num_attention_heads = 2;
-    m.num_key_value_heads = 2;
-    m.intermediate_size = 64;
+    s.sizes = {.people = 24, .heldout_people = 0.25, .categories_train = 80,
+               .categories_test = 24, .counting_train = 80, .counting_test = 24, .pretrain_documents = 2000};
     m.max_position_embeddings = 128;
     s.vocab_size = 400;
     s.seq_len = 128;
-    s.pretrain_rows = 2;
-    s.finetune_rows = 2;
-    s.pretrain_steps = 6;
-    s.finetune_steps = 4;
-    s.eval_limit = 8;
+    s.pretrain_rows = 8;
+    s.finetune_rows = 4;
+    s.pretrain_steps = 250;
+    s.finetune_steps = 100;
   }
   m.head_dim = m.hidden_size / m.num_attention_heads;
   if (o.pretrain_steps > 0) s.pretrain_steps = o.pretrain_steps;
@@ -277,9 +271,10 @@ DemoReport run_demo(const DemoOptions& options, std::ostream& log) {
   // 4. fine-tuning on the mixture of the four families
   std::string mixture;
   for (const FamilyFiles& f : files.families) {
-    mixture += fmt::format("    - {{name: {}, format: {}, path: {}", f.name, f.format, yaml_string(f.train));
+    // EOS after every answer, so the models stop there when they generate (the samples).
+    mixture += fmt::format("    - {{name: {}, format: {}, path: {}, eos: true", f.name, f.format, yaml_string(f.train));
     if (f.format == "alpaca")
-      mixture += ", eos: true, template: {prompt: \"{{instruction}}\\nAnswer:\", target: \"{{output}}\"}";
+      mixture += ", template: {prompt: \"{{instruction}}\\nAnswer:\", target: \"{{output}}\"}";
     if (f.format == "mmlu")
       mixture += fmt::format(", template: {{prompt: {}, choices: [\"{{{{A}}}}\", \"{{{{B}}}}\", \"{{{{C}}}}\", \"{{{{D}}}}\"]}}",
                              nlohmann::json(kClozePrompt).dump());
