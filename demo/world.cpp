@@ -68,7 +68,7 @@ std::string csv_rows(const std::vector<Choice4>& rows) {
   std::string out;
   for (const Choice4& r : rows) {
     out += csv_field(r.question);
-    for (const auto& o : r.options) out += "," + csv_field(o);
+    for (const auto& o : r.options) out += fmt::format(",{}", csv_field(o));
     out += fmt::format(",{}\n", static_cast<char>('A' + r.answer));
   }
   return out;
@@ -276,19 +276,19 @@ DatasetFiles write_dataset(const World& w, const fs::path& dir, uint64_t seed, c
       case 0:
       case 1:
       case 2:  // facts about people, three sentences about different people
-        for (int s = 0; s < 3; ++s) text += (s ? " " : "") + fact_sentence(rng.pick(w.people));
+        for (int s = 0; s < 3; ++s) text += fmt::format("{}{}", s ? " " : "", fact_sentence(rng.pick(w.people)));
         break;
       case 3:
       case 4:
       case 5:  // the categories of words
         for (int s = 0; s < 3; ++s) {
           const size_t c = static_cast<size_t>(rng.below(static_cast<int64_t>(w.categories.size())));
-          text += (s ? " " : "") + category_sentence(rng.pick(w.category_words[c]), w.categories[c]);
+          text += fmt::format("{}{}", s ? " " : "", category_sentence(rng.pick(w.category_words[c]), w.categories[c]));
         }
         break;
       default: {  // counting runs
         const int64_t start = rng.below(990), len = 4 + rng.below(6);
-        for (int64_t n = start; n < std::min<int64_t>(start + len, 1000); ++n) text += (n > start ? " " : "") + std::to_string(n);
+        for (int64_t n = start; n < std::min<int64_t>(start + len, 1000); ++n) text += fmt::format("{}{}", n > start ? " " : "", n);
         text += ".";
         break;
       }
