@@ -43,7 +43,7 @@ struct Settings {
   LlamaConfig model;
   int64_t vocab_size = 640;
   int64_t seq_len = 256, pretrain_rows = 8, finetune_rows = 4;
-  int64_t pretrain_steps = 450, finetune_steps = 150;
+  int64_t pretrain_steps = 800, finetune_steps = 400;
   double pretrain_lr = 3e-3, adapter_lr = 3e-3, full_lr = 1e-3;
   int64_t rank = 8;  // LoRA r; MultiLoRA 2 modules of r/2; SMoRA r rank-experts, r/2 per token
   int64_t eval_limit = 0;
@@ -60,21 +60,15 @@ Settings settings_for(const DemoOptions& o) {
   m.max_position_embeddings = 256;
   m.rms_norm_eps = 1e-5;
   if (o.quick) {
-    s.sizes = {.people = 16, .heldout_people = 0.25, .packing_train = 40, .packing_test = 12, .categories_train = 40,
-               .categories_test = 12, .counting_train = 40, .counting_test = 12, .pretrain_documents = 400};
-    m.hidden_size = 32;
-    m.num_hidden_layers = 2;
-    m.num_attention_heads = 2;
-    m.num_key_value_heads = 2;
-    m.intermediate_size = 64;
+    s.sizes = {.people = 24, .heldout_people = 0.25, .categories_train = 80,
+               .categories_test = 24, .counting_train = 80, .counting_test = 24, .pretrain_documents = 2000};
     m.max_position_embeddings = 128;
     s.vocab_size = 400;
     s.seq_len = 128;
-    s.pretrain_rows = 2;
-    s.finetune_rows = 2;
-    s.pretrain_steps = 6;
-    s.finetune_steps = 4;
-    s.eval_limit = 8;
+    s.pretrain_rows = 8;
+    s.finetune_rows = 4;
+    s.pretrain_steps = 250;
+    s.finetune_steps = 100;
   }
   m.head_dim = m.hidden_size / m.num_attention_heads;
   if (o.pretrain_steps > 0) s.pretrain_steps = o.pretrain_steps;
@@ -129,6 +123,9 @@ void copy_tokenizer(const fs::path& from, const fs::path& to) {
     fs::copy_file(from / f, to / f, fs::copy_options::overwrite_existing);
 }
 
+// The 4-way families' prompt, in training (data/ template) and in evaluation alike.
+constexpr const char* kClozePrompt = "{{question}}\nAnswer:";
+
 // The tasks scored: each family's held-out split, with the harness's prompt for its format.
 std::vector<eval::Task> family_tasks(const DatasetFiles& files) {
   std::vector<eval::Task> tasks;
@@ -139,8 +136,21 @@ std::vector<eval::Task> family_tasks(const DatasetFiles& files) {
       MLR_CHECK(loaded.size() == 1, "demo: boolq loaded {} tasks", loaded.size());
       t = std::move(loaded.front());
     } else if (f.format == "mmlu") {
-      const std::string subject = f.test.stem().string().substr(0, f.test.stem().string().rfind("_test"));
-      t = eval::load_mmlu_csv(subject, f.test, f.dev);
+      // The cloze formulation (the harness's mmlu_continuation): the question alone, each option's
+      // text scored as the continuation. A model this small learns facts in minutes but not the
+      // in-context look-up that letter answers need (see README).
+      eval::TaskConfig c;
+      c.name = f.name;
+      c.doc_to_text = kClozePrompt;
+      c.doc_to_choice = "{{[A, B, C, D]}}";
+      c.doc_to_target = "{{label}}";
+      eval::DocFunctions cloze;
+      cloze.choices = [](const eval::DocValues& v) {
+        return std::vector<std::string>{v.at("A").string(), v.at("B").string(), v.at("C").string(), v.at("D").string()};
+      };
+      cloze.target = [](const eval::DocValues& v) { return v.at("label"); };
+      auto loaded = eval::record_task(c, data::Format::mmlu, "", cloze).load(f.name, eval::TaskFiles{f.test, std::nullopt});
+      t = std::move(loaded.front());
     } else {  // alpaca: generation, exact match of the stripped answer
       eval::TaskConfig c;
       c.name = f.name;
@@ -261,9 +271,13 @@ DemoReport run_demo(const DemoOptions& options, std::ostream& log) {
   // 4. fine-tuning on the mixture of the four families
   std::string mixture;
   for (const FamilyFiles& f : files.families) {
-    mixture += fmt::format("    - {{name: {}, format: {}, path: {}", f.name, f.format, yaml_string(f.train));
+    // EOS after every answer, so the models stop there when they generate (the samples).
+    mixture += fmt::format("    - {{name: {}, format: {}, path: {}, eos: true", f.name, f.format, yaml_string(f.train));
     if (f.format == "alpaca")
-      mixture += ", eos: true, template: {prompt: \"{{instruction}}\\nAnswer:\", target: \"{{output}}\"}";
+      mixture += ", template: {prompt: \"{{instruction}}\\nAnswer:\", target: \"{{output}}\"}";
+    if (f.format == "mmlu")
+      mixture += fmt::format(", template: {{prompt: {}, choices: [\"{{{{A}}}}\", \"{{{{B}}}}\", \"{{{{C}}}}\", \"{{{{D}}}}\"]}}",
+                             nlohmann::json(kClozePrompt).dump());
     mixture += "}\n";
   }
   const std::string finetune_data = data_section(s, s.finetune_rows, base_dir, cache, options.seed, mixture);
@@ -357,7 +371,7 @@ DemoReport run_demo(const DemoOptions& options, std::ostream& log) {
     }
     std::string accs;
     for (size_t i = 0; i < m.accuracy.size(); ++i) accs += fmt::format(" {} {:.2f}", tasks[i].config.name, m.accuracy[i]);
-    log << fmt::format("evaluated {}:{} ({:.0f} s)\n", m.label, accs, m.eval_seconds) << std::flush;
+    log << fmt::format("evaluated {}:{} ({:.1f} s)\n", m.label, accs, m.eval_seconds) << std::flush;
   }
   report.spectra_svg = update_spectra_svg(spectra, static_cast<size_t>(2 * s.rank));
   report.total_seconds = seconds_since(t_start);

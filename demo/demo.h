@@ -28,7 +28,7 @@ struct DemoOptions {
   std::filesystem::path out_dir = "demo_out";
   std::string device = "auto";  // auto | cpu | cuda | cuda:N
   uint64_t seed = 1;
-  bool quick = false;  // a tiny model, a few steps, a few docs: checks every stage in seconds
+  bool quick = false;  // a short context, a small world, 250 + 100 steps: every stage in about 30 s of CPU
   // Overrides of the settings (0: the default of the mode).
   int64_t pretrain_steps = 0, finetune_steps = 0, eval_limit = 0;
 };

@@ -125,8 +125,9 @@ std::string loss_svg(const std::vector<std::pair<std::string, const std::vector<
 }  // namespace
 
 std::string report_tables(const DemoReport& r) {
-  std::string out = fmt::format("\nheld-out accuracy per family (0-shot; lm-evaluation-harness prompts and scoring; "
-                                "counting: exact match of the greedy answer)\n");
+  std::string out = fmt::format("\nheld-out accuracy per family (0-shot, lm-evaluation-harness scoring: BoolQ's prompt; "
+                                "4-way: the log-likelihood of each option's text; counting: exact match of the greedy "
+                                "answer)\n");
   out += fmt::format("{:<11} {:<22} {:>5} {:>5} {:>6}", "family", "shape", "train", "test", "chance");
   for (const MethodResult& m : r.methods) out += fmt::format(" {:>9}", short_name(m));
   out += "\n";
@@ -154,7 +155,7 @@ std::string report_tables(const DemoReport& r) {
   for (size_t f = 0; f < r.families.size(); ++f) {
     if (r.methods.empty() || f >= r.methods.front().samples.size()) break;
     out += fmt::format("  {}: {}\n", r.families[f].name, one_line(last_lines(r.methods.front().samples[f].first,
-                                                                              r.families[f].format == "mmlu" ? 6 : 2)));
+                                                                              2)));
     for (const MethodResult& m : r.methods)
       out += fmt::format("    {:<10} -> {}\n", short_name(m), one_line(m.samples[f].second));
   }
@@ -174,7 +175,9 @@ std::string report_html(const DemoReport& r) {
                    "fine-tuning. Device {}; the whole run took {:.0f} s (pretraining {:.0f} s).</p>\n",
                    escape(r.model_summary), escape(r.device), r.total_seconds, r.pretrain_seconds);
   h += "<h2 id=\"accuracy\">Held-out accuracy per family</h2>\n<p>0-shot, lm-evaluation-harness prompts and scoring "
-       "(BoolQ and MMLU formats: the log-likelihood of each choice; counting: exact match of the greedy answer).</p>\n"
+       "(the log-likelihood of each choice: BoolQ's prompt and \" yes\" / \" no\"; the 4-way families in the cloze "
+       "form of the harness's mmlu_continuation, the question then each option's text; counting: exact match of the "
+       "greedy answer).</p>\n"
        "<table id=\"accuracy-table\"><tr><th>family</th><th>shape</th><th>format</th><th>train</th><th>test</th>"
        "<th>chance</th>";
   for (const MethodResult& m : r.methods) h += "<th>" + escape(short_name(m)) + "</th>";

@@ -51,16 +51,6 @@ std::string article(const std::string& word) {
   return std::string("aeiou").find(word[0]) != std::string::npos ? "an" : "a";
 }
 
-// "a lamp, a rope and an axe"
-std::string listing(const std::vector<std::string>& items) {
-  std::string out;
-  for (size_t i = 0; i < items.size(); ++i) {
-    if (i > 0) out += i + 1 == items.size() ? " and " : ", ";
-    out += article(items[i]) + " " + items[i];
-  }
-  return out;
-}
-
 std::string csv_field(const std::string& s) {
   if (s.find_first_of(",\"\n\r") == std::string::npos) return s;
   std::string out = "\"";
@@ -78,7 +68,7 @@ std::string csv_rows(const std::vector<Choice4>& rows) {
   std::string out;
   for (const Choice4& r : rows) {
     out += csv_field(r.question);
-    for (const auto& o : r.options) out += "," + csv_field(o);
+    for (const auto& o : r.options) out += fmt::format(",{}", csv_field(o));
     out += fmt::format(",{}\n", static_cast<char>('A' + r.answer));
   }
   return out;
@@ -97,36 +87,11 @@ Choice4 four_way(Rng& rng, std::string question, const std::string& correct, con
   return {std::move(question), std::move(options), answer};
 }
 
-struct Packing {
+// A yes/no row in BoolQ's fields.
+struct YesNo {
   std::string passage, question;
   bool label = false;
 };
-
-Packing packing_example(Rng& rng, const World& w) {
-  const std::string& name = rng.pick(w.people).name;
-  std::vector<std::string> objects = w.objects;
-  rng.shuffle(objects);
-  // Two or three objects: a short passage, so the answer is one look-up for a small model.
-  const size_t n = 2 + static_cast<size_t>(rng.below(2));
-  std::vector<std::string> packed(objects.begin(), objects.begin() + static_cast<long>(n));
-  const bool yes = rng.below(2) == 1;
-  const std::string& asked = yes ? rng.pick(packed) : objects[n + static_cast<size_t>(rng.below(3))];
-  return {fmt::format("{} packed {}.", name, listing(packed)), fmt::format("did {} pack {} {}", name, article(asked), asked),
-          yes};
-}
-
-std::string boolq_prompt(const Packing& p) {  // the harness's BoolQ prompt with its answer
-  return fmt::format("{}\nQuestion: {}?\nAnswer: {}", p.passage, p.question, p.label ? "yes" : "no");
-}
-
-// An MMLU row as the harness prompts it (0-shot: the subject line, the question, the options),
-// with its answer letter.
-std::string mmlu_prompt(const std::string& subject, const Choice4& r) {
-  std::string out = fmt::format("The following are multiple choice questions (with answers) about {}.\n\n{}\n", subject,
-                                r.question);
-  for (size_t i = 0; i < 4; ++i) out += fmt::format("{}. {}\n", static_cast<char>('A' + i), r.options[i]);
-  return out + fmt::format("Answer: {}", static_cast<char>('A' + r.answer));
-}
 
 std::string jsonl(const std::vector<json>& rows) {
   std::string out;
@@ -146,8 +111,6 @@ World make_world(uint64_t seed, int64_t n_people) {
   World w;
   w.cities = {"Karsil", "Dunmore", "Velhaven", "Ostrik", "Pellam", "Quorra", "Brindle", "Asteno"};
   w.jobs = {"baker", "farmer", "painter", "doctor", "sailor", "teacher", "miller", "tailor"};
-  w.objects = {"lamp", "rope", "kettle", "map", "coat", "knife", "bottle", "blanket", "candle", "compass", "tent", "cup",
-               "hat", "boots", "bucket", "pillow"};
   w.categories = {"fruit", "animal", "tool", "color"};
   w.category_words = {
       {"apple", "pear", "plum", "grape", "lemon", "mango", "peach", "cherry", "melon", "fig"},
@@ -167,7 +130,12 @@ World make_world(uint64_t seed, int64_t n_people) {
   rng.shuffle(names);
   MLR_CHECK(n_people >= 8 && n_people <= static_cast<int64_t>(names.size()), "demo: {} people: expected 8 to {}",
             n_people, names.size());
-  for (int64_t i = 0; i < n_people; ++i) w.people.push_back({names[static_cast<size_t>(i)], rng.pick(w.cities), rng.pick(w.jobs)});
+  for (int64_t i = 0; i < n_people; ++i) {
+    Person p{names[static_cast<size_t>(i)], rng.pick(w.cities), rng.pick(w.jobs)};
+    p.swims = rng.below(2) == 1;
+    p.owns_boat = rng.below(2) == 1;
+    w.people.push_back(std::move(p));
+  }
   return w;
 }
 
@@ -175,30 +143,8 @@ DatasetFiles write_dataset(const World& w, const fs::path& dir, uint64_t seed, c
   Rng rng(seed ^ 0xD1B54A32D192ED03ull);
   DatasetFiles out;
 
-  // ---- packing: yes/no over a passage (BoolQ JSONL), disjoint passages ----
-  std::set<std::string> seen;
-  auto packing_split = [&](int64_t n) {
-    std::vector<Packing> rows;
-    for (int64_t tries = 0; static_cast<int64_t>(rows.size()) < n && tries < n * 100; ++tries) {
-      Packing p = packing_example(rng, w);
-      if (seen.insert(p.passage + "|" + p.question).second) rows.push_back(std::move(p));
-    }
-    MLR_CHECK(static_cast<int64_t>(rows.size()) == n, "demo: could not draw {} distinct packing examples", n);
-    return rows;
-  };
-  const auto packing_train = packing_split(sizes.packing_train), packing_test = packing_split(sizes.packing_test);
-  auto boolq_jsonl = [](const std::vector<Packing>& rows) {
-    std::vector<json> lines;
-    for (size_t i = 0; i < rows.size(); ++i)
-      lines.push_back({{"question", rows[i].question}, {"passage", rows[i].passage}, {"idx", i}, {"label", rows[i].label}});
-    return jsonl(lines);
-  };
-  FamilyFiles packing{"packing", "yes/no", "boolq", dir / "packing/train.jsonl", dir / "packing/test.jsonl", {}, 0.5,
-                      sizes.packing_train, sizes.packing_test};
-  write(packing.train, boolq_jsonl(packing_train));
-  write(packing.test, boolq_jsonl(packing_test));
-
-  // ---- categories: 4-way choice (MMLU CSV); held-out questions have held-out correct words ----
+  // Each category's words split 7 for training, 3 held out; held-out words appear in the
+  // pretraining statements only.
   std::vector<std::vector<std::string>> train_words(w.categories.size()), test_words(w.categories.size());
   for (size_t c = 0; c < w.categories.size(); ++c) {
     std::vector<std::string> ws = w.category_words[c];
@@ -206,6 +152,8 @@ DatasetFiles write_dataset(const World& w, const fs::path& dir, uint64_t seed, c
     train_words[c].assign(ws.begin(), ws.begin() + 7);
     test_words[c].assign(ws.begin() + 7, ws.end());
   }
+
+  // ---- categories: 4-way choice (MMLU CSV); held-out questions have held-out correct words ----
   // A split's distractors come from the same split's words: were held-out questions to offer
   // training words as distractors, "pick the word that was an answer before" would score below
   // chance, and the models learn that shortcut instead of the categories.
@@ -270,18 +218,46 @@ DatasetFiles write_dataset(const World& w, const fs::path& dir, uint64_t seed, c
   write(people.test, csv_rows(people_test));
   write(people.dev, csv_rows({people_train.begin(), people_train.begin() + 5}));
 
-  out.families = {packing, categories, counting, people};
+  // ---- traits: yes/no (BoolQ JSONL) about the same people split; the passage states another of
+  // the person's facts, the answer is only in the pretraining text ----
+  auto traits_split = [&](size_t from, size_t to) {
+    std::vector<YesNo> rows;
+    for (size_t i = from; i < to; ++i) {
+      const Person& p = w.people[i];
+      for (const std::string& passage : {fmt::format("{} lives in {}.", p.name, p.city),
+                                         fmt::format("{} works as {} {}.", p.name, article(p.job), p.job)}) {
+        rows.push_back({passage, fmt::format("can {} swim", p.name), p.swims});
+        rows.push_back({passage, fmt::format("does {} own a boat", p.name), p.owns_boat});
+      }
+    }
+    rng.shuffle(rows);
+    return rows;
+  };
+  const auto traits_train = traits_split(0, first_test), traits_test = traits_split(first_test, w.people.size());
+  auto boolq_jsonl = [](const std::vector<YesNo>& rows) {
+    std::vector<json> lines;
+    for (size_t i = 0; i < rows.size(); ++i)
+      lines.push_back({{"question", rows[i].question}, {"passage", rows[i].passage}, {"idx", i}, {"label", rows[i].label}});
+    return jsonl(lines);
+  };
+  FamilyFiles traits{"traits", "yes/no", "boolq", dir / "traits/train.jsonl", dir / "traits/test.jsonl", {}, 0.5,
+                     static_cast<int64_t>(traits_train.size()), static_cast<int64_t>(traits_test.size())};
+  write(traits.train, boolq_jsonl(traits_train));
+  write(traits.test, boolq_jsonl(traits_test));
 
-  // ---- the pretraining corpus ----
-  std::vector<std::string> docs;
+  out.families = {traits, categories, counting, people};
+
+  // ---- the pretraining corpus: statements of the facts every family asks about ----
   auto fact_sentence = [&](const Person& p) {
-    switch (rng.below(6)) {
+    switch (rng.below(8)) {
       case 0: return fmt::format("{} lives in {}.", p.name, p.city);
       case 1: return fmt::format("{} works as {} {}.", p.name, article(p.job), p.job);
       case 2: return fmt::format("{} is {} {} from {}.", p.name, article(p.job), p.job, p.city);
       case 3: return fmt::format("The {} {} lives in {}.", p.job, p.name, p.city);
       case 4: return fmt::format("In {} lives {}, who works as {} {}.", p.city, p.name, article(p.job), p.job);
-      default: return fmt::format("{} has a home in {} and is {} {}.", p.name, p.city, article(p.job), p.job);
+      case 5: return fmt::format("{} has a home in {} and is {} {}.", p.name, p.city, article(p.job), p.job);
+      case 6: return fmt::format("{} {} swim.", p.name, p.swims ? "can" : "cannot");
+      default: return fmt::format("{} {}.", p.name, p.owns_boat ? "owns a boat" : "has no boat");
     }
   };
   auto category_sentence = [&](const std::string& word, const std::string& category) {
@@ -291,41 +267,31 @@ DatasetFiles write_dataset(const World& w, const fs::path& dir, uint64_t seed, c
       default: return fmt::format("One {} is the {}.", category, word);
     }
   };
-  // Half the documents state facts (people, categories, counting runs); the other half are the
-  // families' training rows in exactly the prompt format the evaluation scores, so the base model
-  // learns each answer format and to answer from the facts. Held-out questions never appear.
-  auto pick_row = [&](const auto& rows) -> const auto& {
-    return rows[static_cast<size_t>(rng.below(static_cast<int64_t>(rows.size())))];
-  };
+  // Facts and counting runs only, no question of any family: what a family's question format
+  // means is left to fine-tuning, so the base column shows what each method adds.
+  std::vector<std::string> docs;
   for (int64_t d = 0; d < sizes.pretrain_documents; ++d) {
     std::string text;
     switch (d % 8) {
       case 0:
-      case 1:  // facts about people, three sentences about different people
-        for (int s = 0; s < 3; ++s) text += (s ? " " : "") + fact_sentence(rng.pick(w.people));
+      case 1:
+      case 2:  // facts about people, three sentences about different people
+        for (int s = 0; s < 3; ++s) text += fmt::format("{}{}", s ? " " : "", fact_sentence(rng.pick(w.people)));
         break;
-      case 2:  // categories
+      case 3:
+      case 4:
+      case 5:  // the categories of words
         for (int s = 0; s < 3; ++s) {
           const size_t c = static_cast<size_t>(rng.below(static_cast<int64_t>(w.categories.size())));
-          text += (s ? " " : "") + category_sentence(rng.pick(w.category_words[c]), w.categories[c]);
+          text += fmt::format("{}{}", s ? " " : "", category_sentence(rng.pick(w.category_words[c]), w.categories[c]));
         }
         break;
-      case 3: {  // counting runs
+      default: {  // counting runs
         const int64_t start = rng.below(990), len = 4 + rng.below(6);
-        for (int64_t n = start; n < std::min<int64_t>(start + len, 1000); ++n) text += (n > start ? " " : "") + std::to_string(n);
+        for (int64_t n = start; n < std::min<int64_t>(start + len, 1000); ++n) text += fmt::format("{}{}", n > start ? " " : "", n);
         text += ".";
         break;
       }
-      case 4:
-      case 5:  // the packing family's training split in its task format
-        text = boolq_prompt(pick_row(packing_train));
-        break;
-      case 6:
-        text = mmlu_prompt("word categories", pick_row(categories_train));
-        break;
-      default:
-        text = mmlu_prompt("people", pick_row(people_train));
-        break;
     }
     docs.push_back(std::move(text));
   }
@@ -339,18 +305,16 @@ DatasetFiles write_dataset(const World& w, const fs::path& dir, uint64_t seed, c
   write(out.pretrain_corpus, jsonl(corpus));
   // The tasks' texts and prompt words too, so the tokenizer has merges for every word they use.
   std::string& t = out.pretrain_text;
-  for (const auto* rows : {&packing_train, &packing_test})
-    for (const Packing& p : *rows) t += boolq_prompt(p) + "\n";
+  for (const auto* rows : {&traits_train, &traits_test})
+    for (const YesNo& r : *rows) t += fmt::format("{}\nQuestion: {}?\nAnswer: {}\n", r.passage, r.question, r.label ? "yes" : "no");
   for (const auto* rows : {&categories_train, &categories_test, &people_train, &people_test})
     for (const Choice4& r : *rows) {
-      t += r.question + "\n";
-      for (size_t i = 0; i < 4; ++i) t += fmt::format("{}. {}\n", static_cast<char>('A' + i), r.options[i]);
-      t += fmt::format("Answer: {}\n", static_cast<char>('A' + r.answer));
+      t += r.question + "\nAnswer:";
+      for (size_t i = 0; i < 4; ++i) t += " " + r.options[i];
+      t += "\n";
     }
   for (size_t i = 0; i < static_cast<size_t>(sizes.counting_train + sizes.counting_test); ++i)
     t += fmt::format("What number comes after {}?\nAnswer: {}\n", numbers[i], numbers[i] + 1);
-  t += "The following are multiple choice questions (with answers) about word categories.\n"
-       "The following are multiple choice questions (with answers) about people.\n";
   return out;
 }
 

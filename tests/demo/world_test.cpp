@@ -6,6 +6,7 @@
 #include <sstream>
 
 #include <doctest/doctest.h>
+#include <fmt/format.h>
 #include <unistd.h>
 
 #include "data/readers.h"
@@ -21,8 +22,7 @@ using namespace mlr::demo;
 
 namespace {
 
-const DatasetSizes kSmall{.people = 20, .heldout_people = 0.25, .packing_train = 60, .packing_test = 20,
-                          .categories_train = 40, .categories_test = 16, .counting_train = 50, .counting_test = 20,
+const DatasetSizes kSmall{.people = 20, .heldout_people = 0.25, .categories_train = 40, .categories_test = 16, .counting_train = 50, .counting_test = 20,
                           .pretrain_documents = 200};
 
 struct TempDir {
@@ -71,11 +71,13 @@ TEST_CASE("demo data: every split reads with our readers, in the sizes asked") {
   const DatasetFiles d = write_dataset(world, dir.path, 3, kSmall);
   REQUIRE(d.families.size() == 4);
 
-  const auto packing_train = records(data::Format::boolq, family(d, "packing").train);
-  CHECK(packing_train.size() == 60);
-  CHECK(records(data::Format::boolq, family(d, "packing").test).size() == 20);
+  // Traits: 2 questions x 2 passages per person, 15 training and 5 held-out people.
+  const auto traits_train = records(data::Format::boolq, family(d, "traits").train);
+  CHECK(traits_train.size() == 60);
+  CHECK(family(d, "traits").n_train == 60);
+  CHECK(records(data::Format::boolq, family(d, "traits").test).size() == 20);
   int yes = 0;
-  for (const auto& r : packing_train) yes += r.label;
+  for (const auto& r : traits_train) yes += r.label;
   CHECK(yes > 10);  // both answers occur
   CHECK(yes < 50);
 
@@ -89,7 +91,7 @@ TEST_CASE("demo data: every split reads with our readers, in the sizes asked") {
   for (const auto& r : people_test) CHECK(r.label >= 0);
 
   // The evaluator takes them: BoolQ through its registered task, MMLU through load_mmlu_csv.
-  const auto boolq = eval::find_task("boolq").load("boolq", eval::TaskFiles{family(d, "packing").test, std::nullopt});
+  const auto boolq = eval::find_task("boolq").load("boolq", eval::TaskFiles{family(d, "traits").test, std::nullopt});
   REQUIRE(boolq.size() == 1);
   CHECK(boolq[0].docs.size() == 20);
   CHECK(boolq[0].docs[0].choices == std::vector<std::string>{"no", "yes"});
@@ -108,15 +110,6 @@ TEST_CASE("demo data: train and held-out splits are disjoint in what must be gen
   TempDir dir("splits");
   const World world = make_world(5, kSmall.people);
   const DatasetFiles d = write_dataset(world, dir.path, 5, kSmall);
-  auto passages = [&](const fs::path& p) {
-    std::set<std::string> out;
-    for (const auto& r : records(data::Format::boolq, p)) out.insert(field(r, "passage") + "|" + field(r, "question"));
-    return out;
-  };
-  const auto pack_train = passages(family(d, "packing").train), pack_test = passages(family(d, "packing").test);
-  CHECK(pack_train.size() == 60);  // no duplicates within a split either
-  for (const auto& p : pack_test) CHECK_MESSAGE(!pack_train.count(p), p);
-
   auto counted = [&](const fs::path& p) { return values(records(data::Format::alpaca, p), "instruction"); };
   const auto count_train = counted(family(d, "counting").train), count_test = counted(family(d, "counting").test);
   CHECK(count_train.size() == 50);
@@ -137,10 +130,10 @@ TEST_CASE("demo data: train and held-out splits are disjoint in what must be gen
 
   // People: held-out questions are about people no training question names; their facts are in
   // the pretraining corpus.
-  auto people_in = [&](const fs::path& p) {
+  auto people_in = [&](const fs::path& p, data::Format format = data::Format::mmlu) {
     std::set<std::string> out;
     for (const Person& person : world.people)
-      for (const auto& q : values(records(data::Format::mmlu, p), "question"))
+      for (const auto& q : values(records(format, p), "question"))
         if (q.find(" " + person.name + " ") != std::string::npos || q.find(" " + person.name + "?") != std::string::npos)
           out.insert(person.name);
     return out;
@@ -151,6 +144,29 @@ TEST_CASE("demo data: train and held-out splits are disjoint in what must be gen
     CHECK_MESSAGE(!people_train.count(p), p);
     CHECK_MESSAGE(d.pretrain_text.find(p + " ") != std::string::npos, p);
   }
+  // Traits ask about the same split of people: a held-out trait question names a held-out person.
+  CHECK(people_in(family(d, "traits").train, data::Format::boolq) == people_train);
+  CHECK(people_in(family(d, "traits").test, data::Format::boolq) == people_test);
+}
+
+TEST_CASE("demo data: the pretraining corpus states every asked fact and asks no family's question") {
+  TempDir dir("corpus");
+  DatasetSizes sizes = kSmall;
+  sizes.pretrain_documents = 4000;  // enough that every fact comes up
+  const World world = make_world(4, sizes.people);
+  const DatasetFiles d = write_dataset(world, dir.path, 4, sizes);
+  std::string corpus;
+  for (const auto& r : records(data::Format::prompt_completion, d.pretrain_corpus)) corpus += field(r, "completion") + "\n";
+  CHECK(corpus.find("Question:") == std::string::npos);
+  CHECK(corpus.find("Answer:") == std::string::npos);
+  for (const Person& p : world.people) {
+    CHECK_MESSAGE(corpus.find(fmt::format("{} {} swim.", p.name, p.swims ? "can" : "cannot")) != std::string::npos, p.name);
+    CHECK_MESSAGE(corpus.find(p.name + (p.owns_boat ? " owns a boat." : " has no boat.")) != std::string::npos, p.name);
+    CHECK_MESSAGE(corpus.find(p.name + " lives in " + p.city + ".") != std::string::npos, p.name);
+  }
+  for (size_t c = 0; c < world.categories.size(); ++c)
+    for (const auto& word : world.category_words[c])
+      CHECK_MESSAGE(corpus.find(" " + word + " is ") != std::string::npos, word);
 }
 
 TEST_CASE("demo data: the same seed writes the same bytes, another seed other data") {
