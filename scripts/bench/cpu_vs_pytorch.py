@@ -15,7 +15,8 @@ FLOPs per token counted from the shapes:
   + 3 x causal attention forward (2 x 2 x seq_len/2 x heads x head_dim per layer: QK^T and PV)
 The row batches are `--rows` documents of at least `--seq-len` tokens each, truncated to seq_len (one
 document per row, every position real, plain causal attention on both sides). MultiLoRA and SMoRA
-have no PEFT counterpart: their rows compare with our LoRA q,k,v,o and with PEFT's LoRA r16 q,k,v,o.
+have no PEFT counterpart: their rows compare with our LoRA q,k,v,o, run in the same rounds alternated
+with them, and with PEFT's LoRA r16 q,k,v,o (from the lora_qkvo case when it is in --cases).
 `--baseline-build DIR` adds a third side, another mlr build (before a change), in the same rounds.
 
 Evaluation: MMLU 5-shot on `--eval-subjects` (first `--eval-limit` test documents each), f32 on the
@@ -231,16 +232,20 @@ def bench_training(a, s, model, docs):
     results = {}  # (case, threads) -> dict
     for threads in a.threads:
         for case in a.cases:
-            r = results[(case, threads)] = dict(torch=[], mlr=[], base=[], torch_rss=0, mlr_rss=0, base_rss=0, rate=[])
+            r = results[(case, threads)] = dict(torch=[], mlr=[], base=[], lora_ref=[], torch_rss=0, mlr_rss=0,
+                                                base_rss=0, lora_ref_rss=0, rate=[])
             for rnd in range(a.rounds):
                 r["rate"].append(gemm_rate(a, threads))
-                order = ["torch", "mlr"] + (["base"] if a.baseline_build else [])
+                # No PEFT counterpart (MultiLoRA, SMoRA): their target is a ratio to our LoRA q,k,v,o,
+                # so that runs in the same rounds, alternated with the case.
+                first = "torch" if CASES[case][2] is not None else "lora_ref"
+                order = [first, "mlr"] + (["base"] if a.baseline_build else [])
                 order = order if rnd % 2 == 0 else order[::-1]
                 for side in order:
-                    if side == "torch" and CASES[case][2] is None:
-                        continue
                     if side == "torch":
                         secs, rss = torch_run(a, case, threads, model, docs)
+                    elif side == "lora_ref":
+                        secs, rss = mlr_run(a, "lora_qkvo", threads, model, docs)
                     else:
                         secs, rss = mlr_run(a, case, threads, model, docs, a.baseline_build if side == "base" else None)
                     r[side] += secs
@@ -264,10 +269,10 @@ def bench_training(a, s, model, docs):
             base = results.get(("lora_qkvo", threads))
             ref_tps = tokens / statistics.median(base["torch"]) if base and base["torch"] else float("nan")
             ref_rss, ref_label = (base["torch_rss"] if base else 0), " (PEFT LoRA qkvo)"
-        ours = results.get(("lora_qkvo", threads))
         vs_lora = ""
-        if case in ("multilora", "smora") and ours and ours["mlr"]:
-            vs_lora = f"; {mlr_tps / (tokens / statistics.median(ours['mlr'])):.2f}x our LoRA"
+        if r["lora_ref"]:  # our LoRA in the same rounds
+            lora_tps = tokens / statistics.median(r["lora_ref"])
+            vs_lora = f"; {mlr_tps / lora_tps:.2f}x our LoRA ({lora_tps:.0f})"
         print(f"| {CASES[case][0]} | {threads} | {ref_tps:.0f}{ref_label} | {mlr_tps:.0f} | "
               f"{mlr_tps / ref_tps:.2f}x{vs_lora} | {fmt_bytes(ref_rss)} | {fmt_bytes(r['mlr_rss'])} | "
               f"{r['mlr_rss'] / ref_rss if ref_rss else float('nan'):.2f} | {rate / 1e9:.0f} | "
