@@ -273,10 +273,15 @@ def bench_training(a, s, model, docs):
         if r["lora_ref"]:  # our LoRA in the same rounds
             lora_tps = tokens / statistics.median(r["lora_ref"])
             vs_lora = f"; {mlr_tps / lora_tps:.2f}x our LoRA ({lora_tps:.0f})"
-        print(f"| {CASES[case][0]} | {threads} | {ref_tps:.0f}{ref_label} | {mlr_tps:.0f} | "
-              f"{mlr_tps / ref_tps:.2f}x{vs_lora} | {fmt_bytes(ref_rss)} | {fmt_bytes(r['mlr_rss'])} | "
-              f"{r['mlr_rss'] / ref_rss if ref_rss else float('nan'):.2f} | {rate / 1e9:.0f} | "
-              f"{ref_tps / bound:.0%} | {mlr_tps / bound:.0%} |" +
+        have_ref = ref_tps == ref_tps and ref_rss > 0  # no PyTorch run of this case or of lora_qkvo: "-"
+        ref_cell = f"{ref_tps:.0f}{ref_label}" if have_ref else "-"
+        ratio_cell = (f"{mlr_tps / ref_tps:.2f}x" if have_ref else "-") + vs_lora
+        ref_rss_cell = fmt_bytes(ref_rss) if have_ref else "-"
+        rss_ratio_cell = f"{r['mlr_rss'] / ref_rss:.2f}" if have_ref else "-"
+        ref_bound_cell = f"{ref_tps / bound:.0%}" if have_ref else "-"
+        print(f"| {CASES[case][0]} | {threads} | {ref_cell} | {mlr_tps:.0f} | {ratio_cell} | {ref_rss_cell} | "
+              f"{fmt_bytes(r['mlr_rss'])} | {rss_ratio_cell} | {rate / 1e9:.0f} | {ref_bound_cell} | "
+              f"{mlr_tps / bound:.0%} |" +
               (f" {tokens / statistics.median(r['base']):.0f} | {tokens / statistics.median(r['base']) / ref_tps:.2f}x | "
                f"{fmt_bytes(r['base_rss'])} |" if a.baseline_build else ""))
 
