@@ -18,10 +18,42 @@ Tensor placeholder(const Shape& shape, const Tensor& like) {
   return zeros(ones, like.options()).expand(shape);
 }
 
+bool is_decoder_parameter(const std::string& name) { return name.rfind("model.layers.", 0) == 0; }
+
 }  // namespace
 
+ShardRange shard_range(int64_t numel, int64_t rank, int64_t world) {
+  MLR_CHECK(numel >= 0 && world > 0 && rank >= 0 && rank < world, "sharded base: rank {} of {} for {} elements", rank,
+            world, numel);
+  ShardRange r;
+  r.chunk = (numel + world - 1) / world;
+  r.begin = std::min(numel, rank * r.chunk);
+  r.count = std::min(numel, r.begin + r.chunk) - r.begin;
+  return r;
+}
+
+ShardedLoad load_with_sharded_base(const std::string& dir, int64_t rank, int64_t world, DType dtype, Device device) {
+  ShardedLoad out;
+  LlamaForCausalLM::PartialLoad partial;
+  partial.selects = is_decoder_parameter;
+  partial.load = [&](const std::string& name, const Variable& param,
+                     const std::function<Tensor(int64_t, int64_t)>& read) {
+    const int64_t numel = shape_numel(param.shape());
+    const ShardRange r = shard_range(numel, rank, world);
+    LoadedShard s{name, param, zeros({r.chunk}, {dtype, device})};
+    // Converted while copied, as a whole load converts: the same values as slicing a whole weight.
+    const Tensor stored = read(r.begin, r.count);
+    if (r.count > 0) s.shard.narrow(0, 0, r.count).copy_(stored);
+    out.bytes_read += static_cast<int64_t>(stored.nbytes());
+    out.stored_bytes += numel * static_cast<int64_t>(stored.element_size());
+    out.shards.push_back(std::move(s));
+  };
+  out.model = LlamaForCausalLM::from_pretrained(dir, dtype, device, partial);
+  return out;
+}
+
 ShardedFrozenBase::ShardedFrozenBase(Communicator& comm, LlamaForCausalLM& model, const std::vector<Variable>& keep_whole,
-                                     std::unique_ptr<CollectiveWorker> prefetcher)
+                                     std::unique_ptr<CollectiveWorker> prefetcher, std::vector<LoadedShard> loaded)
     : comm_(comm), model_(model), prefetcher_(std::move(prefetcher)) {
   const int64_t n_layers = model.config().num_hidden_layers;
   layers_.resize(static_cast<size_t>(n_layers));
@@ -29,7 +61,7 @@ ShardedFrozenBase::ShardedFrozenBase(Communicator& comm, LlamaForCausalLM& model
   for (const auto& named : model.named_parameters()) {
     const std::string& name = named.first;
     const Variable& param = named.second;
-    if (param.requires_grad() || name.rfind("model.layers.", 0) != 0) continue;
+    if (param.requires_grad() || !is_decoder_parameter(name)) continue;
     if (std::any_of(keep_whole.begin(), keep_whole.end(), [&](const Variable& v) { return v.is_same(param); })) continue;
     const size_t dot = name.find('.', 13);
     const int64_t layer = std::stoll(name.substr(13, dot - 13));
@@ -37,14 +69,26 @@ ShardedFrozenBase::ShardedFrozenBase(Communicator& comm, LlamaForCausalLM& model
     Entry e;
     e.param = param;
     e.shape = param.data().shape();
-    const Tensor flat = param.data().contiguous().reshape({-1});
-    const int64_t chunk = (flat.numel() + world - 1) / world;
-    e.shard = zeros({chunk}, flat.options());
-    const int64_t begin = std::min(flat.numel(), comm_.rank() * chunk);
-    const int64_t len = std::min(flat.numel(), begin + chunk) - begin;
-    if (len > 0) e.shard.narrow(0, 0, len).copy_(flat.narrow(0, begin, len));
+    auto from_files = std::find_if(loaded.begin(), loaded.end(), [&](const LoadedShard& s) { return s.param.is_same(param); });
+    if (from_files != loaded.end()) {
+      const ShardRange r = shard_range(shape_numel(e.shape), comm_.rank(), world);
+      MLR_CHECK(from_files->shard.dim() == 1 && from_files->shard.size(0) == r.chunk,
+                "sharded base: the loaded shard of {} has {} elements, expected {} (loaded for another world size?)",
+                name, from_files->shard.numel(), r.chunk);
+      e.shard = from_files->shard;
+      loaded.erase(from_files);
+    } else {
+      const Tensor flat = param.data().contiguous().reshape({-1});
+      const ShardRange r = shard_range(flat.numel(), comm_.rank(), world);
+      e.shard = zeros({r.chunk}, flat.options());
+      if (r.count > 0) e.shard.narrow(0, 0, r.count).copy_(flat.narrow(0, r.begin, r.count));
+    }
     layers_[static_cast<size_t>(layer)].push_back(std::move(e));
   }
+  // A weight loaded in part that is trained or kept whole has no values anywhere.
+  MLR_CHECK(loaded.empty(), "sharded base: {} was loaded as this rank's shard only, but it is {} (load the model "
+            "whole for that)", loaded.empty() ? "" : loaded.front().name,
+            loaded.empty() || !loaded.front().param.requires_grad() ? "kept whole" : "trained");
   for (int64_t l = 0; l < n_layers; ++l) release(l);
   model_.model->before_layer = [this](int64_t l) { gather(l); };
   model_.model->after_layer = [this](int64_t l) { release(l); };

@@ -19,8 +19,11 @@
 // turns out unused (the prediction missed: the end of a pass) is completed and dropped. Every rank
 // gathers the same layers in the same order, so the worker's collectives match.
 //
-// Each rank still loads the whole model before sharding it (loading shards straight from the files
-// is not built), so the saving is during training, not at load time.
+// Loading (load_with_sharded_base): each rank reads from the safetensors files only its chunk of
+// every decoder-layer weight (one byte range of the file per weight: the tensors are row-major),
+// and the model's decoder parameters never get memory of their own, so the peak at load time is
+// 1/world of the decoder weights plus the replicated rest, as during training. A model loaded
+// whole can also be sharded (the constructor without loaded shards slices the full weights).
 #pragma once
 
 #include <cstdint>
@@ -36,6 +39,36 @@
 
 namespace mlr::dist {
 
+// Which elements of a flattened weight of `numel` elements rank `rank` of `world` keeps: the
+// weight padded to world * chunk elements, chunk `rank` of it; [begin, begin + count) are real
+// elements (count < chunk in the last chunks when padding is needed, 0 past the end).
+struct ShardRange {
+  int64_t chunk = 0, begin = 0, count = 0;
+};
+ShardRange shard_range(int64_t numel, int64_t rank, int64_t world);
+
+// One decoder weight read in part from the files: the parameter (it holds no memory) and this
+// rank's chunk, zero-padded to the chunk size.
+struct LoadedShard {
+  std::string name;
+  Variable param;
+  Tensor shard;
+};
+
+struct ShardedLoad {
+  std::shared_ptr<LlamaForCausalLM> model;
+  std::vector<LoadedShard> shards;  // for ShardedFrozenBase's constructor
+  int64_t bytes_read = 0;           // of the decoder weights, read from the files by this rank
+  int64_t stored_bytes = 0;         // of the decoder weights in the files, all ranks' chunks together
+};
+
+// LlamaForCausalLM::from_pretrained(dir, dtype, device), except that every decoder-layer parameter
+// (model.layers.*) is read only in part: rank `rank` of `world`'s chunk of it (shard_range). Those
+// parameters must stay frozen (an adapter run; full fine-tuning trains them) and must not be read
+// before ShardedFrozenBase takes the shards: an adapter that needs the base weight's values when it
+// is made (AdapterType::needs_base_weight, DoRA) cannot be put on such a model.
+ShardedLoad load_with_sharded_base(const std::string& dir, int64_t rank, int64_t world, DType dtype, Device device);
+
 class ShardedFrozenBase {
  public:
   // Shards the parameters of every decoder layer of `model` that do not require grad, except
@@ -44,8 +77,10 @@ class ShardedFrozenBase {
   // the same weights (they come from the same checkpoint).
   // With `prefetcher` (its communicator spans the same ranks), gathers go through it and the next
   // layer is prefetched; without, each gather is a blocking all-gather on comm.
+  // `loaded`: the shards of a model from load_with_sharded_base (on the same ranks); each must be
+  // of a parameter this constructor shards. Parameters without one are sliced from their values.
   ShardedFrozenBase(Communicator& comm, LlamaForCausalLM& model, const std::vector<Variable>& keep_whole = {},
-                    std::unique_ptr<CollectiveWorker> prefetcher = nullptr);
+                    std::unique_ptr<CollectiveWorker> prefetcher = nullptr, std::vector<LoadedShard> loaded = {});
   // Removes the hooks and gathers every layer back (the model is whole again); while an exception
   // unwinds it only removes the hooks.
   ~ShardedFrozenBase();

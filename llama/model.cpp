@@ -3,6 +3,7 @@
 #include <cmath>
 #include <filesystem>
 #include <limits>
+#include <set>
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
@@ -378,24 +379,75 @@ nlohmann::json llama_config_to_json(const LlamaConfig& c, DType dtype) {
 
 std::shared_ptr<LlamaForCausalLM> LlamaForCausalLM::from_pretrained(const std::string& dir, DType dtype,
                                                                      Device device) {
+  return from_pretrained(dir, dtype, device, PartialLoad{});
+}
+
+std::shared_ptr<LlamaForCausalLM> LlamaForCausalLM::from_pretrained(const std::string& dir, DType dtype, Device device,
+                                                                     const PartialLoad& partial) {
   LlamaConfig config = LlamaConfig::load(dir);
+  const bool in_parts = partial.selects != nullptr;
+  MLR_CHECK(!in_parts || partial.load, "from_pretrained: {}: a partial load selects parameters but has no loader", dir);
   ParamOptions options;
   options.dtype = dtype;
   options.device = device;
   options.skip_init = true;
+  options.unallocated = in_parts;  // each parameter gets its memory below, unless it is loaded in part
   auto m = std::make_shared<LlamaForCausalLM>(config, nullptr, options);
+  std::vector<std::pair<std::string, Variable>> selected;
+  std::set<std::string> selected_names;
+  if (in_parts) {
+    for (auto& [name, param] : m->named_parameters()) {
+      if (partial.selects(name)) {
+        selected.emplace_back(name, param);
+        selected_names.insert(name);
+      } else {
+        param.set_data(empty(param.shape(), {dtype, device}));
+      }
+    }
+  }
   // Views onto the mapped files; load_state_dict converts while copying into the parameters.
-  std::map<std::string, Tensor> tensors = load_checkpoint_tensors(dir);
-  for (auto it = tensors.begin(); it != tensors.end();) {
-    const std::string& name = it->first;
+  const Checkpoint checkpoint = Checkpoint::open(dir);
+  std::map<std::string, Tensor> tensors;
+  for (const std::string& name : checkpoint.names()) {
     const bool tied_head = config.tie_word_embeddings && name == "lm_head.weight";
     const bool inv_freq = name.size() >= 19 && name.compare(name.size() - 19, 19, "rotary_emb.inv_freq") == 0;
-    it = (tied_head || inv_freq) ? tensors.erase(it) : std::next(it);
+    if (!tied_head && !inv_freq && !selected_names.count(name)) tensors.emplace(name, checkpoint.get(name));
   }
   try {
-    m->load_state_dict(tensors);
+    if (!in_parts) {
+      m->load_state_dict(tensors);
+      return m;
+    }
+    // The selected parameters are checked here (present, same shape), the others by load_state_dict.
+    std::vector<std::string> missing, mis_shaped;
+    for (const auto& [name, param] : selected) {
+      if (!checkpoint.contains(name)) {
+        missing.push_back(name);
+      } else if (checkpoint.info(name).shape != param.shape()) {
+        mis_shaped.push_back(fmt::format("{} (checkpoint {}, model {})", name, shape_str(checkpoint.info(name).shape),
+                                         shape_str(param.shape())));
+      }
+    }
+    MLR_CHECK(mis_shaped.empty(), "load_state_dict (LlamaForCausalLM):\n  {} with the wrong shape: {}",
+              mis_shaped.size(), fmt::join(mis_shaped, ", "));
+    const LoadStateDictResult result = m->load_state_dict(tensors, /*strict=*/false);
+    for (const std::string& name : result.missing_keys)
+      if (!selected_names.count(name)) missing.push_back(name);
+    if (!missing.empty() || !result.unexpected_keys.empty()) {
+      std::string msg = "load_state_dict (LlamaForCausalLM):";
+      if (!missing.empty()) msg += fmt::format("\n  {} missing: {}", missing.size(), fmt::join(missing, ", "));
+      if (!result.unexpected_keys.empty())
+        msg += fmt::format("\n  {} unexpected: {}", result.unexpected_keys.size(), fmt::join(result.unexpected_keys, ", "));
+      throw Error(msg);
+    }
   } catch (const Error& e) {
     throw Error(fmt::format("from_pretrained: {}: {}", dir, std::string(e.what()).substr(5)));
+  }
+  for (const auto& entry : selected) {
+    const std::string& name = entry.first;
+    partial.load(name, entry.second, [&checkpoint, &name](int64_t begin, int64_t count) {
+      return checkpoint.get_range(name, begin, count);
+    });
   }
   return m;
 }

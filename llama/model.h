@@ -148,6 +148,20 @@ class LlamaForCausalLM : public Module {
   // lm_head.weight in the files; rotary_emb.inv_freq buffers of old checkpoints are ignored.
   static std::shared_ptr<LlamaForCausalLM> from_pretrained(const std::string& dir, DType dtype = DType::f32,
                                                            Device device = Device::cpu());
+  // Weights loaded only in part (dist/sharded_base.h: each rank reads its chunk of every frozen
+  // decoder weight). A parameter `selects` picks gets no memory (it holds a zero broadcast to its
+  // shape, ParamOptions::unallocated) and is handed to `load` with a reader of its stored tensor:
+  // read(begin, count) gives elements [begin, begin + count) of the flattened tensor in the file's
+  // dtype on the CPU, touching only those bytes of the file. Names, shapes and strictness are
+  // checked as for a whole load before any `load` call.
+  struct PartialLoad {
+    std::function<bool(const std::string& name)> selects;
+    std::function<void(const std::string& name, const Variable& param,
+                       const std::function<Tensor(int64_t begin, int64_t count)>& read)>
+        load;
+  };
+  static std::shared_ptr<LlamaForCausalLM> from_pretrained(const std::string& dir, DType dtype, Device device,
+                                                           const PartialLoad& partial);
   // Writes config.json and the weights as transformers does (one model.safetensors, or shards of
   // at most max_shard_bytes plus the index).
   void save_pretrained(const std::string& dir, uint64_t max_shard_bytes = 5'000'000'000ull) const;

@@ -252,6 +252,26 @@ Tensor SafetensorsFile::get(const std::string& name, std::optional<DType> as, De
   return stored.to(device, want);
 }
 
+Tensor SafetensorsFile::get_range(const std::string& name, int64_t begin, int64_t count) const {
+  const SafetensorInfo& inf = info(name);
+  const int64_t numel = shape_numel(inf.shape);
+  MLR_CHECK(begin >= 0 && count >= 0 && begin <= numel && count <= numel - begin,
+            "safetensors: {}: elements [{}, {}) of tensor '{}' are outside its {} elements (shape {})",
+            base_name(path_), begin, begin + count, name, numel, shape_str(inf.shape));
+  const size_t element = dtype_size(inf.dtype);
+  auto* p = static_cast<unsigned char*>(mapping_->mutable_data()) + 8 + header_bytes_ + inf.begin +
+            static_cast<size_t>(begin) * element;
+  const size_t nbytes = static_cast<size_t>(count) * element;
+  if (reinterpret_cast<uintptr_t>(p) % element == 0) {
+    auto keep = mapping_;  // as in get(): the view keeps the file mapped
+    auto storage = std::make_shared<Storage>(p, nbytes, Device::cpu(), [keep](void*) mutable { keep.reset(); });
+    return Tensor(storage, {count}, contiguous_strides({count}), 0, inf.dtype);
+  }
+  Tensor copy = empty({count}, {inf.dtype, Device::cpu()});
+  if (nbytes > 0) std::memcpy(copy.data_ptr(), p, nbytes);
+  return copy;
+}
+
 // ------------------------------------------------------------------------------------ checkpoints
 
 Checkpoint Checkpoint::open(const std::string& path) {
@@ -353,6 +373,10 @@ const SafetensorsFile& Checkpoint::file_of(const std::string& name) const {
 
 Tensor Checkpoint::get(const std::string& name, std::optional<DType> as, Device device) const {
   return file_of(name).get(name, as, device);
+}
+
+Tensor Checkpoint::get_range(const std::string& name, int64_t begin, int64_t count) const {
+  return file_of(name).get_range(name, begin, count);
 }
 
 std::map<std::string, Tensor> load_checkpoint_tensors(const std::string& path, std::optional<DType> as,

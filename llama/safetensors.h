@@ -52,6 +52,11 @@ class SafetensorsFile {
   // alive. Writes to the view go to private copy-on-write pages, never to the file. Otherwise the
   // tensor is converted to `as` and/or copied to `device`.
   Tensor get(const std::string& name, std::optional<DType> as = {}, Device device = Device::cpu()) const;
+  // Elements [begin, begin + count) of the flattened tensor `name` (row-major, so one byte range
+  // of the file), 1-d, in the stored dtype on the CPU: a view onto the mapping, so only the pages
+  // of that range are ever read, or a copy of just those bytes when the tensor sits at an offset
+  // unaligned for its dtype.
+  Tensor get_range(const std::string& name, int64_t begin, int64_t count) const;
 
  private:
   std::shared_ptr<MappedFile> mapping_;  // copy-on-write pages (base/mapped_file.h)
@@ -78,6 +83,7 @@ class Checkpoint {
   // The shard file holding `name`.
   const SafetensorsFile& file_of(const std::string& name) const;
   Tensor get(const std::string& name, std::optional<DType> as = {}, Device device = Device::cpu()) const;
+  Tensor get_range(const std::string& name, int64_t begin, int64_t count) const;  // SafetensorsFile's
   const std::vector<SafetensorsFile>& files() const { return files_; }
 
  private:

@@ -99,6 +99,7 @@ const AdapterType& dora_adapter_type() {
     AdapterType t = lora_adapter_type();  // LoRA's peft_type, YAML keys and structural fields (use_dora among them)
     t.name = "dora";
     t.display_name = "DoRA";
+    t.needs_base_weight = true;  // m = ||W0||_row at creation
     t.reads_file = [](const nlohmann::json& config) {
       return json_peft_type_is(config, "LORA") && json_field_or<bool>(config, "use_dora", false, "a boolean");
     };

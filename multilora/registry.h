@@ -81,6 +81,10 @@ struct AdapterType {
   // tensors of the same shapes computing the same function; training-only fields (dropout, init)
   // may differ.
   std::vector<std::string> structural_fields;
+  // Whether making an adapter reads the frozen weight's values (DoRA's magnitude starts at the
+  // weight's row norms): such adapters cannot be made on a base loaded sharded
+  // (dist/sharded_base.h, train.shard_frozen_base), whose weights have no values until gathered.
+  bool needs_base_weight = false;
 };
 
 // Every registered type, in registration order (LoRA first).

@@ -10,6 +10,7 @@ namespace {
 
 // Initialised in f32 on the CPU (where the Philox kernels are the reference), then placed.
 Tensor make_param(const Shape& shape, const ParamOptions& o, const std::function<void(Tensor&)>& init) {
+  if (o.unallocated) return zeros(Shape(shape.size(), 1), {o.dtype, o.device}).expand(shape);
   if (o.skip_init) return empty(shape, {o.dtype, o.device});
   Tensor t = empty(shape, DType::f32);
   init(t);

@@ -20,6 +20,9 @@ struct ParamOptions {
   Device device = Device::cpu();
   // Leave values uninitialised (a checkpoint is about to be loaded into them).
   bool skip_init = false;
+  // No memory at all: each parameter holds one zero broadcast to its shape until set_data gives it
+  // values (for a loader that gives memory to some parameters and keeps only a part of others).
+  bool unallocated = false;
 };
 
 class Linear : public UnaryModule {

@@ -62,9 +62,9 @@ struct TrainSection {
   bool overlap_grad_reduce = true;
   // Data parallel: the size of a gradient bucket (one collective each), in MiB.
   double grad_bucket_mib = 25;
-  // Data parallel with adapters: each rank keeps 1/world of the frozen decoder weights and
-  // gathers a layer around its use (dist/sharded_base.h; saves memory with
-  // activation_checkpointing).
+  // Data parallel with adapters: each rank reads and keeps 1/world of the frozen decoder weights
+  // and gathers a layer around its use (dist/sharded_base.h; saves memory with
+  // activation_checkpointing). Not with DoRA (its adapters are made from the whole weights).
   bool shard_frozen_base = false;
   // CPU threads of our kernels and BLAS (one OpenMP pool); 0: OMP_NUM_THREADS when set, else every core.
   int64_t threads = 0;

@@ -103,8 +103,9 @@ void print_memory_plan(const TrainConfig& config, int64_t world_size, double dev
                      fits(rows.back().sharded));
   out << "  (replicated: every rank holds everything; sharded: AdamW state 1/world (train.zero_stage: 1), frozen "
          "base weights 1/world plus two gathered layers (train.shard_frozen_base: true, with activation "
-         "checkpointing), gradients 1/world (train.zero_stage: 2); not counted: CUDA context, "
-         "cuBLASLt workspaces, NCCL buffers, fragmentation)\n";
+         "checkpointing; each rank reads only its 1/world of them from the files, so loading needs no more), "
+         "gradients 1/world (train.zero_stage: 2); not counted: CUDA context, cuBLASLt workspaces, NCCL buffers, "
+         "fragmentation)\n";
 }
 
 }  // namespace mlr

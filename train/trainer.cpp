@@ -296,7 +296,8 @@ class TrainingRun {
   // Every rank waits for rank 0 (evaluating, checkpointing) with the long timeout of such phases.
   void wait_for_rank0(const char* what);
   // train.shard_frozen_base: the base weights sharded, every adapter tensor kept whole.
-  void shard_frozen_base();
+  // `loaded`: the shards read at load time (first call); later calls slice the gathered weights.
+  void shard_frozen_base(std::vector<dist::LoadedShard> loaded = {});
   bool stop_requested() const { return group_ ? stop_agreed_ : g_stop_requested.load(); }
   void log_step(const StepResult& r);
   void evaluate_if_due();
@@ -319,6 +320,7 @@ class TrainingRun {
   std::unique_ptr<dist::GradientBuckets> grad_buckets_;
   std::unique_ptr<dist::ParameterOwners> owners_;  // train.zero_stage 1 with several ranks
   std::unique_ptr<dist::ShardedFrozenBase> sharded_base_;  // train.shard_frozen_base with several ranks
+  int64_t base_bytes_read_ = 0;  // of the decoder weights, from the files (train.shard_frozen_base)
   bool stop_agreed_ = false;  // a stop request seen by some rank, agreed on by all at the step's end
   std::ostream& out_;
   const fs::path output_dir_;
@@ -377,16 +379,29 @@ void TrainingRun::write_resolved_config() {
 // Model, tokenizer, adapters; the training data, and the held-out data and benchmark tasks when
 // evaluation is on (eval.interval > 0).
 void TrainingRun::load_model_and_data() {
-  model_ = LlamaForCausalLM::from_pretrained(config_.model.path, dtype_, device_);
+  const bool sharding = group_ && config_.train.shard_frozen_base;
+  std::vector<dist::LoadedShard> base_shards;
+  if (sharding) {
+    // Each rank reads only its shard of the decoder weights: they are never whole in memory.
+    MLR_CHECK(config_.adapter.type != "full", "mlr-train: train.shard_frozen_base shards the frozen weights of an "
+                                              "adapter run; full fine-tuning trains every weight (use train.zero_stage: 1)");
+    MLR_CHECK(!adapter_type(config_.adapter.type).needs_base_weight,
+              "mlr-train: adapter.type {} reads the base weights when its adapters are made, which "
+              "train.shard_frozen_base loads sharded (each rank reads only its part); set train.shard_frozen_base: "
+              "false", config_.adapter.type);
+    dist::ShardedLoad loaded = dist::load_with_sharded_base(config_.model.path, group_->rank(), group_->world_size(),
+                                                            dtype_, device_);
+    model_ = std::move(loaded.model);
+    base_shards = std::move(loaded.shards);
+    base_bytes_read_ = loaded.bytes_read;
+  } else {
+    model_ = LlamaForCausalLM::from_pretrained(config_.model.path, dtype_, device_);
+  }
   model_->set_gradient_checkpointing(config_.train.activation_checkpointing);
   tokenizer_ = load_tokenizer(config_.model.path, parse_tokenizer_backend(config_.tokenizer.backend));
   trainable_ = setup_trainable(*model_, config_);
   model_->train();
-  if (group_ && config_.train.shard_frozen_base) {
-    MLR_CHECK(!trainable_.full, "mlr-train: train.shard_frozen_base shards the frozen weights of an adapter run; full "
-                                "fine-tuning trains every weight (use train.zero_stage: 1)");
-    shard_frozen_base();
-  }
+  if (sharding) shard_frozen_base(std::move(base_shards));
   MLR_CHECK(!config_.data_yaml.empty(), "mlr-train: the configuration has no data section");
   // Rank 0 tokenizes (and writes the data cache) first; the others then read the cache.
   if (group_ && !main_rank_) wait_for_rank0("preparing the data");
@@ -510,9 +525,11 @@ void TrainingRun::open_logs() {
                           params_.size(), human_bytes(mine_bytes), human_bytes(all_bytes));
     }
     if (sharded_base_) {
-      out_ << fmt::format("; frozen base sharded: rank 0 keeps {} of {} of decoder weights",
+      out_ << fmt::format("; frozen base sharded: rank 0 keeps {} of {} of decoder weights (read {} of them from "
+                          "the files)",
                           human_bytes(static_cast<double>(sharded_base_->shard_bytes())),
-                          human_bytes(static_cast<double>(sharded_base_->full_bytes())));
+                          human_bytes(static_cast<double>(sharded_base_->full_bytes())),
+                          human_bytes(static_cast<double>(base_bytes_read_)));
     }
     out_ << "\n" << std::flush;
   }
@@ -804,7 +821,7 @@ TrainingState TrainingRun::owned_part(TrainingState whole) const {
   return whole;
 }
 
-void TrainingRun::shard_frozen_base() {
+void TrainingRun::shard_frozen_base(std::vector<dist::LoadedShard> loaded) {
   std::vector<Variable> adapter_tensors;
   for (const NamedAdapter& a : trainable_.adapters)
     for (const auto& [name, v] : a.adapter->named_tensors()) adapter_tensors.push_back(v);
@@ -814,7 +831,7 @@ void TrainingRun::shard_frozen_base() {
   if (device_.is_cpu())
     prefetcher = std::make_unique<dist::CollectiveWorker>(group_->new_communicator(device_, "prefetch"));
   sharded_base_ = std::make_unique<dist::ShardedFrozenBase>(group_->for_device(device_), *model_, adapter_tensors,
-                                                            std::move(prefetcher));
+                                                            std::move(prefetcher), std::move(loaded));
 }
 
 void TrainingRun::wait_for_rank0(const char* what) {

@@ -1,7 +1,13 @@
 // dist/sharded_base.h: a tiny LLaMA with adapters whose frozen decoder weights are sharded over 2
 // and 3 processes gives bit-identical losses, logits and adapter gradients to the same model
 // unsharded, with and without activation checkpointing; each rank keeps about 1/world of them.
+// Loaded sharded from the files, each rank reads about 1/world of the decoder weights' bytes and
+// the model is the same as one loaded whole and then sharded.
 #include <doctest/doctest.h>
+
+#include <unistd.h>
+
+#include <filesystem>
 
 #include "dist/collective_worker.h"
 #include "dist/sharded_base.h"
@@ -111,5 +117,78 @@ TEST_CASE("sharded frozen base with prefetch: the next layer's gather starts bef
       }
       return 0;
     }));
+  }
+}
+
+TEST_CASE("sharded frozen base loaded from the files: each rank reads 1/world of the decoder weights, same model") {
+  for (int world : {2, 3}) {
+    for (DType dtype : {DType::f32, DType::bf16}) {
+      CAPTURE(world);
+      CAPTURE(dtype_name(dtype));
+      // Rank 0 writes a random checkpoint here; every rank then loads it whole and sharded.
+      const std::filesystem::path dir = std::filesystem::temp_directory_path() /
+                                        ("mlr_sharded_load_" + std::to_string(::getpid()) + "_" + std::to_string(world));
+      test::check_all_ok(test::run_ranks(world, [dtype, dir](ProcessGroup& g, std::ostream& msg) {
+        if (g.rank() == 0) {
+          LlamaConfig config = tiny_config();
+          config.num_hidden_layers = 3;
+          config.vocab_size = 61;
+          config.qkv_bias = true;  // 1-d decoder weights besides the norms
+          config.o_proj_bias = true;
+          Generator init(2026);
+          LlamaForCausalLM(config, &init).save_pretrained(dir.string());
+        }
+        g.cpu().barrier();
+        auto whole = LlamaForCausalLM::from_pretrained(dir.string(), dtype);
+        ShardedLoad part = load_with_sharded_base(dir.string(), g.rank(), g.world_size(), dtype, Device::cpu());
+        // 13 decoder tensors per layer in the f32 file; world x a rank's chunk is within
+        // (world - 1)^2 elements of the tensor (padding), far from the whole tensor.
+        const int64_t tensors = 3 * 13, w = g.world_size();
+        if (part.stored_bytes <= 0 || std::abs(part.bytes_read * w - part.stored_bytes) > 4 * (w - 1) * (w - 1) * tensors) {
+          msg << "rank " << g.rank() << " read " << part.bytes_read << " of " << part.stored_bytes << " bytes";
+          return 1;
+        }
+        for (const auto& [name, p] : part.model->named_parameters()) {
+          const bool decoder = name.rfind("model.layers.", 0) == 0;
+          if (decoder == p.data().is_contiguous()) {
+            msg << name << (decoder ? " holds memory before the shards are installed" : " was not loaded whole");
+            return 1;
+          }
+        }
+        // The same adapters on both; the frozen base of `part` sharded from what was read.
+        InjectionSpec spec;
+        spec.adapter = std::make_shared<LoraConfig>();
+        spec.target_modules = {"q_proj", "v_proj", "down_proj"};
+        spec.seed = 17;
+        inject_adapters(*whole, spec);
+        inject_adapters(*part.model, spec);
+        ShardedFrozenBase shards(g.cpu(), *part.model, {}, nullptr, std::move(part.shards));
+        if (dtype == DType::f32) {
+          const std::vector<Tensor> want = outputs(*whole), got = outputs(*part.model);
+          for (size_t i = 0; i < want.size(); ++i) {
+            if (!bitwise_equal(got[i], want[i])) {
+              msg << "output " << i << " (0: loss, 1: logits, then gradients) differs";
+              return 1;
+            }
+          }
+        }
+        // Gathered, every weight equals the whole load's (converted alike from the f32 file).
+        const auto want_params = whole->named_parameters();
+        for (int64_t l = 0; l < 3; ++l) {
+          shards.gather(l);
+          const auto got_params = part.model->named_parameters();
+          for (size_t i = 0; i < want_params.size(); ++i) {
+            if (got_params[i].first.rfind("model.layers." + std::to_string(l) + ".", 0) != 0) continue;
+            if (!bitwise_equal(got_params[i].second.data(), want_params[i].second.data())) {
+              msg << got_params[i].first << " differs from the whole load's";
+              return 1;
+            }
+          }
+          shards.release(l);
+        }
+        return 0;
+      }));
+      std::filesystem::remove_all(dir);
+    }
   }
 }

@@ -83,6 +83,15 @@ if(TARGET mlr-train AND TARGET mlr_llama)
                    train.zero_stage=2 train.precision=bf16 train.grad_bucket_mib=0.008
            WORKING_DIRECTORY ${PROJECT_SOURCE_DIR})
   set_tests_properties(dist_resume_zero2_bf16 PROPERTIES LABELS "cpu" TIMEOUT 300)
+  # DoRA's adapters are made from the whole base weights, which a sharded load never holds: refused
+  # on every rank before anything is loaded.
+  mlr_add_output_test(NAME dist_sharded_base_dora_refused EXIT_CODE 1
+                      EXPECT "adapter.type dora reads the base weights when its adapters are made"
+                      COMMAND sh scripts/launch_cpu_ranks.sh 2 $<TARGET_FILE:mlr-train> configs/demo.yaml adapter.type=dora
+                              train.shard_frozen_base=true output_dir=${CMAKE_CURRENT_BINARY_DIR}/dp_dora_refused
+                              --no-progress-bar
+                      WORKING_DIRECTORY ${PROJECT_SOURCE_DIR})
+  set_tests_properties(dist_sharded_base_dora_refused PROPERTIES LABELS "cpu" TIMEOUT 60)
   add_test(NAME dist_sigterm
            COMMAND sh ${CMAKE_CURRENT_LIST_DIR}/sigterm_test.sh $<TARGET_FILE:mlr-train> ${CMAKE_CURRENT_BINARY_DIR}/dp_sigterm
            WORKING_DIRECTORY ${PROJECT_SOURCE_DIR})

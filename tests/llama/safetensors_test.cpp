@@ -136,6 +136,32 @@ TEST_CASE("safetensors: unconverted tensors are zero-copy views that keep the ma
   CHECK(again.get("lm_head.weight").to_vector<float>() == values);
 }
 
+TEST_CASE("safetensors: get_range reads one element range of the flattened tensor, as a view when aligned") {
+  auto f = SafetensorsFile::open((kFixtures / "mixed.safetensors").string());
+  const Tensor whole = f.get("lm_head.weight").reshape({-1});
+  REQUIRE(whole.numel() >= 8);
+  const Tensor part = f.get_range("lm_head.weight", 3, 5);
+  CHECK(part.shape() == Shape{5});
+  CHECK(part.to_vector<float>() == whole.narrow(0, 3, 5).to_vector<float>());
+  CHECK(part.data_ptr() == static_cast<const char*>(whole.data_ptr()) + 3 * whole.element_size());  // no copy
+  CHECK(f.get_range("lm_head.weight", whole.numel(), 0).numel() == 0);
+  const std::string msg = error_of([&] { f.get_range("lm_head.weight", whole.numel() - 1, 2); });
+  CAPTURE(msg);
+  CHECK(msg.find(fmt::format("mixed.safetensors: elements [{}, {}) of tensor 'lm_head.weight' are outside its {} "
+                             "elements", whole.numel() - 1, whole.numel() + 1, whole.numel())) != std::string::npos);
+
+  // A tensor at an offset unaligned for its dtype: the range is copied (only its bytes).
+  TempDir tmp;
+  const fs::path p = tmp.path / "unaligned.safetensors";
+  std::string data(2, '\0');
+  for (float v : {1.5f, -2.0f, 3.25f}) data.append(reinterpret_cast<const char*>(&v), 4);
+  std::string header = "{\"w\":{\"dtype\":\"F32\",\"shape\":[3],\"data_offsets\":[2,14]}}";
+  header.append((8 - header.size() % 8) % 8, ' ');
+  spit(p, make_file(header, data));
+  auto u = SafetensorsFile::open(p.string());
+  CHECK(u.get_range("w", 1, 2).to_vector<float>() == std::vector<float>{-2.0f, 3.25f});
+}
+
 TEST_CASE("safetensors: sharded checkpoint written by huggingface_hub") {
   const json set = expected()["sharded"];
   const auto want = tensors_of(set);
