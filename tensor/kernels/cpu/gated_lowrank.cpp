@@ -95,8 +95,9 @@ MLR_ALWAYS_INLINE void dots(const T* x, const A* rows, int64_t n, const int64_t*
   }
 }
 
-// out[c] = sum_j coef[j] * rows[idx[j]][c] (rows of length n, in the compute type)
-template <SimdLevel L, typename A, typename T>
+// out[c] = sum_j coef[j] * rows[idx[j]][c] (rows of length n, in the compute type); with
+// Accumulate, out[c] += that sum.
+template <SimdLevel L, bool Accumulate = false, typename A, typename T>
 MLR_ALWAYS_INLINE void combine_rows(T* out, const A* rows, int64_t n, const int64_t* idx, const A* coef,
                                     int64_t count) {
   if constexpr (std::is_same_v<T, float>) {
@@ -104,42 +105,18 @@ MLR_ALWAYS_INLINE void combine_rows(T* out, const A* rows, int64_t n, const int6
     const int64_t vec_end = n / W * W;
     for (int64_t c = 0; c < vec_end; c += W) {
       Vec<W> acc = {};
+      if constexpr (Accumulate) acc = load<W>(out + c);
       for (int64_t j = 0; j < count; ++j) acc += coef[j] * load<W>(rows + idx[j] * n + c);
       store<W>(out + c, acc);
     }
     for (int64_t c = vec_end; c < n; ++c) {
-      float acc = 0;
+      float acc = Accumulate ? out[c] : 0.0f;
       for (int64_t j = 0; j < count; ++j) acc += coef[j] * rows[idx[j] * n + c];
       out[c] = acc;
     }
   } else {
     for (int64_t c = 0; c < n; ++c) {
-      A acc = A(0);
-      for (int64_t j = 0; j < count; ++j) acc += coef[j] * rows[idx[j] * n + c];
-      out[c] = from_compute<T>(acc);
-    }
-  }
-}
-
-// out[c] += sum_j coef[j] * rows[idx[j]][c]
-template <SimdLevel L, typename A, typename T>
-MLR_ALWAYS_INLINE void add_rows(T* out, const A* rows, int64_t n, const int64_t* idx, const A* coef, int64_t count) {
-  if constexpr (std::is_same_v<T, float>) {
-    constexpr int W = kVecWidth<L>;
-    const int64_t vec_end = n / W * W;
-    for (int64_t c = 0; c < vec_end; c += W) {
-      Vec<W> acc = load<W>(out + c);
-      for (int64_t j = 0; j < count; ++j) acc += coef[j] * load<W>(rows + idx[j] * n + c);
-      store<W>(out + c, acc);
-    }
-    for (int64_t c = vec_end; c < n; ++c) {
-      float acc = out[c];
-      for (int64_t j = 0; j < count; ++j) acc += coef[j] * rows[idx[j] * n + c];
-      out[c] = acc;
-    }
-  } else {
-    for (int64_t c = 0; c < n; ++c) {
-      A acc = to_compute(out[c]);
+      A acc = Accumulate ? to_compute(out[c]) : A(0);
       for (int64_t j = 0; j < count; ++j) acc += coef[j] * rows[idx[j] * n + c];
       out[c] = from_compute<T>(acc);
     }
@@ -271,13 +248,28 @@ struct RouterTokens {
       }
       T* dxt = dx + t * in;
       if (accumulate) {
-        add_rows<L>(dxt, w, in, idx.data(), dl.data(), n);
+        combine_rows<L, true>(dxt, w, in, idx.data(), dl.data(), n);
       } else {
         combine_rows<L>(dxt, w, in, idx.data(), dl.data(), n);
       }
     }
   }
 };
+
+// Runs WeightGrad over the r ranks: dW [r, n] in the compute type.
+template <typename T>
+std::vector<compute_t<T>> weight_grad(const bool* mask, const compute_t<T>* coef, const T* src, int64_t tokens,
+                                      int64_t r, int64_t n) {
+  std::vector<compute_t<T>> dw(static_cast<size_t>(r * n));
+  WeightGrad<T> f{mask, coef, src, dw.data(), tokens, r, n};
+  parallel_rows(r, 1, f);
+  return dw;
+}
+
+template <typename T>
+void store_rounded(T* dst, const std::vector<compute_t<T>>& src) {
+  for (size_t i = 0; i < src.size(); ++i) dst[i] = from_compute<T>(src[i]);
+}
 
 template <typename T>
 std::vector<compute_t<T>> to_compute_copy(const T* p, int64_t n) {
@@ -338,19 +330,13 @@ void gated_lowrank_backward(const Tensor& dx, const Tensor& da, const Tensor& db
     parallel_rows(tokens, 16, per_token);
 
     // dA_i = sum_t (g u)_ti x_t
-    std::vector<A> da_c(static_cast<size_t>(r * in));
-    WeightGrad<T> grad_a{mask.data<bool>(), coef_a.data(), x.data<T>(), da_c.data(), tokens, r, in};
-    parallel_rows(r, 1, grad_a);
-    T* pda = da.data<T>();
-    for (int64_t i = 0; i < r * in; ++i) pda[i] = from_compute<T>(da_c[static_cast<size_t>(i)]);
+    store_rounded(da.data<T>(), weight_grad(mask.data<bool>(), coef_a.data(), x.data<T>(), tokens, r, in));
 
     // dBt_i = sum_t (g h)_ti dy_t, then dB = dBt^T
     std::vector<A> coef_b(static_cast<size_t>(tokens * r));
     const T *ph = h.data<T>(), *pg = g.data<T>();
     for (int64_t i = 0; i < tokens * r; ++i) coef_b[static_cast<size_t>(i)] = to_compute(pg[i]) * to_compute(ph[i]);
-    std::vector<A> dbt(static_cast<size_t>(r * out));
-    WeightGrad<T> grad_bt{mask.data<bool>(), coef_b.data(), dy.data<T>(), dbt.data(), tokens, r, out};
-    parallel_rows(r, 1, grad_bt);
+    const std::vector<A> dbt = weight_grad(mask.data<bool>(), coef_b.data(), dy.data<T>(), tokens, r, out);
     T* pdb = db.data<T>();
     for (int64_t o = 0; o < out; ++o)
       for (int64_t i = 0; i < r; ++i) pdb[o * r + i] = from_compute<T>(dbt[static_cast<size_t>(i * out + o)]);
@@ -373,11 +359,7 @@ void sigmoid_router_backward(const Tensor& dx, const Tensor& dw, const Tensor& d
     RouterTokens<T> per_token{ds.data<T>(), s.data<T>(), mask.data<bool>(), w_c.data(), dx.data<T>(),
                               coef.data(),  r,           in,               accumulate};
     parallel_rows(tokens, 16, per_token);
-    std::vector<A> dw_c(static_cast<size_t>(r * in));
-    WeightGrad<T> grad_w{mask.data<bool>(), coef.data(), x.data<T>(), dw_c.data(), tokens, r, in};
-    parallel_rows(r, 1, grad_w);
-    T* pdw = dw.data<T>();
-    for (int64_t i = 0; i < r * in; ++i) pdw[i] = from_compute<T>(dw_c[static_cast<size_t>(i)]);
+    store_rounded(dw.data<T>(), weight_grad(mask.data<bool>(), coef.data(), x.data<T>(), tokens, r, in));
   });
 }
 
