@@ -86,7 +86,7 @@ Variable routed_update(const Variable& xs, const Variable& xa, const Variable& A
   const Variable xs2 = reshape(xs, {tokens, in});
   const Variable xa2 = xa.is_same(xs) ? xs2 : reshape(xa, {tokens, in});
   Variable y = routed_lowrank(xa2, xs2, A, B, router, scores.reshape({tokens, r}), selected.reshape({tokens, r}),
-                              gate_scale, score == SmoraScore::sigmoid ? RouterScore::sigmoid : RouterScore::softmax);
+                              gate_scale, score);
   return reshape(y, out_shape);
 }
 

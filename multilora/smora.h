@@ -26,10 +26,12 @@
 
 #include "multilora/adapter.h"
 #include "multilora/registry.h"
+#include "tensor/nn_ops.h"
 
 namespace mlr {
 
-enum class SmoraScore { sigmoid, softmax };
+// The router's score function (sigmoid or softmax over the ranks): the one the routed update op takes.
+using SmoraScore = RouterScore;
 
 struct SmoraConfig : AdapterConfig {
   int64_t r = 8;
