@@ -4,7 +4,7 @@ namespace mlr::dist {
 
 CollectiveWorker::CollectiveWorker(std::unique_ptr<Communicator> comm) : comm_(std::move(comm)) {
   MLR_CHECK(comm_ != nullptr, "dist: a collective worker needs a communicator");
-  thread_ = std::thread([this] { loop(); });
+  if (!comm_->queues_on_device()) thread_ = std::thread([this] { loop(); });
 }
 
 CollectiveWorker::~CollectiveWorker() {
@@ -14,10 +14,11 @@ CollectiveWorker::~CollectiveWorker() {
     queue_.clear();  // their waits (if anyone still waits) report a broken promise
   }
   wake_.notify_all();
-  thread_.join();
+  if (thread_.joinable()) thread_.join();
 }
 
 CollectiveWork CollectiveWorker::submit(std::function<void(Communicator&)> job) {
+  if (!threaded()) return comm_->start(job);
   std::packaged_task<void()> task([this, job = std::move(job)] { job(*comm_); });
   CollectiveWork work(task.get_future().share());
   {

@@ -28,6 +28,12 @@ void Communicator::check_same(const char* collective, const Tensor& a, const Ten
             collective, a.numel(), b.numel(), world_size_, a.numel() * num / den);
 }
 
+CollectiveWork Communicator::start(const std::function<void(Communicator&)>&) {
+  throw Error(fmt::format("dist: rank {}: the {} communicator runs collectives on the calling thread only; start them "
+                          "on a collective worker's thread (dist/collective_worker.h)",
+                          rank_, backend()));
+}
+
 CollectiveError Communicator::failure(const char* collective, int64_t sequence, const std::string& shape,
                                       double seconds, const std::string& cause) const {
   std::string peers = observer_.describe_peers ? observer_.describe_peers() : std::string();

@@ -20,6 +20,7 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <future>
 #include <memory>
 #include <string>
 
@@ -33,6 +34,24 @@ enum class ReduceOp { sum, avg };
 class CollectiveError : public Error {
  public:
   using Error::Error;
+};
+
+class Communicator;
+
+// A job of collectives started to run beside the caller's work (dist/collective_worker.h): on a
+// thread of its own (CPU communicators) or queued on a device's communication stream (NCCL).
+// wait() returns once the job's results may be used by what the caller does next (for a queued
+// job: its completion checked within the timeout, and the device's compute stream ordered after
+// it), and rethrows the job's error; later calls return (or rethrow) the same at once.
+class CollectiveWork {
+ public:
+  CollectiveWork() = default;
+  explicit CollectiveWork(std::shared_future<void> done) : done_(std::move(done)) {}
+  bool valid() const { return done_.valid(); }
+  void wait() const { done_.get(); }
+
+ private:
+  std::shared_future<void> done_;
 };
 
 // What a communicator reports to its process group: the collective it enters (for the
@@ -61,6 +80,17 @@ class Communicator {
   virtual void all_gather(const Tensor& input, Tensor& output) = 0;
   virtual void broadcast(Tensor& t, int root) = 0;
   virtual void barrier() = 0;
+
+  // Whether start() exists: the communicator queues its collectives on a device stream (NCCL), so
+  // a job of them can be started without a thread. CPU communicators block the calling thread
+  // until a collective is done; running them beside other work takes a thread
+  // (dist/collective_worker.h).
+  virtual bool queues_on_device() const { return false; }
+  // Queues the collectives `job` makes on this communicator and returns at once; they run in
+  // queue order on the device while the caller goes on, reading their inputs as the device's
+  // compute stream left them when each was queued. The caller must not touch the job's tensors
+  // until wait() returns. Throws unless queues_on_device().
+  virtual CollectiveWork start(const std::function<void(Communicator&)>& job);
 
  protected:
   // Checks the arguments every backend shares (contiguous, dtype, device, sizes) and counts the

@@ -9,7 +9,7 @@
 // stays undefined (the optimizer skips it, as on one rank); one missing on some ranks only counts
 // as zeros there.
 //
-// Overlap with backward (when constructed with a collective worker, CPU tensors): arm() before the
+// Overlap with backward (when constructed with a collective worker): arm() before the
 // backward that completes the step's gradients (the last micro-batch: the earlier ones accumulate
 // locally, PyTorch's no_sync) installs a gradient-ready hook on every parameter (autograd's
 // set_grad_ready_hook). When every member of a bucket is ready, and every earlier bucket has

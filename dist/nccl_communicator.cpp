@@ -7,6 +7,7 @@
 #include <nccl.h>
 
 #include <cstring>
+#include <future>
 #include <thread>
 #endif
 
@@ -91,6 +92,39 @@ class NcclCommunicator : public Communicator {
   }
 
   std::string backend() const override { return "nccl"; }
+  bool queues_on_device() const override { return true; }
+
+  // The job's collectives are queued (launch() in queueing mode: no completion wait), then one
+  // event behind them; the work's wait() polls that event within the timeout and puts the compute
+  // stream behind it. The timeout counts from wait(): the job may rightly sit behind long compute.
+  CollectiveWork start(const std::function<void(Communicator&)>& job) override {
+    MLR_CHECK(!queueing_, "dist: rank {}: nccl: a collective job started from inside another", rank_);
+    queueing_ = true;
+    queued_ = Queued();
+    try {
+      job(*this);
+    } catch (...) {
+      queueing_ = false;
+      throw;
+    }
+    queueing_ = false;
+    MLR_NCCL_CUDA_CHECK(cudaSetDevice(device_));
+    cudaEvent_t raw = nullptr;
+    MLR_NCCL_CUDA_CHECK(cudaEventCreateWithFlags(&raw, cudaEventDisableTiming));
+    std::shared_ptr<CUevent_st> done(raw, [](cudaEvent_t e) { cudaEventDestroy(e); });
+    MLR_NCCL_CUDA_CHECK(cudaEventRecord(done.get(), stream_));
+    const Queued what = queued_;
+    return CollectiveWork(std::async(std::launch::deferred, [this, done, what] {
+                            MLR_CHECK(comm_ != nullptr,
+                                      "dist: rank {}: nccl: waiting for {} #{} after the communicator was aborted by "
+                                      "an earlier failure",
+                                      rank_, what.collective, what.sequence);
+                            MLR_NCCL_CUDA_CHECK(cudaSetDevice(device_));
+                            wait_comm(what.collective, what.sequence, what.shape, std::chrono::steady_clock::now(),
+                                      done.get());
+                            MLR_NCCL_CUDA_CHECK(cudaStreamWaitEvent(mlr::cuda::current_stream(device_), done.get(), 0));
+                          }).share());
+  }
 
   void all_reduce(Tensor& t, ReduceOp op) override {
     launch("all_reduce", t, [&] {
@@ -182,12 +216,29 @@ class NcclCommunicator : public Communicator {
       throw failure(collective, seq, describe(t), elapsed(t0),
                     fmt::format("{} ({})", ncclGetErrorString(r), ncclGetLastError(comm_)));
     }
+    // A non-blocking communicator may return ncclInProgress before the collective is on the stream:
+    // an event recorded now could come before it. It is queued once the communicator's state is
+    // ncclSuccess again.
+    wait_comm(collective, seq, describe(t), t0);
+    if (queueing_) {
+      queued_ = {collective, seq, describe(t)};
+      return;
+    }
     MLR_NCCL_CUDA_CHECK(cudaEventRecord(done_, stream_));
     MLR_NCCL_CUDA_CHECK(cudaStreamWaitEvent(compute, done_, 0));
     wait_comm(collective, seq, describe(t), t0, done_);
   }
 
+  // The last collective of the job being queued by start(), for its wait's errors.
+  struct Queued {
+    const char* collective = "collective job";
+    int64_t sequence = 0;
+    std::string shape;
+  };
+
   int device_;
+  bool queueing_ = false;
+  Queued queued_;
   ncclComm_t comm_ = nullptr;
   cudaStream_t stream_ = nullptr;
   cudaEvent_t ready_ = nullptr, done_ = nullptr;

@@ -7,7 +7,10 @@
 // then waits for it: later kernels see the result, in stream order. The host polls the
 // collective's completion event together with ncclCommGetAsyncError and aborts the communicator
 // after the timeout, so a lost peer is an error naming the collective, never a hang. The poll
-// makes every call synchronous for the host (no overlap of communication with later host work).
+// makes each plain call synchronous for the host. start() (Communicator::queues_on_device) queues
+// a job of collectives without that poll: the device runs them on the communication stream while
+// the compute stream goes on (gradient buckets during backward, the sharded base's prefetch:
+// dist/collective_worker.h), and the job's wait() does the poll and the stream ordering.
 //
 // Built with MLR_CUDA (not in the emulated build, which has no NCCL); otherwise
 // make_nccl_communicator throws saying so.

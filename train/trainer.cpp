@@ -452,9 +452,10 @@ void TrainingRun::build_optimizer() {
       if (config_.train.zero_stage == 2)
         for (size_t i = 0; i < params_.size(); ++i) buckets.owners.push_back(owners_->owner(i));
     }
-    // Overlap needs the communication thread, which drives CPU collectives only (dist/collective_worker.h).
+    // Buckets reduced while backward runs, on connections of their own: a thread drives them on
+    // the CPU, NCCL queues them on its communication stream (dist/collective_worker.h).
     std::unique_ptr<dist::CollectiveWorker> worker;
-    if (config_.train.overlap_grad_reduce && device_.is_cpu())
+    if (config_.train.overlap_grad_reduce)
       worker = std::make_unique<dist::CollectiveWorker>(group_->new_communicator(device_, "grad"));
     grad_buckets_ = std::make_unique<dist::GradientBuckets>(comm, params_, buckets, std::move(worker));
     grad_buckets_->broadcast_parameters(0);  // every rank starts from rank 0's weights
@@ -825,11 +826,9 @@ void TrainingRun::shard_frozen_base(std::vector<dist::LoadedShard> loaded) {
   std::vector<Variable> adapter_tensors;
   for (const NamedAdapter& a : trainable_.adapters)
     for (const auto& [name, v] : a.adapter->named_tensors()) adapter_tensors.push_back(v);
-  // The next layer's gather overlaps this layer's compute on a thread of its own (CPU collectives
-  // only: dist/collective_worker.h).
-  std::unique_ptr<dist::CollectiveWorker> prefetcher;
-  if (device_.is_cpu())
-    prefetcher = std::make_unique<dist::CollectiveWorker>(group_->new_communicator(device_, "prefetch"));
+  // The next layer's gather overlaps this layer's compute (on a thread of its own for CPU
+  // collectives, on NCCL's communication stream for CUDA: dist/collective_worker.h).
+  auto prefetcher = std::make_unique<dist::CollectiveWorker>(group_->new_communicator(device_, "prefetch"));
   sharded_base_ = std::make_unique<dist::ShardedFrozenBase>(group_->for_device(device_), *model_, adapter_tensors,
                                                             std::move(prefetcher), std::move(loaded));
 }

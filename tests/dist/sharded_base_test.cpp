@@ -11,6 +11,7 @@
 
 #include "dist/collective_worker.h"
 #include "dist/sharded_base.h"
+#include "tests/dist/deferred_communicator.h"
 #include "tests/dist/run_ranks.h"
 #include "tests/multilora/checkpoint_exact.h"
 
@@ -73,10 +74,14 @@ TEST_CASE("sharded frozen base: same loss, logits and gradients as unsharded, ov
   }
 }
 
+// The prefetcher's jobs on a thread (CPU collectives) and queued as NCCL queues them
+// (tests/dist/deferred_communicator.h): the same events and bytes.
 TEST_CASE("sharded frozen base with prefetch: the next layer's gather starts before the current layer is released") {
-  for (bool checkpointing : {false, true}) {
+  for (int variant = 0; variant < 4; ++variant) {
+    const bool queued = variant >= 2, checkpointing = variant % 2 == 1;
+    CAPTURE(queued);
     CAPTURE(checkpointing);
-    test::check_all_ok(test::run_ranks(2, [checkpointing](ProcessGroup& g, std::ostream& msg) {
+    test::check_all_ok(test::run_ranks(2, [checkpointing, queued](ProcessGroup& g, std::ostream& msg) {
       test::CheckpointedModel plain = test::make_checkpointing_model("lora", Device::cpu(), checkpointing);
       test::CheckpointedModel sharded = test::make_checkpointing_model("lora", Device::cpu(), checkpointing);
       // Two steps each (the second starts from where the first left the prefetch); the adapters'
@@ -88,8 +93,9 @@ TEST_CASE("sharded frozen base with prefetch: the next layer's gather starts bef
       }
       std::vector<std::string> events;
       {
-        ShardedFrozenBase shards(g.cpu(), *sharded.model, {},
-                                 std::make_unique<CollectiveWorker>(g.new_communicator(Device::cpu(), "prefetch")));
+        std::unique_ptr<Communicator> side = g.new_communicator(Device::cpu(), "prefetch");
+        if (queued) side = std::make_unique<test::DeferredCommunicator>(std::move(side));
+        ShardedFrozenBase shards(g.cpu(), *sharded.model, {}, std::make_unique<CollectiveWorker>(std::move(side)));
         shards.on_event = [&](const std::string& e) { events.push_back(e); };
         for (int pass = 0; pass < 2; ++pass) {
           for (auto [name, p] : sharded.model->named_parameters(true)) p.zero_grad(/*set_to_none=*/true);
