@@ -92,6 +92,19 @@ LaunchInfo launch_info_from_env(const EnvLookup& getenv) {
     info.master_port = parse_int(getenv, "MASTER_PORT", 1);
     MLR_CHECK(info.master_port <= 65535, "dist: MASTER_PORT={} is not a TCP port", info.master_port);
   }
+  // torchrun's elastic agent hosts a store of its own (PyTorch's TCPStore) at MASTER_ADDR:MASTER_PORT
+  // and tells its workers so; ours then listens on the next port of the same host.
+  if (info.launcher == "torchrun" && getenv("TORCHELASTIC_USE_AGENT_STORE").value_or("") == "True") {
+    MLR_CHECK(info.master_port < 65535,
+              "dist: torchrun's agent holds MASTER_PORT={} and the rendezvous store needs the next port; set "
+              "MLR_STORE_PORT to a free port",
+              info.master_port);
+    info.master_port += 1;
+  }
+  if (getenv("MLR_STORE_PORT")) {
+    info.master_port = parse_int(getenv, "MLR_STORE_PORT", 1);
+    MLR_CHECK(info.master_port <= 65535, "dist: MLR_STORE_PORT={} is not a TCP port", info.master_port);
+  }
   return info;
 }
 

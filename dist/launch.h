@@ -8,7 +8,10 @@
 // torchrun's variables win when several sets are present (torchrun inside an allocation sets them
 // on top of Slurm's). MASTER_ADDR and MASTER_PORT always override; without them the rendezvous
 // host is 127.0.0.1 when every rank is on this node (or srun's launch node), and the port 29500
-// (torchrun's default). No variable at all: a single process (world size 1).
+// (torchrun's default). Under torchrun (TORCHELASTIC_USE_AGENT_STORE=True) its agent already
+// listens on MASTER_PORT with PyTorch's own store, so rank 0 hosts ours on MASTER_PORT + 1.
+// MLR_STORE_PORT, when set, is the store's port whatever the launcher. No variable at all: a
+// single process (world size 1).
 #pragma once
 
 #include <functional>
@@ -21,7 +24,7 @@ struct LaunchInfo {
   int rank = 0, world_size = 1;
   int local_rank = 0, local_world_size = 1;
   std::string master_addr = "127.0.0.1";
-  int master_port = 29500;
+  int master_port = 29500;  // of the rendezvous store (dist/store.h) hosted by rank 0
   std::string launcher = "none";  // torchrun | slurm | openmpi | none: which variables were read
 };
 

@@ -72,7 +72,7 @@ StoreServer::StoreServer(int port) {
     const int err = errno;
     ::close(listen_fd_);
     throw Error(fmt::format("dist: rank 0 cannot host the rendezvous store on port {}: {} (another job on this node? "
-                            "set MASTER_PORT to a free port)",
+                            "set MASTER_PORT, or MLR_STORE_PORT, to a free port)",
                             port, std::strerror(err)));
   }
   socklen_t len = sizeof addr;

@@ -12,5 +12,5 @@ $SUDO apt-get install -y -qq --no-install-recommends \
   libopenblas-dev libopenblas-openmp-dev libomp-dev \
   doctest-dev libfmt-dev nlohmann-json3-dev libcli11-dev libyaml-cpp-dev \
   libzstd-dev libsentencepiece-dev \
-  libgloo-dev \
+  libgloo-dev openmpi-bin \
   clang libclang-rt-dev llvm  # scripts/fuzz.sh: clang with libFuzzer and the sanitizer runtimes, llvm-symbolizer

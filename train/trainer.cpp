@@ -61,8 +61,28 @@ namespace fs = std::filesystem;
 namespace {
 
 std::atomic<bool> g_stop_requested{false};
+std::atomic<bool> g_in_training_loop{false};
 
-extern "C" void on_stop_signal(int) { g_stop_requested.store(true); }
+// In the training loop a stop request is served at the end of the step (a checkpoint, exit 130).
+// Before it there is nothing to save (loading, joining the other ranks, preparing the data: the
+// data cache and run files are written atomically), so the process leaves at once, as a launcher
+// that stops its workers (torchrun sends SIGTERM, then SIGKILL 30 s later) expects.
+extern "C" void on_stop_signal(int signal) {
+  if (!g_in_training_loop.load()) {
+    static const char message[] = "mlr-train: stopped by a signal before training started; nothing to save\n";
+    (void)!::write(STDERR_FILENO, message, sizeof message - 1);
+    ::_exit(128 + signal);
+  }
+  g_stop_requested.store(true);
+}
+
+// Marks the training loop for the signal handler while it lives.
+struct InTrainingLoop {
+  InTrainingLoop() { g_in_training_loop.store(true); }
+  ~InTrainingLoop() { g_in_training_loop.store(false); }
+  InTrainingLoop(const InTrainingLoop&) = delete;
+  InTrainingLoop& operator=(const InTrainingLoop&) = delete;
+};
 
 // bf16 on the CPU pays off only with AVX512-BF16 (tensor/kernels/cpu/matmul.cpp); elsewhere the
 // run computes in f32 and says so.
@@ -867,6 +887,7 @@ void TrainingRun::check_global_batch(const TrainerState& state, const std::strin
 
 TrainReport TrainingRun::run() {
   run_start_ = std::chrono::steady_clock::now();
+  const InTrainingLoop in_loop;
   while (step_ < config_.train.steps) {
     log_step(train_step());
     evaluate_if_due();

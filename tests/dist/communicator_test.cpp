@@ -80,6 +80,15 @@ TEST_CASE("launch: torchrun, Slurm and Open MPI environments") {
                        {"OMPI_COMM_WORLD_LOCAL_SIZE", "4"}});
   CHECK(m.launcher == "openmpi");
   CHECK((m.rank == 1 && m.world_size == 4 && m.master_addr == "127.0.0.1"));
+  // torchrun's agent listens on MASTER_PORT itself (as its `env` shows its workers): ours takes the next port.
+  LaunchInfo agent = from({{"RANK", "0"}, {"WORLD_SIZE", "2"}, {"MASTER_ADDR", "localhost"}, {"MASTER_PORT", "38087"},
+                           {"TORCHELASTIC_USE_AGENT_STORE", "True"}, {"TORCHELASTIC_RUN_ID", "x"}});
+  CHECK((agent.launcher == "torchrun" && agent.master_addr == "localhost" && agent.master_port == 38088));
+  LaunchInfo chosen = from({{"RANK", "0"}, {"WORLD_SIZE", "2"}, {"MASTER_PORT", "38087"},
+                            {"TORCHELASTIC_USE_AGENT_STORE", "True"}, {"MLR_STORE_PORT", "40000"}});
+  CHECK(chosen.master_port == 40000);
+  CHECK(from({{"OMPI_COMM_WORLD_RANK", "0"}, {"OMPI_COMM_WORLD_SIZE", "2"}, {"MLR_STORE_PORT", "40001"}}).master_port ==
+        40001);
 }
 
 TEST_CASE("launch: malformed or inconsistent variables are errors naming them") {
@@ -92,6 +101,11 @@ TEST_CASE("launch: malformed or inconsistent variables are errors naming them") 
             .find("MASTER_PORT=70000 is not a TCP port") != std::string::npos);
   CHECK(error_of([] { from({{"RANK", "0"}, {"WORLD_SIZE", "4"}, {"LOCAL_WORLD_SIZE", "2"}}); })
             .find("set MASTER_ADDR") != std::string::npos);
+  CHECK(error_of([] { from({{"RANK", "0"}, {"WORLD_SIZE", "2"}, {"MLR_STORE_PORT", "65536"}}); })
+            .find("MLR_STORE_PORT=65536 is not a TCP port") != std::string::npos);
+  CHECK(error_of([] {
+          from({{"RANK", "0"}, {"WORLD_SIZE", "2"}, {"MASTER_PORT", "65535"}, {"TORCHELASTIC_USE_AGENT_STORE", "True"}});
+        }).find("set MLR_STORE_PORT") != std::string::npos);
 }
 
 TEST_CASE("store: set, get, add, and a timed-out wait names what is missing") {

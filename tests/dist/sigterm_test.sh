@@ -1,7 +1,9 @@
 #!/bin/sh
 # SIGTERM to one rank of a 2-rank run: the ranks agree at the end of the step (the stop flag is
 # summed with the step's statistics), rank 0 saves a checkpoint, both exit with 130; the run then
-# resumes from it on 2 ranks.
+# resumes from it on 2 ranks. Before its training loop (here: rank 1 waiting at the rendezvous for
+# a rank 0 that never starts) a rank stopped by SIGTERM leaves at once with 143, as a launcher that
+# stops its workers expects.
 # Usage: sigterm_test.sh <mlr-train> <scratch dir>
 set -eu
 train=$1
@@ -27,3 +29,18 @@ MLR_DIST_TIMEOUT=30 sh scripts/launch_cpu_ranks.sh 2 "$train" configs/demo.yaml 
 grep -q "resumed from .*step-$step at step $step" "$dir/resume.log" || { cat "$dir/resume.log"; exit 1; }
 grep -q "done: $((step + 2)) steps" "$dir/resume.log" || { cat "$dir/resume.log"; exit 1; }
 echo "SIGTERM to rank 1 stopped both ranks at step $step (status 130), and the run resumed from there"
+MASTER_ADDR=127.0.0.1 MASTER_PORT=$((20000 + $(od -An -N2 -tu2 /dev/urandom | tr -d ' ') % 40000)) RANK=1 WORLD_SIZE=2 \
+  MLR_DIST_TIMEOUT=60 "$train" configs/demo.yaml output_dir="$dir/alone" --no-progress-bar > "$dir/alone.log" 2>&1 &
+alone=$!
+sleep 1
+kill -TERM "$alone"
+t0=$(date +%s)
+s=0
+wait "$alone" || s=$?
+t1=$(date +%s)
+if [ $s -ne 143 ] || [ $((t1 - t0)) -gt 5 ]; then
+  echo "a rank waiting at the rendezvous exited with $s after $((t1 - t0)) s of SIGTERM, expected 143 at once"
+  cat "$dir/alone.log"; exit 1
+fi
+grep -q "stopped by a signal before training started" "$dir/alone.log" || { cat "$dir/alone.log"; exit 1; }
+echo "SIGTERM at the rendezvous: exit 143 within $((t1 - t0)) s"

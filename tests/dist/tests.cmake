@@ -57,6 +57,13 @@ if(TARGET mlr-train AND TARGET mlr_llama)
                    ${CMAKE_CURRENT_BINARY_DIR}/dp_nccl_world1 ${dp_loss_bound} ${dp_weight_bound}
            WORKING_DIRECTORY ${PROJECT_SOURCE_DIR})
   set_tests_properties(dist_nccl_world1 PROPERTIES LABELS "cuda" TIMEOUT 300 SKIP_RETURN_CODE 77)
+  # mpirun and torchrun (or torchrun's environment with its agent holding MASTER_PORT) launching
+  # mlr-train unchanged, each equal to one process with the whole batch.
+  add_test(NAME dist_launchers
+           COMMAND sh ${CMAKE_CURRENT_LIST_DIR}/launchers_test.sh $<TARGET_FILE:mlr-train> $<TARGET_FILE:dist_compare_runs>
+                   ${CMAKE_CURRENT_BINARY_DIR}/dp_launchers ${dp_loss_bound} ${dp_weight_bound}
+           WORKING_DIRECTORY ${PROJECT_SOURCE_DIR})
+  set_tests_properties(dist_launchers PROPERTIES LABELS "cpu" TIMEOUT 300 SKIP_RETURN_CODE 77)
   add_test(NAME dist_resume
            COMMAND sh ${CMAKE_CURRENT_LIST_DIR}/resume_test.sh $<TARGET_FILE:mlr-train> $<TARGET_FILE:dist_compare_runs>
                    ${CMAKE_CURRENT_BINARY_DIR}/dp_resume ${dp_loss_bound} ${dp_weight_bound} adapter.type=smora

@@ -1,0 +1,67 @@
+#!/bin/sh
+# mlr-train unchanged under the launchers users run: `mpirun -np 2` (Open MPI's OMPI_COMM_WORLD_*
+# variables) and `torchrun --nproc_per_node 2 --no-python` (its elastic agent holds MASTER_PORT with
+# PyTorch's own store: ours must take another port), each against 1 process with the whole batch.
+# torchrun is PyTorch's, not a dependency: found on PATH or given as MLR_TORCHRUN, else its place
+# is taken by torchrun's environment as its `env` shows it (TORCHELASTIC_USE_AGENT_STORE=True) with
+# a listener holding MASTER_PORT as its agent does. A launcher that is not installed is named and
+# left out; exit 77 (skipped) when neither mpirun nor python3 (for the stand-in) exists.
+# Usage: launchers_test.sh <mlr-train> <dist_compare_runs> <scratch dir> <loss bound> <weight bound>
+set -eu
+train=$1
+compare=$2
+dir=$3
+loss_bound=$4
+weight_bound=$5
+common="configs/demo.yaml train.steps=6 eval.interval=0 save.interval=0 log.interval=1 log.tensorboard=false --no-progress-bar"
+rm -rf "$dir"
+mkdir -p "$dir"
+ran=""
+check() {  # <name>: the launched run's log says 2 ranks of that launcher and it equals the single run
+  grep -q "data parallel: 2 ranks x 2 rows per micro-batch ($2 launch)" "$dir/$1.log" || { echo "$1: not a 2-rank $2 run"; cat "$dir/$1.log"; exit 1; }
+  "$compare" "$dir/one" "$dir/$1" "$loss_bound" "$weight_bound"
+  ran="$ran $1"
+}
+# shellcheck disable=SC2086
+"$train" $common data.packing.batch_rows=4 output_dir="$dir/one" > "$dir/one.log" 2>&1 || { cat "$dir/one.log"; exit 1; }
+
+if command -v mpirun > /dev/null 2>&1; then
+  # Open MPI refuses root without these (CI runs as root); --oversubscribe: 2 ranks on any core count.
+  # shellcheck disable=SC2086
+  OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 MLR_DIST_TIMEOUT=60 \
+    mpirun -np 2 --oversubscribe "$train" $common data.packing.batch_rows=2 output_dir="$dir/mpirun" \
+    > "$dir/mpirun.log" 2>&1 || { cat "$dir/mpirun.log"; exit 1; }
+  check mpirun openmpi
+else
+  echo "mpirun not found (Debian: openmpi-bin): its run is left out"
+fi
+
+torchrun=${MLR_TORCHRUN:-$(command -v torchrun || true)}
+if [ -n "$torchrun" ]; then
+  # shellcheck disable=SC2086
+  MLR_DIST_TIMEOUT=60 "$torchrun" --nproc_per_node 2 --no-python "$train" $common data.packing.batch_rows=2 \
+    output_dir="$dir/torchrun" > "$dir/torchrun.log" 2>&1 || { cat "$dir/torchrun.log"; exit 1; }
+  check torchrun torchrun
+elif command -v python3 > /dev/null 2>&1; then
+  echo "torchrun not found: its environment and a listener on MASTER_PORT stand in for it"
+  port=$((20000 + $(od -An -N2 -tu2 /dev/urandom | tr -d ' ') % 40000))
+  python3 -c "
+import socket, sys, time
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(('0.0.0.0', $port)); s.listen(16); open('$dir/agent.ready', 'w').close()
+time.sleep(300)" &
+  agent=$!
+  trap 'kill $agent 2> /dev/null || true' EXIT
+  i=0
+  while [ ! -e "$dir/agent.ready" ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+  # shellcheck disable=SC2086
+  MASTER_PORT=$port TORCHELASTIC_USE_AGENT_STORE=True TORCHELASTIC_RUN_ID=test MLR_DIST_TIMEOUT=60 \
+    MLR_LAUNCH_LOG_DIR="$dir/logs" sh scripts/launch_cpu_ranks.sh 2 "$train" $common data.packing.batch_rows=2 \
+    output_dir="$dir/torchrun_env" > "$dir/torchrun_env.log" 2>&1 || { cat "$dir/torchrun_env.log"; exit 1; }
+  check torchrun_env torchrun
+fi
+if [ -z "$ran" ]; then
+  echo "skipped: neither mpirun nor torchrun (nor python3 for its stand-in) is installed"
+  exit 77
+fi
+echo "launched:$ran"
