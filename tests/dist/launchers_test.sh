@@ -1,7 +1,8 @@
 #!/bin/sh
 # mlr-train unchanged under the launchers users run: `mpirun -np 2` (Open MPI's OMPI_COMM_WORLD_*
-# variables) and `torchrun --nproc_per_node 2 --no-python` (its elastic agent holds MASTER_PORT with
-# PyTorch's own store: ours must take another port), each against 1 process with the whole batch.
+# variables), `torchrun --nproc_per_node 2 --no-python` (its elastic agent holds MASTER_PORT with
+# PyTorch's own store: ours must take another port) and, where a Slurm cluster answers `sinfo`,
+# `srun -n 2`; each against 1 process with the whole batch.
 # torchrun is PyTorch's, not a dependency: found on PATH or given as MLR_TORCHRUN, else its place
 # is taken by torchrun's environment as its `env` shows it (TORCHELASTIC_USE_AGENT_STORE=True) with
 # a listener holding MASTER_PORT as its agent does. A launcher that is not installed is named and
@@ -34,6 +35,15 @@ if command -v mpirun > /dev/null 2>&1; then
   check mpirun openmpi
 else
   echo "mpirun not found (Debian: openmpi-bin): its run is left out"
+fi
+
+if command -v srun > /dev/null 2>&1 && timeout 5 sinfo > /dev/null 2>&1; then
+  # shellcheck disable=SC2086
+  MLR_DIST_TIMEOUT=60 timeout 240 srun -n 2 --overcommit "$train" $common data.packing.batch_rows=2 output_dir="$dir/srun" \
+    > "$dir/srun.log" 2>&1 || { cat "$dir/srun.log"; exit 1; }
+  check srun slurm
+else
+  echo "no Slurm cluster answers sinfo: the srun run is left out"
 fi
 
 torchrun=${MLR_TORCHRUN:-$(command -v torchrun || true)}
