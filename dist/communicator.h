@@ -74,6 +74,8 @@ class Communicator {
   std::chrono::milliseconds timeout() const { return timeout_; }
   void set_timeout(std::chrono::milliseconds timeout) { timeout_ = timeout; }
   virtual std::string backend() const = 0;
+  // Where its tensors live: the CPU (Gloo) or one GPU (NCCL).
+  virtual Device device() const = 0;
 
   virtual void all_reduce(Tensor& t, ReduceOp op = ReduceOp::sum) = 0;
   virtual void reduce_scatter(const Tensor& input, Tensor& output, ReduceOp op = ReduceOp::sum) = 0;

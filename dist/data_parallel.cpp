@@ -196,18 +196,19 @@ void GradientBuckets::broadcast_parameters(int root) {
   }
 }
 
+// Through the communicator's device (a GPU for NCCL) and back.
 void all_reduce_sum(Communicator& comm, std::vector<double>& values) {
   if (values.empty()) return;
-  Tensor t = from_vector(values, {static_cast<int64_t>(values.size())});
+  Tensor t = from_vector(values, {static_cast<int64_t>(values.size())}).to(comm.device());
   comm.all_reduce(t, ReduceOp::sum);
-  values = t.to_vector<double>();
+  values = t.to(Device::cpu()).to_vector<double>();
 }
 
 void all_reduce_sum(Communicator& comm, std::vector<int64_t>& values) {
   if (values.empty()) return;
-  Tensor t = from_vector(values, {static_cast<int64_t>(values.size())});
+  Tensor t = from_vector(values, {static_cast<int64_t>(values.size())}).to(comm.device());
   comm.all_reduce(t, ReduceOp::sum);
-  values = t.to_vector<int64_t>();
+  values = t.to(Device::cpu()).to_vector<int64_t>();
 }
 
 }  // namespace mlr::dist

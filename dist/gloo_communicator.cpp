@@ -63,24 +63,74 @@ void set_sum(gloo::AllreduceOptions& opts, void* data, size_t n) {
 
 }  // namespace
 
-GlooCommunicator::GlooCommunicator(int rank, int world_size, StoreClient& store, const std::string& key_prefix,
-                                   const GlooTransport& transport, std::chrono::milliseconds timeout,
-                                   CollectiveObserver observer)
-    : Communicator(rank, world_size, timeout, std::move(observer)) {
+std::shared_ptr<gloo::Context> connect_gloo_mesh(int rank, int world_size, StoreClient& store,
+                                                 const std::string& key_prefix, const GlooTransport& transport,
+                                                 std::chrono::milliseconds timeout) {
   gloo::transport::tcp::attr attr;
   if (!transport.iface.empty()) {
     attr.iface = transport.iface;
   } else {
     attr.hostname = transport.hostname;
   }
+  auto device = gloo::transport::tcp::CreateDevice(attr);
+  auto context = std::make_shared<gloo::rendezvous::Context>(rank, world_size);
+  context->setTimeout(timeout);
+  GlooStore gloo_store(store, key_prefix, timeout);
+  context->connectFullMesh(gloo_store, device);
+  return context;
+}
+
+void gloo_all_reduce_sum(const std::shared_ptr<gloo::Context>& context, void* data, size_t n, DType dtype,
+                         std::chrono::milliseconds timeout) {
+  if (n == 0) return;
+  gloo::AllreduceOptions opts(context);
+  opts.setTimeout(timeout);
+  switch (dtype) {
+    case DType::f32: set_sum<float>(opts, data, n); break;
+    case DType::f64: set_sum<double>(opts, data, n); break;
+    case DType::i32: set_sum<int32_t>(opts, data, n); break;
+    case DType::i64: set_sum<int64_t>(opts, data, n); break;
+    case DType::bf16:
+      opts.setOutput(static_cast<uint16_t*>(data), n);
+      opts.setReduceFunction(&add_halves<bf16>);
+      break;
+    case DType::f16:
+      opts.setOutput(static_cast<uint16_t*>(data), n);
+      opts.setReduceFunction(&add_halves<f16>);
+      break;
+    case DType::boolean:
+      throw Error("bool tensors cannot be reduced");
+  }
+  gloo::allreduce(opts);
+}
+
+void gloo_all_gather(const std::shared_ptr<gloo::Context>& context, const void* input, void* output,
+                     size_t input_bytes, std::chrono::milliseconds timeout) {
+  if (input_bytes == 0) return;
+  gloo::AllgatherOptions opts(context);
+  opts.setTimeout(timeout);
+  opts.setInput(static_cast<char*>(const_cast<void*>(input)), input_bytes);
+  opts.setOutput(static_cast<char*>(output), input_bytes * static_cast<size_t>(context->size));
+  gloo::allgather(opts);
+}
+
+void gloo_broadcast(const std::shared_ptr<gloo::Context>& context, void* data, size_t bytes, int root,
+                    std::chrono::milliseconds timeout) {
+  if (bytes == 0) return;
+  gloo::BroadcastOptions opts(context);
+  opts.setTimeout(timeout);
+  opts.setRoot(root);
+  opts.setOutput(static_cast<char*>(data), bytes);
+  gloo::broadcast(opts);
+}
+
+GlooCommunicator::GlooCommunicator(int rank, int world_size, StoreClient& store, const std::string& key_prefix,
+                                   const GlooTransport& transport, std::chrono::milliseconds timeout,
+                                   CollectiveObserver observer)
+    : Communicator(rank, world_size, timeout, std::move(observer)) {
   const auto t0 = std::chrono::steady_clock::now();
   try {
-    auto device = gloo::transport::tcp::CreateDevice(attr);
-    auto context = std::make_shared<gloo::rendezvous::Context>(rank, world_size);
-    context->setTimeout(timeout);
-    GlooStore gloo_store(store, key_prefix, timeout);
-    context->connectFullMesh(gloo_store, device);
-    context_ = context;
+    context_ = connect_gloo_mesh(rank, world_size, store, key_prefix, transport, timeout);
   } catch (const CollectiveError&) {
     throw;
   } catch (const std::exception& e) {
@@ -106,30 +156,7 @@ void GlooCommunicator::run(const char* collective, const Tensor& t, Body&& body)
 }
 
 void GlooCommunicator::all_reduce(Tensor& t, ReduceOp op) {
-  run("all_reduce", t, [&] {
-    if (t.numel() == 0) return;
-    gloo::AllreduceOptions opts(context_);
-    opts.setTimeout(timeout_);
-    void* p = t.data_ptr();
-    const size_t n = static_cast<size_t>(t.numel());
-    switch (t.dtype()) {
-      case DType::f32: set_sum<float>(opts, p, n); break;
-      case DType::f64: set_sum<double>(opts, p, n); break;
-      case DType::i32: set_sum<int32_t>(opts, p, n); break;
-      case DType::i64: set_sum<int64_t>(opts, p, n); break;
-      case DType::bf16:
-        opts.setOutput(static_cast<uint16_t*>(p), n);
-        opts.setReduceFunction(&add_halves<bf16>);
-        break;
-      case DType::f16:
-        opts.setOutput(static_cast<uint16_t*>(p), n);
-        opts.setReduceFunction(&add_halves<f16>);
-        break;
-      case DType::boolean:
-        throw Error("bool tensors cannot be reduced");
-    }
-    gloo::allreduce(opts);
-  });
+  run("all_reduce", t, [&] { gloo_all_reduce_sum(context_, t.data_ptr(), static_cast<size_t>(t.numel()), t.dtype(), timeout_); });
   if (op == ReduceOp::avg && world_size_ > 1) {
     MLR_CHECK(t.is_floating_point(), "dist: rank {}: all_reduce avg of an integer tensor ({})", rank_,
               dtype_name(t.dtype()));
@@ -146,27 +173,13 @@ void GlooCommunicator::reduce_scatter(const Tensor& input, Tensor& output, Reduc
 
 void GlooCommunicator::all_gather(const Tensor& input, Tensor& output) {
   check_same("all_gather", input, output, world_size_, 1);
-  run("all_gather", input, [&] {
-    if (input.numel() == 0) return;
-    gloo::AllgatherOptions opts(context_);
-    opts.setTimeout(timeout_);
-    opts.setInput(static_cast<char*>(input.data_ptr()), input.nbytes());
-    opts.setOutput(static_cast<char*>(output.data_ptr()), output.nbytes());
-    gloo::allgather(opts);
-  });
+  run("all_gather", input, [&] { gloo_all_gather(context_, input.data_ptr(), output.data_ptr(), input.nbytes(), timeout_); });
 }
 
 void GlooCommunicator::broadcast(Tensor& t, int root) {
   MLR_CHECK(root >= 0 && root < world_size_, "dist: rank {}: broadcast from rank {} of a world of {}", rank_, root,
             world_size_);
-  run("broadcast", t, [&] {
-    if (t.numel() == 0) return;
-    gloo::BroadcastOptions opts(context_);
-    opts.setTimeout(timeout_);
-    opts.setRoot(root);
-    opts.setOutput(static_cast<char*>(t.data_ptr()), t.nbytes());
-    gloo::broadcast(opts);
-  });
+  run("broadcast", t, [&] { gloo_broadcast(context_, t.data_ptr(), t.nbytes(), root, timeout_); });
 }
 
 void GlooCommunicator::barrier() {

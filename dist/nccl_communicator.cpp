@@ -92,6 +92,7 @@ class NcclCommunicator : public Communicator {
   }
 
   std::string backend() const override { return "nccl"; }
+  Device device() const override { return Device::cuda(device_); }
   bool queues_on_device() const override { return true; }
 
   // The job's collectives are queued (launch() in queueing mode: no completion wait), then one

@@ -12,7 +12,8 @@
 // the compute stream goes on (gradient buckets during backward, the sharded base's prefetch:
 // dist/collective_worker.h), and the job's wait() does the poll and the stream ordering.
 //
-// Built with MLR_CUDA (not in the emulated build, which has no NCCL); otherwise
+// Built with MLR_CUDA (in the emulated build against nccl.h, with dist/emulated_nccl.cpp standing in
+// for the library: Gloo on the emulated devices' host memory); otherwise
 // make_nccl_communicator throws saying so.
 #pragma once
 

@@ -20,6 +20,7 @@ class DeferredCommunicator : public dist::Communicator {
       : Communicator(inner->rank(), inner->world_size(), inner->timeout(), {}), inner_(std::move(inner)) {}
 
   std::string backend() const override { return "deferred " + inner_->backend(); }
+  Device device() const override { return inner_->device(); }
   void all_reduce(Tensor& t, dist::ReduceOp op) override { inner_->all_reduce(t, op); }
   void reduce_scatter(const Tensor& input, Tensor& output, dist::ReduceOp op) override {
     inner_->reduce_scatter(input, output, op);

@@ -38,8 +38,7 @@ grep -q "reduced after backward" "$dir/nccl_after.log" || { echo "nccl_after: th
 launched nccl_sharded train.shard_frozen_base=true train.activation_checkpointing=true
 # shellcheck disable=SC2086
 "$train" $common output_dir="$dir/plain" --no-progress-bar > "$dir/plain.log" 2>&1 || { skip_if_no_gpu "$dir/plain.log"; cat "$dir/plain.log"; exit 1; }
-# shellcheck disable=SC2086
-"$train" $common train.activation_checkpointing=true output_dir="$dir/plain_ckpt" --no-progress-bar > "$dir/plain_ckpt.log" 2>&1 || { cat "$dir/plain_ckpt.log"; exit 1; }
 "$compare" "$dir/plain" "$dir/nccl" "$loss_bound" "$weight_bound"
 "$compare" "$dir/plain" "$dir/nccl_after" "$loss_bound" "$weight_bound"
-"$compare" "$dir/plain_ckpt" "$dir/nccl_sharded" "$loss_bound" "$weight_bound"
+# Activation checkpointing is exact (tests/multilora/checkpoint_exact_test.cpp): the plain run stands.
+"$compare" "$dir/plain" "$dir/nccl_sharded" "$loss_bound" "$weight_bound"

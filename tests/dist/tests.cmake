@@ -35,6 +35,26 @@ if(TARGET mlr-train AND TARGET mlr_llama)
              WORKING_DIRECTORY ${PROJECT_SOURCE_DIR})
     set_tests_properties(dist_data_parallel_${name} PROPERTIES LABELS "cpu" TIMEOUT 300)
   endforeach()
+  # The same on CUDA tensors through the NCCL communicator (label cuda): in the emulated CUDA build
+  # over the emulated NCCL (dist/emulated_nccl.cpp: every CUDA path of data parallel, the NCCL
+  # communicator's streams, events and queued jobs included); on a machine with 2 GPUs over NCCL;
+  # skipped elsewhere. Full fine-tuning with ZeRO-2 and 17 buckets queued during backward; LoRA on
+  # the sharded base, prefetched, with activation checkpointing and evaluation.
+  set(dp_cuda_runs "full_zero2_2|2|adapter.type=full,optim.lr=2e-3,train.zero_stage=2,train.grad_bucket_mib=0.008"
+      "lora_sharded_base_2|2|adapter.type=lora,train.shard_frozen_base=true,train.activation_checkpointing=true,eval.interval=3")
+  foreach(run ${dp_cuda_runs})
+    string(REPLACE "|" ";" parts "${run}")
+    list(GET parts 0 name)
+    list(GET parts 1 ranks)
+    list(GET parts 2 overrides)
+    string(REPLACE "," ";" overrides "${overrides}")
+    add_test(NAME dist_nccl_data_parallel_${name}
+             COMMAND sh ${CMAKE_CURRENT_LIST_DIR}/data_parallel_test.sh $<TARGET_FILE:mlr-train>
+                     $<TARGET_FILE:dist_compare_runs> ${CMAKE_CURRENT_BINARY_DIR}/dp_nccl_${name} ${ranks}
+                     ${dp_loss_bound} ${dp_weight_bound} model.device=cuda ${overrides}
+             WORKING_DIRECTORY ${PROJECT_SOURCE_DIR})
+    set_tests_properties(dist_nccl_data_parallel_${name} PROPERTIES LABELS "cuda" TIMEOUT 600 SKIP_RETURN_CODE 77)
+  endforeach()
   # Variants of one 2-rank run that must train alike: ZeRO stages 0, 1 and 2 (full fine-tuning and
   # LoRA), and gradients reduced during backward (the default) or after it. Two ranks add two
   # numbers in either order to the same float, so only the gradient norm (ZeRO-2 sums each rank's
@@ -50,13 +70,13 @@ if(TARGET mlr-train AND TARGET mlr_llama)
              WORKING_DIRECTORY ${PROJECT_SOURCE_DIR})
     set_tests_properties(dist_variants_${name} PROPERTIES LABELS "cpu" TIMEOUT 300)
   endforeach()
-  # One launched rank on a GPU: the gradients go through NCCL (label cuda: skipped without a GPU, and
-  # in the emulated build, which has no NCCL).
+  # One launched rank on a GPU: the gradients go through NCCL (label cuda: skipped without a GPU; in
+  # the emulated build through the emulated NCCL).
   add_test(NAME dist_nccl_world1
            COMMAND sh ${CMAKE_CURRENT_LIST_DIR}/nccl_world1_test.sh $<TARGET_FILE:mlr-train> $<TARGET_FILE:dist_compare_runs>
                    ${CMAKE_CURRENT_BINARY_DIR}/dp_nccl_world1 ${dp_loss_bound} ${dp_weight_bound}
            WORKING_DIRECTORY ${PROJECT_SOURCE_DIR})
-  set_tests_properties(dist_nccl_world1 PROPERTIES LABELS "cuda" TIMEOUT 300 SKIP_RETURN_CODE 77)
+  set_tests_properties(dist_nccl_world1 PROPERTIES LABELS "cuda" TIMEOUT 600 SKIP_RETURN_CODE 77)
   # mpirun and torchrun (or torchrun's environment with its agent holding MASTER_PORT) launching
   # mlr-train unchanged, each equal to one process with the whole batch.
   add_test(NAME dist_launchers

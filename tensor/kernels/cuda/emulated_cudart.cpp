@@ -9,6 +9,7 @@
 
 #include <cuda_runtime_api.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdio>
 #include <cstdlib>
@@ -135,6 +136,20 @@ cudaError_t CUDARTAPI cudaStreamCreateWithFlags(cudaStream_t* stream, unsigned i
   return cudaSuccess;
 }
 cudaError_t CUDARTAPI cudaStreamSynchronize(cudaStream_t) { return cudaSuccess; }
+cudaError_t CUDARTAPI cudaStreamDestroy(cudaStream_t stream) {
+  auto* s = reinterpret_cast<emu::Stream*>(stream);
+  std::lock_guard<std::mutex> lock(bookkeeping());
+  auto& all = streams();
+  const auto it = std::find(all.begin(), all.end(), s);
+  if (it == all.end()) return cudaErrorInvalidResourceHandle;
+  all.erase(it);
+  for (emu::Stream* other : all) other->waited.erase(s);
+  for (int d = 0; d < emu::kMaxEmulatedDevices; ++d) emu::default_stream(d)->waited.erase(s);
+  for (auto& [address, allocation] : allocations())
+    std::erase_if(allocation.readers, [s](const auto& reader) { return reader.first == s; });
+  delete s;
+  return cudaSuccess;
+}
 cudaError_t CUDARTAPI cudaEventCreateWithFlags(cudaEvent_t* event, unsigned int) {
   *event = reinterpret_cast<cudaEvent_t>(new emu::Event{});
   return cudaSuccess;
@@ -149,6 +164,8 @@ cudaError_t CUDARTAPI cudaEventRecord(cudaEvent_t event, cudaStream_t stream) {
   *reinterpret_cast<emu::Event*>(event) = {s, s->work};
   return cudaSuccess;
 }
+// Emulated work is done when its call returns: a recorded event has always completed.
+cudaError_t CUDARTAPI cudaEventQuery(cudaEvent_t) { return cudaSuccess; }
 cudaError_t CUDARTAPI cudaStreamWaitEvent(cudaStream_t stream, cudaEvent_t event, unsigned int) {
   const emu::Event& e = *reinterpret_cast<emu::Event*>(event);
   if (e.stream == nullptr) return cudaSuccess;  // never recorded: nothing to wait for
