@@ -99,6 +99,10 @@ ShardedFrozenBase::~ShardedFrozenBase() {
   model_.model->before_layer = nullptr;
   model_.model->after_layer = nullptr;
   if (std::uncaught_exceptions() > 0) return;  // failing: no collective the other ranks may never join
+  if (keep_released_) {
+    if (prefetched_.work.valid()) prefetched_.work.wait();  // its buffers are written by the worker
+    return;
+  }
   try {
     if (prefetched_.work.valid()) prefetched_.work.wait();  // its collective was started on every rank
     for (size_t l = 0; l < layers_.size(); ++l) {

@@ -82,13 +82,17 @@ class ShardedFrozenBase {
   ShardedFrozenBase(Communicator& comm, LlamaForCausalLM& model, const std::vector<Variable>& keep_whole = {},
                     std::unique_ptr<CollectiveWorker> prefetcher = nullptr, std::vector<LoadedShard> loaded = {});
   // Removes the hooks and gathers every layer back (the model is whole again); while an exception
-  // unwinds it only removes the hooks.
+  // unwinds, or after keep_released(), it only removes the hooks.
   ~ShardedFrozenBase();
   ShardedFrozenBase(const ShardedFrozenBase&) = delete;
   ShardedFrozenBase& operator=(const ShardedFrozenBase&) = delete;
 
   void gather(int64_t layer);
   void release(int64_t layer);
+  // The destructor then only removes the hooks, and the model keeps its frozen layer weights
+  // released (no values): for an owner whose model goes too, such as the end of a training run,
+  // where a base too big for one rank would not fit whole.
+  void keep_released() { keep_released_ = true; }
   // Bytes of the shards this rank keeps, and of the frozen layer weights they stand for.
   int64_t shard_bytes() const;
   int64_t full_bytes() const;
@@ -161,6 +165,7 @@ class ShardedFrozenBase {
   int64_t last_gathered_ = -1;
   std::vector<bool> whole_;  // per layer: installed in the parameters
   int64_t whole_layers_ = 0;
+  bool keep_released_ = false;
   bool lockstep_ = false;
   bool pass_open_ = false;  // lockstep: layer 0 gathered, layer n-1 not yet released
   LockstepCounts lockstep_counts_;

@@ -278,6 +278,12 @@ struct StepResult {
 class TrainingRun {
  public:
   TrainingRun(const TrainConfig& config, const TrainOptions& options);
+  // The sharded base goes first, while the model it points into lives (members die in reverse
+  // order, the model before it), and without gathering the model whole: it goes with this run.
+  ~TrainingRun() {
+    if (sharded_base_) sharded_base_->keep_released();
+    sharded_base_.reset();
+  }
   TrainReport run();
 
  private:
