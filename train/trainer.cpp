@@ -300,7 +300,7 @@ class TrainingRun {
   // and every rank clips its share with the same factor. Returns the norm before clipping.
   bool sharded_gradients() const { return group_ && config_.train.zero_stage == 2; }
   double clip_sharded_gradients();
-  // Every rank waits for rank 0 (evaluating, checkpointing) with the long timeout of such phases.
+  // Every rank waits for rank 0 (preparing the data, checkpointing) with the long timeout of such phases.
   void wait_for_rank0(const char* what);
   // train.shard_frozen_base: the base weights sharded, every adapter tensor kept whole.
   // `loaded`: the shards read at load time (first call); later calls slice the gathered weights.
@@ -878,7 +878,7 @@ void TrainingRun::shard_frozen_base(std::vector<dist::LoadedShard> loaded) {
 }
 
 void TrainingRun::wait_for_rank0(const char* what) {
-  // Rank 0 may evaluate or write a large checkpoint for a long time: the barrier waits up to an
+  // Rank 0 may prepare the data or write a large checkpoint for a long time: the barrier waits up to an
   // hour (MLR_DIST_WAIT, seconds); a rank 0 that dies meanwhile is caught by the heartbeats.
   dist::Communicator& comm = group_->cpu();
   const auto usual = comm.timeout();
