@@ -57,6 +57,7 @@ ShardedFrozenBase::ShardedFrozenBase(Communicator& comm, LlamaForCausalLM& model
     : comm_(comm), model_(model), prefetcher_(std::move(prefetcher)) {
   const int64_t n_layers = model.config().num_hidden_layers;
   layers_.resize(static_cast<size_t>(n_layers));
+  whole_.assign(static_cast<size_t>(n_layers), false);
   const int64_t world = comm_.world_size();
   for (const auto& named : model.named_parameters()) {
     const std::string& name = named.first;
@@ -98,6 +99,10 @@ ShardedFrozenBase::~ShardedFrozenBase() {
   model_.model->before_layer = nullptr;
   model_.model->after_layer = nullptr;
   if (std::uncaught_exceptions() > 0) return;  // failing: no collective the other ranks may never join
+  if (keep_released_) {
+    if (prefetched_.work.valid()) prefetched_.work.wait();  // its buffers are written by the worker
+    return;
+  }
   try {
     if (prefetched_.work.valid()) prefetched_.work.wait();  // its collective was started on every rank
     for (size_t l = 0; l < layers_.size(); ++l) {
@@ -133,9 +138,24 @@ void ShardedFrozenBase::install(Gathering& g) {
   std::vector<Entry>& entries = layers_.at(static_cast<size_t>(g.layer));
   for (size_t i = 0; i < entries.size(); ++i)
     entries[i].param.set_data(g.full[i].narrow(0, 0, shape_numel(entries[i].shape)).view(entries[i].shape));
+  if (!whole_.at(static_cast<size_t>(g.layer))) {
+    whole_[static_cast<size_t>(g.layer)] = true;
+    ++whole_layers_;
+    lockstep_counts_.peak_whole_layers = std::max(lockstep_counts_.peak_whole_layers, whole_layers_);
+  }
 }
 
 void ShardedFrozenBase::gather(int64_t layer) {
+  if (lockstep_) enter_lockstep_layer(layer);
+  gather_layer(layer);
+}
+
+void ShardedFrozenBase::release(int64_t layer) {
+  release_layer(layer);
+  if (lockstep_ && pass_open_ && layer + 1 == static_cast<int64_t>(layers_.size())) pass_open_ = false;
+}
+
+void ShardedFrozenBase::gather_layer(int64_t layer) {
   const int64_t n = static_cast<int64_t>(layers_.size());
   if (prefetched_.layer == layer) {
     install(prefetched_);
@@ -151,8 +171,8 @@ void ShardedFrozenBase::gather(int64_t layer) {
     // Going up (forward) or down (checkpointing's recompute in backward, which starts by
     // gathering the forward's last layer again). Layer 0 reached from above other than from layer
     // 1 starts a forward; from layer 1 it ends a recompute, after which comes the next forward's
-    // layer 0, not predicted.
-    const bool forward_starts = layer == 0 && last_gathered_ != 1;
+    // layer 0, not predicted. In lockstep every pass is a forward.
+    const bool forward_starts = layer == 0 && (lockstep_ || last_gathered_ != 1);
     const int step = forward_starts || layer > last_gathered_ ? 1 : -1;
     const int64_t next = layer + step;
     if (next >= 0 && next < n) {
@@ -163,9 +183,71 @@ void ShardedFrozenBase::gather(int64_t layer) {
   last_gathered_ = layer;
 }
 
-void ShardedFrozenBase::release(int64_t layer) {
+void ShardedFrozenBase::release_layer(int64_t layer) {
   for (Entry& e : layers_.at(static_cast<size_t>(layer))) e.param.set_data(placeholder(e.shape, e.shard));
+  if (whole_.at(static_cast<size_t>(layer))) {
+    whole_[static_cast<size_t>(layer)] = false;
+    --whole_layers_;
+  }
   note(fmt::format("release {}", layer));
+}
+
+void ShardedFrozenBase::begin_lockstep() {
+  MLR_CHECK(!lockstep_, "sharded base: begin_lockstep while already in lockstep");
+  lockstep_ = true;
+  pass_open_ = false;
+  lockstep_counts_ = LockstepCounts();
+  lockstep_counts_.peak_whole_layers = whole_layers_;
+}
+
+void ShardedFrozenBase::end_lockstep() {
+  MLR_CHECK(!pass_open_, "sharded base: lockstep ended in the middle of a pass (at layer {} of {})", last_gathered_,
+            layers_.size());
+  lockstep_ = false;
+}
+
+int64_t ShardedFrozenBase::all_reduce_pass_flag(int64_t flag) {
+  // On the model's device: the base's communicator is that device's (NCCL for CUDA tensors).
+  Tensor t = full({1}, static_cast<double>(flag), {DType::f32, model_.model->embed_tokens->weight().device()});
+  comm_.all_reduce(t, ReduceOp::sum);
+  return static_cast<int64_t>(t.to(Device::cpu()).item<float>());
+}
+
+void ShardedFrozenBase::enter_lockstep_layer(int64_t layer) {
+  const int64_t n = static_cast<int64_t>(layers_.size());
+  if (layer == 0) {
+    MLR_CHECK(!pass_open_,
+              "sharded base (lockstep): layer 0 gathered while a pass is at layer {} of {}: a lockstep pass must run "
+              "every layer once, in order (a forward cut short?)", last_gathered_, n);
+    all_reduce_pass_flag(1);
+    note("pass");
+    pass_open_ = true;
+    ++lockstep_counts_.passes;
+    return;
+  }
+  MLR_CHECK(pass_open_ && layer == last_gathered_ + 1,
+            "sharded base (lockstep): layer {} of {} gathered {}; a lockstep pass runs the layers 0 to {} in order (a "
+            "no-grad forward: activation checkpointing's recompute during backward cannot run in lockstep)",
+            layer, n, pass_open_ ? fmt::format("after layer {}", last_gathered_) : std::string("outside a pass"), n - 1);
+}
+
+void ShardedFrozenBase::join_remaining_passes() {
+  MLR_CHECK(lockstep_, "sharded base: join_remaining_passes outside lockstep (begin_lockstep first)");
+  MLR_CHECK(!pass_open_, "sharded base (lockstep): join_remaining_passes while this rank's pass is at layer {} of {}",
+            last_gathered_, layers_.size());
+  const int64_t n = static_cast<int64_t>(layers_.size());
+  for (;;) {
+    const int64_t passes = all_reduce_pass_flag(0);
+    note(fmt::format("join {}", passes));
+    if (passes == 0) return;
+    // Another rank runs a pass this round: take part in its gathers (and prefetches), in order.
+    note("idle pass");
+    ++lockstep_counts_.idle_passes;
+    for (int64_t l = 0; l < n; ++l) {
+      gather_layer(l);
+      release_layer(l);
+    }
+  }
 }
 
 int64_t ShardedFrozenBase::shard_bytes() const {

@@ -82,19 +82,54 @@ class ShardedFrozenBase {
   ShardedFrozenBase(Communicator& comm, LlamaForCausalLM& model, const std::vector<Variable>& keep_whole = {},
                     std::unique_ptr<CollectiveWorker> prefetcher = nullptr, std::vector<LoadedShard> loaded = {});
   // Removes the hooks and gathers every layer back (the model is whole again); while an exception
-  // unwinds it only removes the hooks.
+  // unwinds, or after keep_released(), it only removes the hooks.
   ~ShardedFrozenBase();
   ShardedFrozenBase(const ShardedFrozenBase&) = delete;
   ShardedFrozenBase& operator=(const ShardedFrozenBase&) = delete;
 
   void gather(int64_t layer);
   void release(int64_t layer);
+  // The destructor then only removes the hooks, and the model keeps its frozen layer weights
+  // released (no values): for an owner whose model goes too, such as the end of a training run,
+  // where a base too big for one rank would not fit whole.
+  void keep_released() { keep_released_ = true; }
   // Bytes of the shards this rank keeps, and of the frozen layer weights they stand for.
   int64_t shard_bytes() const;
   int64_t full_bytes() const;
 
+  // Lockstep, for forward passes that not every rank makes: in evaluation each rank scores its own
+  // share of the requests, so the ranks run different numbers of forwards, while every layer's
+  // gather is a collective that all ranks must join in the same order. While lockstep is on:
+  // - a pass runs the layers 0, 1, ..., n-1 in order (a no-grad forward, incremental decoding
+  //   included); before its first gather (layer 0) the rank all-reduces a flag 1 ("I have a
+  //   pass") on the base's communicator;
+  // - a rank done with its own passes calls join_remaining_passes(): it all-reduces a flag 0, and
+  //   while the sum is not 0 (some rank is starting a pass) it makes an idle pass, gathering and
+  //   releasing every layer in a forward's order through the same code as a pass (prefetch
+  //   included) without computing, then all-reduces again; a sum of 0 means every rank has
+  //   joined, and all leave together.
+  // Each round every rank contributes one flag and then gathers the same layers, so the flags, the
+  // gathers and the prefetcher's collectives match on every rank. A layer gathered out of that
+  // order (activation checkpointing's recompute: a forward under grad; a pass cut short) throws
+  // at once, on the calling rank, instead of waiting on collectives the others never join. The
+  // flags go over the base's communicator and its timeout, so a rank that dies in the middle
+  // makes the others fail naming it, as in training.
+  void begin_lockstep();
+  void join_remaining_passes();
+  // After join_remaining_passes() (every rank has joined); a pass must not be open.
+  void end_lockstep();
+  bool lockstep() const { return lockstep_; }
+  // Since begin_lockstep(): the passes this rank made, its idle passes, and the most layers it
+  // held whole at once (installed in the parameters; a layer being prefetched comes on top).
+  struct LockstepCounts {
+    int64_t passes = 0, idle_passes = 0, peak_whole_layers = 0;
+  };
+  const LockstepCounts& lockstep_counts() const { return lockstep_counts_; }
+
   // Test hook, on the calling thread: "prefetch <l>" (a gather started ahead), "gather <l>" or
-  // "gather <l> prefetched" (a layer's weights installed), "release <l>".
+  // "gather <l> prefetched" (a layer's weights installed), "release <l>"; in lockstep also
+  // "pass" (this rank starts a pass), "join <sum>" (the flags of a round, this rank's 0) and
+  // "idle pass".
   std::function<void(const std::string&)> on_event;
 
  private:
@@ -106,6 +141,13 @@ class ShardedFrozenBase {
   };
   Gathering start_gather(int64_t layer);
   void install(Gathering& g);
+  // gather()/release() without lockstep's bookkeeping (what an idle pass runs).
+  void gather_layer(int64_t layer);
+  void release_layer(int64_t layer);
+  // Lockstep: checks a pass's order and agrees on the pass before its layer 0; the sum of every
+  // rank's flag.
+  void enter_lockstep_layer(int64_t layer);
+  int64_t all_reduce_pass_flag(int64_t flag);
   void note(const std::string& event) const {
     if (on_event) on_event(event);
   }
@@ -121,6 +163,12 @@ class ShardedFrozenBase {
   std::unique_ptr<CollectiveWorker> prefetcher_;
   Gathering prefetched_;
   int64_t last_gathered_ = -1;
+  std::vector<bool> whole_;  // per layer: installed in the parameters
+  int64_t whole_layers_ = 0;
+  bool keep_released_ = false;
+  bool lockstep_ = false;
+  bool pass_open_ = false;  // lockstep: layer 0 gathered, layer n-1 not yet released
+  LockstepCounts lockstep_counts_;
 };
 
 }  // namespace mlr::dist

@@ -21,6 +21,7 @@ std::vector<eval::LoglikelihoodResult> ShardedScorer::loglikelihood(
                                                      requests.begin() + static_cast<std::ptrdiff_t>(end));
   const std::vector<eval::LoglikelihoodResult> scored = mine.empty() ? std::vector<eval::LoglikelihoodResult>{}
                                                                      : inner_.loglikelihood(mine);
+  if (after_own_share_) after_own_share_();
   std::vector<double> logprobs(requests.size(), 0.0);
   std::vector<int64_t> greedy(requests.size(), 0);
   for (size_t i = begin; i < end; ++i) {
@@ -40,6 +41,7 @@ std::vector<std::string> ShardedScorer::generate_until(const std::vector<eval::G
   const std::vector<eval::GenerationRequest> mine(requests.begin() + static_cast<std::ptrdiff_t>(begin),
                                                   requests.begin() + static_cast<std::ptrdiff_t>(end));
   const std::vector<std::string> generated = mine.empty() ? std::vector<std::string>{} : inner_.generate_until(mine);
+  if (after_own_share_) after_own_share_();
   // Every response's length (from its rank), then each rank's bytes (one per i32, the
   // communicator's smallest dtype), padded to the longest rank's share, all-gathered.
   std::vector<int64_t> lengths(n, 0);

@@ -22,6 +22,7 @@
 #include <sstream>
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <nlohmann/json.hpp>
 
 #include "autograd/functions.h"
@@ -297,6 +298,12 @@ struct StepResult {
 class TrainingRun {
  public:
   TrainingRun(const TrainConfig& config, const TrainOptions& options);
+  // The sharded base goes first, while the model it points into lives (members die in reverse
+  // order, the model before it), and without gathering the model whole: it goes with this run.
+  ~TrainingRun() {
+    if (sharded_base_) sharded_base_->keep_released();
+    sharded_base_.reset();
+  }
   TrainReport run();
 
  private:
@@ -313,7 +320,7 @@ class TrainingRun {
   // and every rank clips its share with the same factor. Returns the norm before clipping.
   bool sharded_gradients() const { return group_ && config_.train.zero_stage == 2; }
   double clip_sharded_gradients();
-  // Every rank waits for rank 0 (evaluating, checkpointing) with the long timeout of such phases.
+  // Every rank waits for rank 0 (preparing the data, checkpointing) with the long timeout of such phases.
   void wait_for_rank0(const char* what);
   // train.shard_frozen_base: the base weights sharded, every adapter tensor kept whole.
   // `loaded`: the shards read at load time (first call); later calls slice the gathered weights.
@@ -430,7 +437,8 @@ void TrainingRun::load_model_and_data() {
     train_data_.config.loader.rank = group_->rank();
     train_data_.config.loader.world_size = group_->world_size();
   }
-  const bool evaluating = config_.eval.interval > 0 && main_rank_;
+  // Every rank computes its share of the held-out batches (heldout_loss).
+  const bool evaluating = config_.eval.interval > 0;
   if (evaluating && config_.eval.heldout_batches > 0)
     heldout_ = prepare_data(config_.eval.data_yaml, "eval.data", config_, *tokenizer_);
   // Every rank scores its share of the benchmark tasks' requests (train/sharded_scorer.h).
@@ -632,20 +640,41 @@ void TrainingRun::log_step(const StepResult& r) {
 void TrainingRun::evaluate_if_due() {
   const bool due = config_.eval.interval > 0 && (step_ % config_.eval.interval == 0 || step_ == config_.train.steps);
   if (!due) return;
-  // The ranks score different requests, so their forwards cannot take part in the sharded base's
-  // gathers: it is gathered whole on every rank for the time.
-  if (sharded_base_) sharded_base_.reset();
+  // The ranks score different requests and held-out batches, so they run different numbers of
+  // forwards: with the base sharded those run in lockstep (dist/sharded_base.h), a rank done with
+  // its share taking part in the others' remaining gathers, and the base is never whole.
+  if (sharded_base_) sharded_base_->begin_lockstep();
   evaluate_now();
-  if (group_) wait_for_rank0("evaluating");  // rank 0 alone computes the held-out loss
-  if (group_ && config_.train.shard_frozen_base) shard_frozen_base();
+  if (sharded_base_) {
+    // Every rank's counts, for the log: the passes each ran, those it joined, and the most layers
+    // any rank held whole.
+    const dist::ShardedFrozenBase::LockstepCounts& c = sharded_base_->lockstep_counts();
+    const int64_t world = group_->world_size();
+    Tensor counts = empty({3 * world}, DType::i64);
+    group_->cpu().all_gather(from_vector(std::vector<int64_t>{c.passes, c.idle_passes, c.peak_whole_layers}, {3}), counts);
+    const std::vector<int64_t> all = counts.to_vector<int64_t>();
+    std::vector<int64_t> passes, idle;
+    int64_t peak = 0;
+    for (int64_t r = 0; r < world; ++r) {
+      passes.push_back(all[static_cast<size_t>(3 * r)]);
+      idle.push_back(all[static_cast<size_t>(3 * r + 1)]);
+      peak = std::max(peak, all[static_cast<size_t>(3 * r + 2)]);
+    }
+    out_ << fmt::format("eval step {} | frozen base sharded, evaluated in lockstep: forward passes per rank {}, idle "
+                        "passes (joining the others') {}, at most {} of {} layers whole at once on a rank\n",
+                        step_, fmt::join(passes, "/"), fmt::join(idle, "/"), peak, model_->config().num_hidden_layers)
+         << std::flush;
+    sharded_base_->end_lockstep();
+  }
 }
 
-// Benchmark tasks on every rank (each scores a share of the requests); the held-out loss on rank 0.
+// Benchmark tasks and the held-out loss, each split over the ranks; rank 0 logs.
 void TrainingRun::evaluate_now() {
   if (eval_tasks_) task_eval(step_);
   if (heldout_) {
     const double l = heldout_loss();
     report_.heldout_losses.push_back(l);
+    if (!main_rank_) return;
     out_ << fmt::format("eval step {} | held-out loss {:.4f} | perplexity {:.2f}\n", step_, l, std::exp(l))
          << std::flush;
     metrics_->write({{"step", step_}, {"heldout_loss", l}});
@@ -653,17 +682,29 @@ void TrainingRun::evaluate_now() {
   }
 }
 
+// The mean loss of the first eval.heldout_batches batches of the held-out data. Every rank reads
+// the same batches and computes every world-th one; the per-batch losses are exchanged (each from
+// its rank, zeros elsewhere: exact) and summed in batch order, so N ranks give one process's
+// figure to the bit.
 double TrainingRun::heldout_loss() {
   NoGradGuard no_grad;
   model_->eval();
   auto eval_loader = make_loader(*heldout_, nullptr);
-  double total = 0;
-  for (int64_t i = 0; i < config_.eval.heldout_batches; ++i) {
-    const DeviceBatch batch = to_device(eval_loader->next(), device_, model_->config().vocab_size);
-    total += batch_loss(*model_, batch).data().to(DType::f64).item<double>();
+  const int64_t n = config_.eval.heldout_batches;
+  const int64_t rank = group_ ? group_->rank() : 0, world = group_ ? group_->world_size() : 1;
+  std::vector<double> losses(static_cast<size_t>(n), 0.0);
+  for (int64_t i = 0; i < n; ++i) {
+    const data::Batch next = eval_loader->next();
+    if (i % world != rank) continue;
+    const DeviceBatch batch = to_device(next, device_, model_->config().vocab_size);
+    losses[static_cast<size_t>(i)] = batch_loss(*model_, batch).data().to(DType::f64).item<double>();
   }
+  if (sharded_base_) sharded_base_->join_remaining_passes();
+  if (group_) dist::all_reduce_sum(group_->cpu(), losses);
+  double total = 0;
+  for (double l : losses) total += l;
   model_->train();
-  return total / static_cast<double>(config_.eval.heldout_batches);
+  return total / static_cast<double>(n);
 }
 
 // The benchmark tasks scored as mlr-eval scores them (lm-evaluation-harness rules), adapters
@@ -674,7 +715,9 @@ void TrainingRun::task_eval(int64_t at_step) {
   eval::LlamaContinuationModel lm(*model_);
   eval::TokenizedScorer scorer(*tokenizer_, lm, config_.model.path);
   std::optional<ShardedScorer> sharded;
-  if (group_) sharded.emplace(scorer, group_->cpu());
+  std::function<void()> join_remaining_passes;
+  if (sharded_base_) join_remaining_passes = [this] { sharded_base_->join_remaining_passes(); };
+  if (group_) sharded.emplace(scorer, group_->cpu(), join_remaining_passes);
   eval::EvalOptions eval_options;
   if (config_.eval.limit > 0) eval_options.limit = static_cast<double>(config_.eval.limit);
   const eval::EvalResults results =
@@ -854,7 +897,7 @@ void TrainingRun::shard_frozen_base(std::vector<dist::LoadedShard> loaded) {
 }
 
 void TrainingRun::wait_for_rank0(const char* what) {
-  // Rank 0 may evaluate or write a large checkpoint for a long time: the barrier waits up to an
+  // Rank 0 may prepare the data or write a large checkpoint for a long time: the barrier waits up to an
   // hour (MLR_DIST_WAIT, seconds); a rank 0 that dies meanwhile is caught by the heartbeats.
   dist::Communicator& comm = group_->cpu();
   const auto usual = comm.timeout();

@@ -2,8 +2,9 @@
 //   dist_compare_runs <run a> <run b> <loss tolerance> <weight tolerance> [first step]
 // Every training step's loss in metrics.jsonl (from `first step`, default 1) must agree to
 // |a - b| <= tol * max(1, |a|), and every tensor of final/ (adapter_model.safetensors or
-// model.safetensors) to max |a - b| <= tol * max(1, max |a|), and every benchmark metric of the
-// periodic evaluations (accuracies: means of 0/1 per document) exactly. Prints the largest
+// model.safetensors) to max |a - b| <= tol * max(1, max |a|), every held-out loss of the periodic
+// evaluations to the loss tolerance, and every benchmark metric (accuracies: means of 0/1 per
+// document) exactly. Prints the largest
 // differences; exit status 1 when a bound is broken or the runs differ in steps, tensors or
 // evaluations.
 #include <cmath>
@@ -22,14 +23,15 @@ namespace fs = std::filesystem;
 
 namespace {
 
-std::map<int64_t, double> step_losses(const fs::path& run) {
+// Each step's `key` ("loss", "heldout_loss") in metrics.jsonl.
+std::map<int64_t, double> step_values(const fs::path& run, const char* key) {
   std::ifstream in(run / "metrics.jsonl");
   if (!in) throw std::runtime_error("cannot read " + (run / "metrics.jsonl").string());
   std::map<int64_t, double> losses;
   std::string line;
   while (std::getline(in, line)) {
     const auto j = nlohmann::json::parse(line);
-    if (j.contains("loss")) losses[j.at("step").get<int64_t>()] = j.at("loss").get<double>();
+    if (j.contains(key)) losses[j.at("step").get<int64_t>()] = j.at(key).get<double>();
   }
   return losses;
 }
@@ -67,7 +69,7 @@ int main(int argc, char** argv) {
     const double loss_tol = std::stod(argv[3]), weight_tol = std::stod(argv[4]);
     const int64_t first = argc > 5 ? std::stoll(argv[5]) : 1;
     bool ok = true;
-    auto la = step_losses(a), lb = step_losses(b);
+    auto la = step_values(a, "loss"), lb = step_values(b, "loss");
     double worst_loss = 0;
     int compared = 0;
     for (const auto& [step, loss] : la) {
@@ -114,6 +116,29 @@ int main(int argc, char** argv) {
       if (diff > weight_tol * scale) ok = false;
     }
     if (ta.size() != tb.size()) ok = false;
+    const auto ha = step_values(a, "heldout_loss"), hb = step_values(b, "heldout_loss");
+    double worst_heldout = 0;
+    if (ha.size() != hb.size()) {
+      std::cout << fmt::format("{} held-out losses vs {}\n", ha.size(), hb.size());
+      ok = false;
+    }
+    for (const auto& [step, loss] : ha) {
+      auto it = hb.find(step);
+      if (it == hb.end()) {
+        std::cout << fmt::format("held-out loss of step {}: in {} only\n", step, a.string());
+        ok = false;
+        continue;
+      }
+      const double d = std::abs(loss - it->second) / std::max(1.0, std::abs(loss));
+      worst_heldout = std::max(worst_heldout, d);
+      if (d > loss_tol) {
+        std::cout << fmt::format("held-out loss of step {}: {:.9g} vs {:.9g}\n", step, loss, it->second);
+        ok = false;
+      }
+    }
+    if (!ha.empty())
+      std::cout << fmt::format("{} held-out losses: largest difference {:.3g} (bound {:.1g})\n", ha.size(),
+                               worst_heldout, loss_tol);
     const auto ea = eval_metrics(a), eb = eval_metrics(b);
     size_t evaluated = 0;
     if (ea != eb) {

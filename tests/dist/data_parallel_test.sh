@@ -41,4 +41,13 @@ esac
 case " $* " in
   *" train.shard_frozen_base=true "*) grep -q "frozen base sharded: rank 0 keeps" "$dir/many.log" || { cat "$dir/many.log"; exit 1; } ;;
 esac
+# Periodic evaluation with the base sharded runs in lockstep (dist/sharded_base.h): rank 0 never
+# holds more than one decoder layer whole (gathering the base whole would show all of them).
+case " $* " in
+  *" train.shard_frozen_base=true "*" eval.interval="[1-9]*)
+    grep -q "frozen base sharded, evaluated in lockstep: forward passes per rank" "$dir/many.log" || { cat "$dir/many.log"; exit 1; }
+    if grep "evaluated in lockstep" "$dir/many.log" | grep -qv "at most 1 of [0-9]* layers whole at once on a rank"; then
+      cat "$dir/many.log"; exit 1
+    fi ;;
+esac
 "$compare" "$dir/one" "$dir/many" "$loss_bound" "$weight_bound"

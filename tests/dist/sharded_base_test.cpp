@@ -198,3 +198,159 @@ TEST_CASE("sharded frozen base loaded from the files: each rank reads 1/world of
     }
   }
 }
+
+namespace {
+
+// `n` no-grad forward passes of `model`, the logits of each: one plain forward for n = 1;
+// otherwise incremental decoding through a KV cache (a prompt, then n - 1 single tokens), as
+// generation and the evaluation's scorers run it. `salt` varies the tokens.
+std::vector<Tensor> forward_passes(LlamaForCausalLM& model, int n, int salt) {
+  NoGradGuard no_grad;
+  std::vector<Tensor> logits;
+  auto ids = [salt](int64_t count, int64_t at) {
+    std::vector<int64_t> v(static_cast<size_t>(count));
+    for (int64_t i = 0; i < count; ++i) v[static_cast<size_t>(i)] = (i * 17 + at * 5 + salt * 11 + 3) % 61;
+    return v;
+  };
+  if (n == 1) {
+    LlamaBatch batch;
+    batch.input_ids = from_vector(ids(2 * 9, 0), {2, 9});
+    logits.push_back(model.forward(batch).logits.data().clone());
+  } else if (n > 1) {
+    const int64_t prompt = 6;
+    KVCache cache(model.config(), 1, prompt + n, DType::f32, Device::cpu());
+    std::vector<int64_t> positions(prompt);
+    for (int64_t i = 0; i < prompt; ++i) positions[static_cast<size_t>(i)] = i;
+    logits.push_back(model.forward_cached(from_vector(ids(prompt, 0), {1, prompt}), from_vector(positions, {1, prompt}),
+                                          Tensor(), cache).clone());
+    for (int64_t step = 1; step < n; ++step) {
+      logits.push_back(model.forward_cached(from_vector(ids(1, step), {1, 1}),
+                                            from_vector(std::vector<int64_t>{prompt + step - 1}, {1, 1}), Tensor(),
+                                            cache).clone());
+    }
+  }
+  return logits;
+}
+
+// The events ShardedFrozenBase::on_event reports on `rank` for one lockstep phase in which rank r
+// makes passes[r] passes and then joins the others' (3 layers; `layer_events`: one pass's gathers,
+// prefetches and releases).
+std::string expected_lockstep_events(const std::vector<int>& passes, int rank, const std::string& layer_events) {
+  std::string text;
+  for (int round = 0;; ++round) {
+    int sum = 0;
+    for (int p : passes) sum += round < p ? 1 : 0;
+    if (round < passes[static_cast<size_t>(rank)]) {
+      text += "pass; " + layer_events;
+      continue;
+    }
+    text += fmt::format("join {}; ", sum);
+    if (sum == 0) return text;
+    text += "idle pass; " + layer_events;
+  }
+}
+
+}  // namespace
+
+TEST_CASE("sharded frozen base in lockstep: ranks with 3, 1 and 0 passes finish, same logits as unsharded") {
+  for (bool prefetch : {false, true}) {
+    CAPTURE(prefetch);
+    test::check_all_ok(test::run_ranks(3, [prefetch](ProcessGroup& g, std::ostream& msg) {
+      // Checkpointing on: a no-grad forward never recomputes, so its passes fit lockstep.
+      test::CheckpointedModel plain = test::make_checkpointing_model("lora", Device::cpu(), true);
+      test::CheckpointedModel sharded = test::make_checkpointing_model("lora", Device::cpu(), true);
+      plain.model->eval();
+      sharded.model->eval();
+      // Two phases, as two scorer calls: passes per rank in each.
+      const std::vector<std::vector<int>> phases = {{3, 1, 0}, {0, 0, 2}};
+      const int rank = g.rank();
+      std::vector<std::vector<Tensor>> want;
+      for (size_t p = 0; p < phases.size(); ++p)
+        want.push_back(forward_passes(*plain.model, phases[p][static_cast<size_t>(rank)], rank + 3 * static_cast<int>(p)));
+      std::string events;
+      ShardedFrozenBase shards(g.cpu(), *sharded.model, {},
+                               prefetch ? std::make_unique<CollectiveWorker>(g.new_communicator(Device::cpu(), "prefetch"))
+                                        : nullptr);
+      shards.on_event = [&](const std::string& e) { events += e + "; "; };
+      shards.begin_lockstep();
+      for (size_t p = 0; p < phases.size(); ++p) {
+        const std::vector<Tensor> got =
+            forward_passes(*sharded.model, phases[p][static_cast<size_t>(rank)], rank + 3 * static_cast<int>(p));
+        shards.join_remaining_passes();
+        for (size_t i = 0; i < got.size(); ++i) {
+          if (!bitwise_equal(got[i], want[p][i])) {
+            msg << "phase " << p << ", pass " << i << ": the logits differ from the unsharded model's";
+            return 1;
+          }
+        }
+      }
+      const ShardedFrozenBase::LockstepCounts counts = shards.lockstep_counts();
+      shards.end_lockstep();
+      // Every rank gathers the same layers in the same order (the collectives match), one layer
+      // whole at a time.
+      const std::string layer_events = prefetch ? "gather 0; prefetch 1; release 0; gather 1 prefetched; prefetch 2; "
+                                                  "release 1; gather 2 prefetched; release 2; "
+                                                : "gather 0; release 0; gather 1; release 1; gather 2; release 2; ";
+      std::string expected;
+      for (const std::vector<int>& passes : phases) expected += expected_lockstep_events(passes, rank, layer_events);
+      if (events != expected) {
+        msg << "rank " << rank << " events: " << events << "\nexpected: " << expected;
+        return 1;
+      }
+      const int64_t own = phases[0][static_cast<size_t>(rank)] + phases[1][static_cast<size_t>(rank)];
+      if (counts.passes != own || counts.idle_passes != 3 + 2 - own || counts.peak_whole_layers != 1) {
+        msg << "rank " << rank << ": " << counts.passes << " passes, " << counts.idle_passes << " idle, "
+            << counts.peak_whole_layers << " layers whole at once";
+        return 1;
+      }
+      return 0;
+    }));
+  }
+}
+
+TEST_CASE("sharded frozen base in lockstep: a pass that does not start at layer 0 is refused, no deadlock") {
+  // Under grad, activation checkpointing recomputes the layers last to first during backward.
+  test::check_all_ok(test::run_ranks(2, [](ProcessGroup& g, std::ostream& msg) {
+    test::CheckpointedModel sharded = test::make_checkpointing_model("lora", Device::cpu(), true);
+    ShardedFrozenBase shards(g.cpu(), *sharded.model);
+    shards.begin_lockstep();
+    try {
+      outputs(*sharded.model);
+      msg << "a backward with recompute ran in lockstep";
+      return 1;
+    } catch (const Error& e) {
+      const std::string what = e.what();
+      if (what.find("layer 2 of 3 gathered outside a pass") == std::string::npos ||
+          what.find("activation checkpointing") == std::string::npos) {
+        msg << "unexpected error: " << what;
+        return 1;
+      }
+    }
+    shards.end_lockstep();
+    return 0;
+  }));
+}
+
+TEST_CASE("sharded frozen base in lockstep: a rank that dies makes the others fail naming it, within the timeout") {
+  ProcessGroupOptions quick{std::chrono::milliseconds(3000), std::chrono::milliseconds(100)};
+  const auto results = test::run_ranks(
+      2,
+      [](ProcessGroup& g, std::ostream& msg) {
+        test::CheckpointedModel sharded = test::make_checkpointing_model("lora", Device::cpu(), false);
+        sharded.model->eval();
+        ShardedFrozenBase shards(g.cpu(), *sharded.model);
+        shards.begin_lockstep();
+        if (g.rank() == 1) std::_Exit(9);  // dies before its share of the passes
+        forward_passes(*sharded.model, 2, 0);
+        shards.join_remaining_passes();
+        msg << "the passes with a dead peer returned";
+        return 0;
+      },
+      quick, std::chrono::seconds(30));
+  INFO(results[0].message);
+  CHECK(results[1].status == 9);
+  CHECK(results[0].status == 1);
+  CHECK(results[0].message.find("rank 0 of 2: all_reduce") != std::string::npos);
+  CHECK(results[0].message.find("rank 1") != std::string::npos);
+  CHECK(results[0].seconds < 3.0 + 5.0);
+}

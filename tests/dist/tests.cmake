@@ -21,7 +21,10 @@ if(TARGET mlr-train AND TARGET mlr_llama)
       # Gradient accumulation: only the last micro-batch's backward reduces (the others accumulate).
       "full_zero2_accum_2|2|adapter.type=full,optim.lr=2e-3,train.zero_stage=2,train.grad_accum=2,train.grad_bucket_mib=0.008"
       # Periodic evaluation split over the ranks (BoolQ's requests): the same accuracies as 1 rank.
-      "lora_eval_4|4|adapter.type=lora,eval.interval=3")
+      "lora_eval_4|4|adapter.type=lora,eval.interval=3"
+      # The same with the base sharded: evaluated in lockstep (ranks 2 and 3 have no held-out
+      # batch and join the others' passes), the same figures, one layer whole at a time.
+      "lora_sharded_base_eval_4|4|adapter.type=lora,train.shard_frozen_base=true,eval.interval=3")
   foreach(run ${dp_runs})
     string(REPLACE "|" ";" parts "${run}")
     list(GET parts 0 name)

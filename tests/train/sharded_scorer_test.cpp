@@ -1,6 +1,7 @@
 // train/sharded_scorer.h over 3 forked ranks (tests/dist/run_ranks.h): 7 requests split 3/3/1,
 // each rank's inner scorer asked only for its own share, and every rank returning every result
-// (log-likelihoods and generations) in request order.
+// (log-likelihoods and generations) in request order; the after_own_share hook runs once per call,
+// after the rank's own share was scored.
 #include <doctest/doctest.h>
 
 #include "tests/dist/run_ranks.h"
@@ -44,7 +45,8 @@ TEST_CASE("sharded scorer: each rank scores a contiguous share, every rank gets 
       gen.push_back({std::string(static_cast<size_t>(i + 1), 'c'), {"\n"}, 16});
     }
     CountingScorer inner, reference;
-    ShardedScorer sharded(inner, g.cpu());
+    std::vector<size_t> scored_at_hook;  // how many requests the inner scorer had seen at each call
+    ShardedScorer sharded(inner, g.cpu(), [&] { scored_at_hook.push_back(inner.seen.size()); });
     const auto got = sharded.loglikelihood(ll);
     const auto want = reference.loglikelihood(ll);
     const auto got_text = sharded.generate_until(gen);
@@ -56,6 +58,11 @@ TEST_CASE("sharded scorer: each rank scores a contiguous share, every rank gets 
       }
     }
     const std::vector<size_t> share = {3, 3, 1};
+    const size_t mine = share[static_cast<size_t>(g.rank())];
+    if (scored_at_hook != std::vector<size_t>{mine, 2 * mine}) {
+      msg << "rank " << g.rank() << ": the hook ran " << scored_at_hook.size() << " times";
+      return 1;
+    }
     if (inner.seen.size() != 2 * share[static_cast<size_t>(g.rank())]) {
       msg << "rank " << g.rank() << " scored " << inner.seen.size() << " requests";
       return 1;
