@@ -250,6 +250,20 @@ void ShardedFrozenBase::join_remaining_passes() {
   }
 }
 
+void ShardedFrozenBase::for_each_layer_gathered(const std::vector<int64_t>& layers,
+                                                const std::function<void(int64_t)>& visit) {
+  MLR_CHECK(std::is_sorted(layers.begin(), layers.end()) &&
+                std::adjacent_find(layers.begin(), layers.end()) == layers.end() &&
+                (layers.empty() || (layers.front() >= 0 && layers.back() < static_cast<int64_t>(layers_.size()))),
+            "sharded base: layers to visit must increase within [0, {}), got [{}]", layers_.size(),
+            fmt::join(layers, ", "));
+  for (int64_t l : layers) {
+    gather(l);
+    visit(l);  // an exception leaves layer l gathered: the run fails on every rank alike
+    release(l);
+  }
+}
+
 int64_t ShardedFrozenBase::shard_bytes() const {
   int64_t n = 0;
   for (const auto& layer : layers_)

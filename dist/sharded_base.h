@@ -65,8 +65,13 @@ struct ShardedLoad {
 // LlamaForCausalLM::from_pretrained(dir, dtype, device), except that every decoder-layer parameter
 // (model.layers.*) is read only in part: rank `rank` of `world`'s chunk of it (shard_range). Those
 // parameters must stay frozen (an adapter run; full fine-tuning trains them) and must not be read
-// before ShardedFrozenBase takes the shards: an adapter that needs the base weight's values when it
-// is made (AdapterType::needs_base_weight, DoRA) cannot be put on such a model.
+// before ShardedFrozenBase takes the shards: an adapter whose initial values come from the base
+// weight (AdapterType::initialises_from_base_weight, DoRA's magnitudes) is made awaiting it
+// (InjectionSpec::defer_base_weight_reads) and initialised once the shards are installed, one
+// gathered layer at a time (for_each_layer_gathered; train/trainer.cpp), or loaded from a file.
+// Merging adapters into the base is not done here: a gathered layer is dropped at release, and a
+// released weight refuses a merge (AdaptedLinear::merge); mlr-merge folds the saved adapter into
+// the whole base.
 ShardedLoad load_with_sharded_base(const std::string& dir, int64_t rank, int64_t world, DType dtype, Device device);
 
 class ShardedFrozenBase {
@@ -93,6 +98,10 @@ class ShardedFrozenBase {
   // released (no values): for an owner whose model goes too, such as the end of a training run,
   // where a base too big for one rank would not fit whole.
   void keep_released() { keep_released_ = true; }
+  // visit(l) for each of `layers` (increasing, every rank the same list: they are collectives)
+  // while layer l alone is gathered, released after it: a pass over the whole base, one layer in
+  // memory at a time (adapters initialised from their base weights, train/trainer.cpp).
+  void for_each_layer_gathered(const std::vector<int64_t>& layers, const std::function<void(int64_t)>& visit);
   // Bytes of the shards this rank keeps, and of the frozen layer weights they stand for.
   int64_t shard_bytes() const;
   int64_t full_bytes() const;

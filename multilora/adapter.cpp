@@ -1,5 +1,7 @@
 #include "multilora/adapter.h"
 
+#include <algorithm>
+
 #include "autograd/functions.h"
 #include "autograd/grad_mode.h"
 #include "multilora/registry.h"
@@ -67,6 +69,31 @@ Variable AdaptedLinear::add_update(const Variable& base, const Variable& update)
   return add(base, update.dtype() == base.dtype() ? update : cast(update, base.dtype()));
 }
 
+std::string AdaptedLinear::describe() const {
+  if (!module_path_.empty()) return fmt::format("{} adapter '{}'", type().display_name, module_path_);
+  return fmt::format("{} adapter on a {} weight", type().display_name, shape_str(weight_.shape()));
+}
+
+void AdaptedLinear::require_base_weight_values(const std::string& what) const {
+  const Tensor& w = weight_.data();
+  const Shape& strides = w.strides();
+  const bool broadcast = w.numel() > 1 && std::all_of(strides.begin(), strides.end(), [](int64_t s) { return s == 0; });
+  MLR_CHECK(!broadcast, "{}: the base weight {} of the {} holds no values (a sharded base keeps a layer's weights "
+            "only while the layer runs, dist/sharded_base.h)", what, shape_str(w.shape()), describe());
+}
+
+void AdaptedLinear::require_initialised(const std::string& what) const {
+  MLR_CHECK(!awaits_base_weight_, "{}: {} was made awaiting its base weight and has not been initialised from it "
+            "(init_from_base_weight) nor loaded from a file", describe(), what);
+}
+
+void AdaptedLinear::init_from_base_weight() {
+  MLR_CHECK(awaits_base_weight_, "init_from_base_weight: the {} does not await its base weight", describe());
+  require_base_weight_values("init_from_base_weight");
+  compute_from_base_weight();
+  awaits_base_weight_ = false;
+}
+
 Tensor AdaptedLinear::merged_weight(const Tensor& w0) { return add(w0, delta_weight()); }
 
 Tensor AdaptedLinear::unmerged_weight(const Tensor& merged) { return sub(merged, delta_weight()); }
@@ -74,6 +101,7 @@ Tensor AdaptedLinear::unmerged_weight(const Tensor& merged) { return sub(merged,
 void AdaptedLinear::merge() {
   MLR_CHECK(!merged_, "adapter merge: this {} adapter is already merged", type().display_name);
   if (auto reason = merge_unsupported_reason()) throw Error(*reason);
+  require_base_weight_values("adapter merge");
   const DType acc = weight_.dtype() == DType::f64 ? DType::f64 : DType::f32;
   Tensor w = weight_.data();
   Tensor merged = merged_weight(cast(w, acc));
@@ -83,6 +111,7 @@ void AdaptedLinear::merge() {
 
 void AdaptedLinear::unmerge() {
   MLR_CHECK(merged_, "adapter unmerge: this {} adapter is not merged", type().display_name);
+  require_base_weight_values("adapter unmerge");
   const DType acc = weight_.dtype() == DType::f64 ? DType::f64 : DType::f32;
   Tensor w = weight_.data();
   Tensor restored = unmerged_weight(cast(w, acc));

@@ -101,6 +101,21 @@ class AdaptedLinear {
   void train(bool on = true) { training_ = on; }
   bool training() const { return training_; }
 
+  // ---- initial values computed from W0's values (AdapterType::initialises_from_base_weight) ----
+  // An adapter made by AdapterConfig::make_adapter_awaiting_base_weight lacks them until
+  // init_from_base_weight() computes them from W0, which must then hold its values (on a sharded
+  // base: while its layer is gathered, dist/sharded_base.h), or load_adapter reads them from a
+  // file (values_loaded()). Until then, reading them is an error that names the adapter.
+  bool awaits_base_weight() const { return awaits_base_weight_; }
+  void init_from_base_weight();
+  void values_loaded() { awaits_base_weight_ = false; }
+  // Where the adapter sits in its model ("model.layers.0.self_attn.q_proj"; inject_adapters sets
+  // it), for messages; empty for an adapter made on its own.
+  const std::string& module_path() const { return module_path_; }
+  void set_module_path(std::string path) { module_path_ = std::move(path); }
+  // "DoRA adapter 'model.layers.0.self_attn.q_proj'", or "DoRA adapter on a [out, in] weight".
+  std::string describe() const;
+
   const Tensor& base_weight() const { return weight_.data(); }
   const Tensor& base_bias() const;  // undefined without bias
   const Variable& base_weight_variable() const { return weight_; }
@@ -122,12 +137,22 @@ class AdaptedLinear {
   virtual Tensor unmerged_weight(const Tensor& merged);
   // x in the dtype of the adapter's parameters.
   static Variable to_dtype(const Variable& x, DType dtype);
+  // What init_from_base_weight computes (W0 checked to hold values). Only types that
+  // initialise_from_base_weight make adapters that await it.
+  virtual void compute_from_base_weight() {}
+  // Throws unless W0 holds values: a weight with none is one zero broadcast to its shape (a
+  // sharded base's weight outside its layer's gather, a model loaded in part); `what` needed them.
+  void require_base_weight_values(const std::string& what) const;
+  // Throws naming the adapter while it awaits its base weight; `what` names the tensor read.
+  void require_initialised(const std::string& what) const;
 
   Variable weight_;
   Variable bias_;
   DType adapter_dtype_;  // the dtype parameters are created in
   bool merged_ = false;
   bool training_ = true;
+  bool awaits_base_weight_ = false;  // set by the constructor of an adapter made awaiting it
+  std::string module_path_;
 };
 
 }  // namespace mlr

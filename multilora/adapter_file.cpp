@@ -95,6 +95,10 @@ std::string adapter_tensor_key(const std::string& module_path, const std::string
 void save_adapter(const std::string& dir, const std::vector<NamedAdapter>& adapters, const AdapterSaveOptions& options) {
   json config = file_config_of(adapters, options);
   std::vector<std::pair<std::string, Tensor>> tensors;
+  for (const NamedAdapter& na : adapters) {
+    MLR_CHECK(!na.adapter->awaits_base_weight(), "save_adapter: {}: the {} still awaits its initial values from the "
+              "base weight (init_from_base_weight)", dir, na.adapter->describe());
+  }
   for (const NamedAdapter& na : adapters)
     for (auto& [name, v] : na.adapter->named_tensors())
       tensors.emplace_back(adapter_tensor_key(na.module_path, name), v.data().cpu().contiguous());
@@ -201,6 +205,7 @@ void load_adapter(const std::string& dir, const std::vector<NamedAdapter>& adapt
     Tensor dst = v.data();
     dst.copy_(file.tensors.at(key));
   }
+  for (const NamedAdapter& na : adapters) na.adapter->values_loaded();  // nothing awaits the base weight
 }
 
 }  // namespace mlr

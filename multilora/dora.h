@@ -13,6 +13,11 @@
 // from the merge, as PEFT does.
 // Files: PEFT's LORA layout with "use_dora": true and one more tensor per module,
 // <module>.lora_magnitude_vector [out].
+// On a base whose weights have no values when the adapters are made (train.shard_frozen_base:
+// each rank holds 1/world of them, dist/sharded_base.h), the adapter is made awaiting its base
+// weight: m holds NaN and every read of it is an error until init_from_base_weight() computes
+// ||W0||_row (its layer gathered) or a file gives m (load_adapter). The forward's n needs W0 too,
+// which the model gathers around every run of a layer, recomputation included.
 #pragma once
 
 #include "multilora/lora.h"
@@ -23,6 +28,8 @@ struct DoraConfig : LoraConfig {
   const AdapterType& type() const override;
   std::unique_ptr<AdaptedLinear> make_adapter(Variable weight, Variable bias, Generator& init,
                                               uint64_t dropout_seed) const override;
+  std::unique_ptr<AdaptedLinear> make_adapter_awaiting_base_weight(Variable weight, Variable bias, Generator& init,
+                                                                   uint64_t dropout_seed) const override;
 };
 
 // The registration: YAML adapter.type "dora" (LoRA's keys), adapter_config.json with peft_type
@@ -38,8 +45,10 @@ Variable dora_update(const Variable& base_term, const Variable& x, const Variabl
 
 class DoraLinear : public LoraLinear {
  public:
-  // A, B as LoRA's (A Kaiming-uniform from `gen`, B zeros); m = ||W0||_row.
-  DoraLinear(Variable weight, Variable bias, const LoraConfig& config, Generator& gen);
+  // A, B as LoRA's (A Kaiming-uniform from `gen`, B zeros); m = ||W0||_row, or with
+  // `awaiting_base_weight` not yet (W0 is not read; see above).
+  DoraLinear(Variable weight, Variable bias, const LoraConfig& config, Generator& gen,
+             bool awaiting_base_weight = false);
 
   const AdapterType& type() const override { return dora_adapter_type(); }
   Variable forward(const Variable& x) override;
@@ -49,11 +58,13 @@ class DoraLinear : public LoraLinear {
   // (m/n) o V - W0: the dense change of the weight (from the unmerged W0 also when merged).
   Tensor delta_weight() const override;
 
-  const Variable& magnitude() const { return magnitude_; }
-  // n for the current adapter values and W0 (which must be unmerged).
+  // m; throws while it awaits the base weight.
+  const Variable& magnitude() const;
+  // n for the current adapter values and W0 (which must be unmerged and hold its values).
   Tensor weight_norm() const;
 
  protected:
+  void compute_from_base_weight() override;  // m = n (= ||W0||_row while B is 0)
   Tensor merged_weight(const Tensor& w0) override;
   Tensor unmerged_weight(const Tensor& merged) override;
 

@@ -34,7 +34,19 @@ std::vector<NamedAdapter> wrap(Module& root, const std::vector<std::string>& pat
   std::vector<NamedAdapter> out;
   for (size_t i = 0; i < paths.size(); ++i) {
     auto linear = std::dynamic_pointer_cast<Linear>(root.module_at(paths[i]));
-    auto module = std::make_shared<AdapterModule>(linear, spec.adapter->make_adapter(linear->weight(), linear->bias(), gen, spec.seed + 1 + i));
+    const uint64_t dropout_seed = spec.seed + 1 + i;
+    std::unique_ptr<AdaptedLinear> adapter =
+        spec.defer_base_weight_reads
+            ? spec.adapter->make_adapter_awaiting_base_weight(linear->weight(), linear->bias(), gen, dropout_seed)
+            : spec.adapter->make_adapter(linear->weight(), linear->bias(), gen, dropout_seed);
+    // The registration's promise: only a type that initialises from the base weight awaits it.
+    MLR_CHECK(!spec.defer_base_weight_reads || adapter->awaits_base_weight() == adapter->type().initialises_from_base_weight,
+              "inject_adapters: adapter type {} is registered {} initialises_from_base_weight, but its config's "
+              "make_adapter_awaiting_base_weight made an adapter that {} await the base weight",
+              adapter->type().name, adapter->type().initialises_from_base_weight ? "with" : "without",
+              adapter->awaits_base_weight() ? "does" : "does not");
+    adapter->set_module_path(paths[i]);
+    auto module = std::make_shared<AdapterModule>(linear, std::move(adapter));
     root.replace_module(paths[i], module);
     out.push_back({paths[i], &module->adapter()});
   }

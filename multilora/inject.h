@@ -61,6 +61,10 @@ struct InjectionSpec {
   // Adapter initial values come from one Philox stream seeded here, module by module in model
   // order; module i's dropout stream is seeded with seed + 1 + i.
   uint64_t seed = 0;
+  // The base weights have no values yet (a sharded base, dist/sharded_base.h): an adapter of a
+  // type that initialises_from_base_weight (multilora/registry.h) is made awaiting them, to be
+  // initialised with AdaptedLinear::init_from_base_weight once they are in memory, or loaded.
+  bool defer_base_weight_reads = false;
 };
 
 // The layer index of a module path ("model.layers.3.mlp.up_proj" -> 3), or -1.

@@ -24,6 +24,7 @@
 #include <set>
 #include <string>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -61,6 +62,15 @@ class AdapterConfig {
   // dropout masks from a Philox stream seeded with `dropout_seed`.
   virtual std::unique_ptr<AdaptedLinear> make_adapter(Variable weight, Variable bias, Generator& init,
                                                       uint64_t dropout_seed) const = 0;
+  // make_adapter without reading the values of `weight`, which may have none yet (a sharded base):
+  // an adapter of a type that initialises_from_base_weight then awaits
+  // AdaptedLinear::init_from_base_weight (or load_adapter); draws the same values from `init`.
+  // Types that read nothing of the weight when made need not override it.
+  virtual std::unique_ptr<AdaptedLinear> make_adapter_awaiting_base_weight(Variable weight, Variable bias,
+                                                                           Generator& init,
+                                                                           uint64_t dropout_seed) const {
+    return make_adapter(std::move(weight), std::move(bias), init, dropout_seed);
+  }
   // The adapter-section keys this config resolves to (the resolved YAML writes them back; reading
   // them with the type's from_yaml gives the same config).
   virtual nlohmann::json yaml_fields() const = 0;
@@ -81,10 +91,14 @@ struct AdapterType {
   // tensors of the same shapes computing the same function; training-only fields (dropout, init)
   // may differ.
   std::vector<std::string> structural_fields;
-  // Whether making an adapter reads the frozen weight's values (DoRA's magnitude starts at the
-  // weight's row norms): such adapters cannot be made on a base loaded sharded
-  // (dist/sharded_base.h, train.shard_frozen_base), whose weights have no values until gathered.
-  bool needs_base_weight = false;
+  // Whether an adapter's initial values are computed from the frozen weight's values (DoRA's
+  // magnitude starts at the weight's row norms). Such a type's config overrides
+  // make_adapter_awaiting_base_weight, and its adapter implements init_from_base_weight (the
+  // computation): on a base whose weights have no values yet (dist/sharded_base.h,
+  // train.shard_frozen_base) the adapters are made awaiting them (InjectionSpec::
+  // defer_base_weight_reads) and initialised one decoder layer at a time while it is gathered, or
+  // given their values by an adapter file (load_adapter). The trainer does both for any such type.
+  bool initialises_from_base_weight = false;
 };
 
 // Every registered type, in registration order (LoRA first).

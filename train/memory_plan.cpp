@@ -78,7 +78,7 @@ void print_memory_plan(const TrainConfig& config, int64_t world_size, double dev
       if (it == by_shape.end()) {
         Generator gen(1);
         Variable weight(zeros({1, 1}, weight_dtype).expand({shape.first, shape.second}));
-        const auto adapter = config.adapter.settings->make_adapter(weight, Variable(), gen, 0);
+        const auto adapter = config.adapter.settings->make_adapter_awaiting_base_weight(weight, Variable(), gen, 0);
         int64_t n = 0;
         for (const Variable& p : adapter->parameters()) n += p.numel();
         it = by_shape.emplace(shape, std::make_pair(n, static_cast<int64_t>(dtype_size(adapter->adapter_dtype())))).first;

@@ -18,6 +18,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <map>
 #include <set>
 #include <sstream>
 
@@ -116,7 +117,9 @@ struct Trainable {
   bool full = false;
 };
 
-Trainable setup_trainable(LlamaForCausalLM& model, const TrainConfig& config) {
+// `sharded_base`: the decoder weights have no values yet (loaded sharded): adapters that
+// initialise from their base weight are made awaiting it (TrainingRun::init_adapters_from_base).
+Trainable setup_trainable(LlamaForCausalLM& model, const TrainConfig& config, bool sharded_base) {
   Trainable t;
   if (config.adapter.type == "full") {
     t.full = true;
@@ -129,6 +132,7 @@ Trainable setup_trainable(LlamaForCausalLM& model, const TrainConfig& config) {
     spec.target_modules = config.adapter.target_modules;
     spec.layers_to_transform = config.adapter.layers;
     spec.seed = static_cast<uint64_t>(config.seed);
+    spec.defer_base_weight_reads = sharded_base;
     t.adapters = inject_adapters(model, spec);
     if (!config.adapter.init_from.empty()) load_adapter(config.adapter.init_from, t.adapters);
   }
@@ -323,8 +327,10 @@ class TrainingRun {
   // Every rank waits for rank 0 (preparing the data, checkpointing) with the long timeout of such phases.
   void wait_for_rank0(const char* what);
   // train.shard_frozen_base: the base weights sharded, every adapter tensor kept whole.
-  // `loaded`: the shards read at load time (first call); later calls slice the gathered weights.
+  // `loaded`: the shards read at load time (each rank its own; called once per run).
   void shard_frozen_base(std::vector<dist::LoadedShard> loaded = {});
+  // Initialises the adapters made awaiting their base weight (setup_trainable on a sharded base).
+  void init_adapters_from_base();
   bool stop_requested() const { return group_ ? stop_agreed_ : g_stop_requested.load(); }
   void log_step(const StepResult& r);
   void evaluate_if_due();
@@ -412,10 +418,6 @@ void TrainingRun::load_model_and_data() {
     // Each rank reads only its shard of the decoder weights: they are never whole in memory.
     MLR_CHECK(config_.adapter.type != "full", "mlr-train: train.shard_frozen_base shards the frozen weights of an "
                                               "adapter run; full fine-tuning trains every weight (use train.zero_stage: 1)");
-    MLR_CHECK(!adapter_type(config_.adapter.type).needs_base_weight,
-              "mlr-train: adapter.type {} reads the base weights when its adapters are made, which "
-              "train.shard_frozen_base loads sharded (each rank reads only its part); set train.shard_frozen_base: "
-              "false", config_.adapter.type);
     dist::ShardedLoad loaded = dist::load_with_sharded_base(config_.model.path, group_->rank(), group_->world_size(),
                                                             dtype_, device_);
     model_ = std::move(loaded.model);
@@ -426,9 +428,13 @@ void TrainingRun::load_model_and_data() {
   }
   model_->set_gradient_checkpointing(config_.train.activation_checkpointing);
   tokenizer_ = load_tokenizer(config_.model.path, parse_tokenizer_backend(config_.tokenizer.backend));
-  trainable_ = setup_trainable(*model_, config_);
+  trainable_ = setup_trainable(*model_, config_, sharding);
   model_->train();
-  if (sharding) shard_frozen_base(std::move(base_shards));
+  if (sharding) {
+    shard_frozen_base(std::move(base_shards));
+    // A resumed run's adapters get every value from the checkpoint instead.
+    if (!options_.resume) init_adapters_from_base();
+  }
   MLR_CHECK(!config_.data_yaml.empty(), "mlr-train: the configuration has no data section");
   // Rank 0 tokenizes (and writes the data cache) first; the others then read the cache.
   if (group_ && !main_rank_) wait_for_rank0("preparing the data");
@@ -894,6 +900,31 @@ void TrainingRun::shard_frozen_base(std::vector<dist::LoadedShard> loaded) {
   auto prefetcher = std::make_unique<dist::CollectiveWorker>(group_->new_communicator(device_, "prefetch"));
   sharded_base_ = std::make_unique<dist::ShardedFrozenBase>(group_->for_device(device_), *model_, adapter_tensors,
                                                             std::move(prefetcher), std::move(loaded));
+}
+
+// Each decoder layer holding such adapters is gathered in turn (the same layers in the same order
+// on every rank: the adapters are made alike everywhere), its adapters initialised, the layer
+// released: the base is never whole in memory. Adapters outside the decoder layers sit on weights
+// that stay whole. An adapter given its values by adapter.init_from no longer awaits anything.
+void TrainingRun::init_adapters_from_base() {
+  std::map<int64_t, std::vector<AdaptedLinear*>> by_layer;  // -1: outside the decoder layers
+  for (const NamedAdapter& a : trainable_.adapters)
+    if (a.adapter->awaits_base_weight()) by_layer[layer_index_of(a.module_path)].push_back(a.adapter);
+  if (by_layer.empty()) return;
+  std::vector<int64_t> layers;
+  size_t count = 0;
+  for (const auto& [layer, adapters] : by_layer) {
+    if (layer >= 0) layers.push_back(layer);
+    count += adapters.size();
+  }
+  sharded_base_->for_each_layer_gathered(layers, [&](int64_t layer) {
+    for (AdaptedLinear* a : by_layer.at(layer)) a->init_from_base_weight();
+  });
+  if (by_layer.count(-1))
+    for (AdaptedLinear* a : by_layer.at(-1)) a->init_from_base_weight();
+  out_ << fmt::format("{} adapters initialised from their base weights, {} decoder layer{} gathered one at a time\n",
+                      count, layers.size(), layers.size() == 1 ? "" : "s")
+       << std::flush;
 }
 
 void TrainingRun::wait_for_rank0(const char* what) {

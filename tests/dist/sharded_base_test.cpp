@@ -12,33 +12,12 @@
 #include "dist/collective_worker.h"
 #include "dist/sharded_base.h"
 #include "tests/dist/deferred_communicator.h"
+#include "tests/dist/model_outputs.h"
 #include "tests/dist/run_ranks.h"
 #include "tests/multilora/checkpoint_exact.h"
 
 using namespace mlr;
 using namespace mlr::dist;
-
-namespace {
-
-// Loss, logits and every trainable gradient of one forward and backward on a fixed batch.
-std::vector<Tensor> outputs(LlamaForCausalLM& model) {
-  LlamaBatch batch;
-  std::vector<int64_t> ids(2 * 20);
-  for (size_t i = 0; i < ids.size(); ++i) ids[i] = static_cast<int64_t>((i * 29 + 7) % 61);
-  batch.input_ids = from_vector(ids, {2, 20});
-  batch.labels = batch.input_ids;
-  CausalLMOutput out = model.forward(batch);
-  out.loss.backward();
-  std::vector<Tensor> result = {out.loss.data().clone(), out.logits.data().clone()};
-  for (const auto& [name, p] : model.named_parameters(true)) result.push_back(p.grad().clone());
-  return result;
-}
-
-bool bitwise_equal(const Tensor& a, const Tensor& b) {
-  return a.shape() == b.shape() && a.to_vector<double>() == b.to_vector<double>();
-}
-
-}  // namespace
 
 TEST_CASE("sharded frozen base: same loss, logits and gradients as unsharded, over 2 and 3 processes") {
   for (int world : {2, 3}) {
@@ -48,13 +27,13 @@ TEST_CASE("sharded frozen base: same loss, logits and gradients as unsharded, ov
       test::check_all_ok(test::run_ranks(world, [checkpointing](ProcessGroup& g, std::ostream& msg) {
         test::CheckpointedModel plain = test::make_checkpointing_model("lora", Device::cpu(), checkpointing);
         test::CheckpointedModel sharded = test::make_checkpointing_model("lora", Device::cpu(), checkpointing);
-        const std::vector<Tensor> want = outputs(*plain.model);
+        const std::vector<Tensor> want = test::training_outputs(*plain.model);
         ShardedFrozenBase shards(g.cpu(), *sharded.model);
         if (shards.shard_bytes() * g.world_size() > shards.full_bytes() + 64 * g.world_size() * 8) {
           msg << "rank keeps " << shards.shard_bytes() << " of " << shards.full_bytes() << " bytes";
           return 1;
         }
-        const std::vector<Tensor> got = outputs(*sharded.model);
+        const std::vector<Tensor> got = test::training_outputs(*sharded.model);
         // Released between layers: a frozen layer weight holds a broadcast zero, no memory.
         for (const auto& [name, p] : sharded.model->named_parameters()) {
           if (name.rfind("model.layers.", 0) == 0 && !p.requires_grad() && p.data().is_contiguous()) {
@@ -63,7 +42,7 @@ TEST_CASE("sharded frozen base: same loss, logits and gradients as unsharded, ov
           }
         }
         for (size_t i = 0; i < want.size(); ++i) {
-          if (!bitwise_equal(got[i], want[i])) {
+          if (!test::bitwise_equal(got[i], want[i])) {
             msg << "output " << i << " (0: loss, 1: logits, then gradients) differs";
             return 1;
           }
@@ -89,7 +68,7 @@ TEST_CASE("sharded frozen base with prefetch: the next layer's gather starts bef
       std::vector<std::vector<Tensor>> want;
       for (int pass = 0; pass < 2; ++pass) {
         for (auto [name, p] : plain.model->named_parameters(true)) p.zero_grad(/*set_to_none=*/true);
-        want.push_back(outputs(*plain.model));
+        want.push_back(test::training_outputs(*plain.model));
       }
       std::vector<std::string> events;
       {
@@ -99,9 +78,9 @@ TEST_CASE("sharded frozen base with prefetch: the next layer's gather starts bef
         shards.on_event = [&](const std::string& e) { events.push_back(e); };
         for (int pass = 0; pass < 2; ++pass) {
           for (auto [name, p] : sharded.model->named_parameters(true)) p.zero_grad(/*set_to_none=*/true);
-          const std::vector<Tensor> got = outputs(*sharded.model);
+          const std::vector<Tensor> got = test::training_outputs(*sharded.model);
           for (size_t i = 0; i < got.size(); ++i) {
-            if (!bitwise_equal(got[i], want[pass][i])) {
+            if (!test::bitwise_equal(got[i], want[pass][i])) {
               msg << "pass " << pass << ": output " << i << " (0: loss, 1: logits, then gradients) differs";
               return 1;
             }
@@ -170,9 +149,9 @@ TEST_CASE("sharded frozen base loaded from the files: each rank reads 1/world of
         inject_adapters(*part.model, spec);
         ShardedFrozenBase shards(g.cpu(), *part.model, {}, nullptr, std::move(part.shards));
         if (dtype == DType::f32) {
-          const std::vector<Tensor> want = outputs(*whole), got = outputs(*part.model);
+          const std::vector<Tensor> want = test::training_outputs(*whole), got = test::training_outputs(*part.model);
           for (size_t i = 0; i < want.size(); ++i) {
-            if (!bitwise_equal(got[i], want[i])) {
+            if (!test::bitwise_equal(got[i], want[i])) {
               msg << "output " << i << " (0: loss, 1: logits, then gradients) differs";
               return 1;
             }
@@ -185,7 +164,7 @@ TEST_CASE("sharded frozen base loaded from the files: each rank reads 1/world of
           const auto got_params = part.model->named_parameters();
           for (size_t i = 0; i < want_params.size(); ++i) {
             if (got_params[i].first.rfind("model.layers." + std::to_string(l) + ".", 0) != 0) continue;
-            if (!bitwise_equal(got_params[i].second.data(), want_params[i].second.data())) {
+            if (!test::bitwise_equal(got_params[i].second.data(), want_params[i].second.data())) {
               msg << got_params[i].first << " differs from the whole load's";
               return 1;
             }
@@ -278,7 +257,7 @@ TEST_CASE("sharded frozen base in lockstep: ranks with 3, 1 and 0 passes finish,
             forward_passes(*sharded.model, phases[p][static_cast<size_t>(rank)], rank + 3 * static_cast<int>(p));
         shards.join_remaining_passes();
         for (size_t i = 0; i < got.size(); ++i) {
-          if (!bitwise_equal(got[i], want[p][i])) {
+          if (!test::bitwise_equal(got[i], want[p][i])) {
             msg << "phase " << p << ", pass " << i << ": the logits differ from the unsharded model's";
             return 1;
           }
@@ -315,7 +294,7 @@ TEST_CASE("sharded frozen base in lockstep: a pass that does not start at layer 
     ShardedFrozenBase shards(g.cpu(), *sharded.model);
     shards.begin_lockstep();
     try {
-      outputs(*sharded.model);
+      test::training_outputs(*sharded.model);
       msg << "a backward with recompute ran in lockstep";
       return 1;
     } catch (const Error& e) {
