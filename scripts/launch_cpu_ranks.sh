@@ -19,8 +19,8 @@ case $n in
   ''|*[!0-9]*|0) echo "$0: N must be a positive integer, got '$n'" >&2; exit 2 ;;
 esac
 if [ -z "${MASTER_PORT:-}" ]; then
-  # A random port in 20000-59999 (rank 0 names the port in its error if it is taken).
-  MASTER_PORT=$((20000 + $(od -An -N2 -tu2 /dev/urandom | tr -d ' ') % 40000))
+  # A random port below the ephemeral range (rank 0 names the port in its error if it is taken).
+  MASTER_PORT=$(sh "$(dirname "$0")/random_port.sh")
 fi
 export MASTER_ADDR=127.0.0.1 MASTER_PORT WORLD_SIZE=$n LOCAL_WORLD_SIZE=$n
 pids=""

@@ -54,7 +54,7 @@ if [ -n "$torchrun" ]; then
   check torchrun torchrun
 elif command -v python3 > /dev/null 2>&1; then
   echo "torchrun not found: its environment and a listener on MASTER_PORT stand in for it"
-  port=$((20000 + $(od -An -N2 -tu2 /dev/urandom | tr -d ' ') % 40000))
+  port=$(sh scripts/random_port.sh)
   python3 -c "
 import socket, sys, time
 s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

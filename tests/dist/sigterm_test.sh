@@ -29,7 +29,7 @@ MLR_DIST_TIMEOUT=30 sh scripts/launch_cpu_ranks.sh 2 "$train" configs/demo.yaml 
 grep -q "resumed from .*step-$step at step $step" "$dir/resume.log" || { cat "$dir/resume.log"; exit 1; }
 grep -q "done: $((step + 2)) steps" "$dir/resume.log" || { cat "$dir/resume.log"; exit 1; }
 echo "SIGTERM to rank 1 stopped both ranks at step $step (status 130), and the run resumed from there"
-MASTER_ADDR=127.0.0.1 MASTER_PORT=$((20000 + $(od -An -N2 -tu2 /dev/urandom | tr -d ' ') % 40000)) RANK=1 WORLD_SIZE=2 \
+MASTER_ADDR=127.0.0.1 MASTER_PORT=$(sh scripts/random_port.sh) RANK=1 WORLD_SIZE=2 \
   MLR_DIST_TIMEOUT=60 "$train" configs/demo.yaml output_dir="$dir/alone" --no-progress-bar > "$dir/alone.log" 2>&1 &
 alone=$!
 sleep 1

@@ -4,7 +4,7 @@
 # start_two_ranks <mlr-train> <output dir> <log prefix> <timeout s>: sets pid0 and pid1; the logs are
 # <log prefix>.rank-0.log and <log prefix>.rank-1.log.
 start_two_ranks() {
-  port=$((20000 + $(od -An -N2 -tu2 /dev/urandom | tr -d ' ') % 40000))
+  port=$(sh scripts/random_port.sh)
   for r in 0 1; do
     MLR_DIST_TIMEOUT=$4 MASTER_ADDR=127.0.0.1 MASTER_PORT=$port WORLD_SIZE=2 LOCAL_WORLD_SIZE=2 RANK=$r LOCAL_RANK=$r \
       "$1" configs/demo.yaml train.steps=100000 eval.interval=0 save.interval=0 log.interval=1 \
