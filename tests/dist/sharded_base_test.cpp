@@ -329,7 +329,10 @@ TEST_CASE("sharded frozen base in lockstep: a rank that dies makes the others fa
   INFO(results[0].message);
   CHECK(results[1].status == 9);
   CHECK(results[0].status == 1);
-  CHECK(results[0].message.find("rank 0 of 2: all_reduce") != std::string::npos);
+  // Its pass's flag all-reduce fails on the closed connection; on a machine so loaded that rank 0
+  // reaches it only after the timeout, the watchdog names rank 1 first.
+  CHECK((results[0].message.find("rank 0 of 2: all_reduce") != std::string::npos ||
+         results[0].message.find("rank 1 sent no heartbeat") != std::string::npos));
   CHECK(results[0].message.find("rank 1") != std::string::npos);
   CHECK(results[0].seconds < 3.0 + 5.0);
 }

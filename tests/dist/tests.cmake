@@ -27,19 +27,23 @@ if(TARGET mlr-train AND TARGET mlr_llama)
       # The same with the base sharded: evaluated in lockstep (ranks 2 and 3 have no held-out
       # batch and join the others' passes), the same figures, one layer whole at a time.
       "lora_sharded_base_eval_4|4|adapter.type=lora,train.shard_frozen_base=true,eval.interval=3")
-  foreach(run ${dp_runs})
-    string(REPLACE "|" ";" parts "${run}")
-    list(GET parts 0 name)
-    list(GET parts 1 ranks)
-    list(GET parts 2 overrides)
-    string(REPLACE "," ";" overrides "${overrides}")
-    add_test(NAME dist_data_parallel_${name}
-             COMMAND sh ${CMAKE_CURRENT_LIST_DIR}/data_parallel_test.sh $<TARGET_FILE:mlr-train>
-                     $<TARGET_FILE:dist_compare_runs> ${CMAKE_CURRENT_BINARY_DIR}/dp_${name} ${ranks}
-                     ${dp_loss_bound} ${dp_weight_bound} ${overrides}
-             WORKING_DIRECTORY ${PROJECT_SOURCE_DIR})
-    set_tests_properties(dist_data_parallel_${name} PROPERTIES LABELS "cpu" TIMEOUT 300)
-  endforeach()
+  # Registers `<prefix>_<name>` for each "name|ranks|overrides,..." of the list named `runs`.
+  function(mlr_add_dp_runs prefix label timeout runs)
+    foreach(run ${${runs}})
+      string(REPLACE "|" ";" parts "${run}")
+      list(GET parts 0 name)
+      list(GET parts 1 ranks)
+      list(GET parts 2 overrides)
+      string(REPLACE "," ";" overrides "${overrides}")
+      add_test(NAME ${prefix}_${name}
+               COMMAND sh ${CMAKE_CURRENT_LIST_DIR}/data_parallel_test.sh $<TARGET_FILE:mlr-train>
+                       $<TARGET_FILE:dist_compare_runs> ${CMAKE_CURRENT_BINARY_DIR}/${prefix}_${name} ${ranks}
+                       ${dp_loss_bound} ${dp_weight_bound} ${ARGN} ${overrides}
+               WORKING_DIRECTORY ${PROJECT_SOURCE_DIR})
+      set_tests_properties(${prefix}_${name} PROPERTIES LABELS ${label} TIMEOUT ${timeout} SKIP_RETURN_CODE 77)
+    endforeach()
+  endfunction()
+  mlr_add_dp_runs(dist_data_parallel cpu 300 dp_runs)
   # The same on CUDA tensors through the NCCL communicator (label cuda): in the emulated CUDA build
   # over the emulated NCCL (dist/emulated_nccl.cpp: every CUDA path of data parallel, the NCCL
   # communicator's streams, events and queued jobs included); on a machine with 2 GPUs over NCCL;
@@ -47,19 +51,7 @@ if(TARGET mlr-train AND TARGET mlr_llama)
   # the sharded base, prefetched, with activation checkpointing and evaluation.
   set(dp_cuda_runs "full_zero2_2|2|adapter.type=full,optim.lr=2e-3,train.zero_stage=2,train.grad_bucket_mib=0.008"
       "lora_sharded_base_2|2|adapter.type=lora,train.shard_frozen_base=true,train.activation_checkpointing=true,eval.interval=3")
-  foreach(run ${dp_cuda_runs})
-    string(REPLACE "|" ";" parts "${run}")
-    list(GET parts 0 name)
-    list(GET parts 1 ranks)
-    list(GET parts 2 overrides)
-    string(REPLACE "," ";" overrides "${overrides}")
-    add_test(NAME dist_nccl_data_parallel_${name}
-             COMMAND sh ${CMAKE_CURRENT_LIST_DIR}/data_parallel_test.sh $<TARGET_FILE:mlr-train>
-                     $<TARGET_FILE:dist_compare_runs> ${CMAKE_CURRENT_BINARY_DIR}/dp_nccl_${name} ${ranks}
-                     ${dp_loss_bound} ${dp_weight_bound} model.device=cuda ${overrides}
-             WORKING_DIRECTORY ${PROJECT_SOURCE_DIR})
-    set_tests_properties(dist_nccl_data_parallel_${name} PROPERTIES LABELS "cuda" TIMEOUT 600 SKIP_RETURN_CODE 77)
-  endforeach()
+  mlr_add_dp_runs(dist_nccl_data_parallel cuda 600 dp_cuda_runs model.device=cuda)
   # Variants of one 2-rank run that must train alike: ZeRO stages 0, 1 and 2 (full fine-tuning and
   # LoRA), and gradients reduced during backward (the default) or after it. Two ranks add two
   # numbers in either order to the same float, so only the gradient norm (ZeRO-2 sums each rank's
@@ -133,4 +125,11 @@ if(TARGET mlr-train AND TARGET mlr_llama)
            COMMAND sh ${CMAKE_CURRENT_LIST_DIR}/kill_rank_test.sh $<TARGET_FILE:mlr-train> ${CMAKE_CURRENT_BINARY_DIR}/dp_kill
            WORKING_DIRECTORY ${PROJECT_SOURCE_DIR})
   set_tests_properties(dist_kill_rank PROPERTIES LABELS "cpu" TIMEOUT 120)
+  # The same with the gradients on CUDA through the NCCL communicator (emulated NCCL in the
+  # emulated build; 2 GPUs elsewhere; skipped without).
+  add_test(NAME dist_nccl_kill_rank
+           COMMAND env MLR_TEST_OVERRIDES=model.device=cuda sh ${CMAKE_CURRENT_LIST_DIR}/kill_rank_test.sh
+                   $<TARGET_FILE:mlr-train> ${CMAKE_CURRENT_BINARY_DIR}/dp_nccl_kill
+           WORKING_DIRECTORY ${PROJECT_SOURCE_DIR})
+  set_tests_properties(dist_nccl_kill_rank PROPERTIES LABELS "cuda" TIMEOUT 300 SKIP_RETURN_CODE 77)
 endif()

@@ -5,7 +5,8 @@
 set -eu
 train=$1
 dir=$2
-rm -rf "$dir"
+# The logs sit beside the directory: a stale one would be read as this run's first step.
+rm -rf "$dir" "$dir.log" "$dir.resume.log" "$dir.kill9.log"
 "$train" configs/demo.yaml output_dir="$dir" train.steps=100000 save.interval=0 --no-progress-bar > "$dir.log" 2>&1 &
 pid=$!
 # Wait for the first logged step, then ask it to stop.
