@@ -364,6 +364,22 @@ class ExprParser {
     if (!at_end()) fail(fmt::format("unexpected '{}'", peek().text));
   }
 
+  // Brackets, unary operators and conditionals are parsed by recursion, which a hostile template
+  // could drive until the stack overflows: nesting deeper than kMaxNesting is an error.
+  static constexpr int kMaxNesting = 256;
+  struct Nesting {
+    ExprParser& parser;
+    explicit Nesting(ExprParser& p) : parser(p) {
+      if (++parser.nesting_ > kMaxNesting) {
+        --parser.nesting_;
+        parser.fail(fmt::format("an expression nested more than {} levels deep", kMaxNesting));
+      }
+    }
+    ~Nesting() { --parser.nesting_; }
+    Nesting(const Nesting&) = delete;
+    Nesting& operator=(const Nesting&) = delete;
+  };
+
   ExprPtr make(Expr::Kind kind, std::string text = {}) {
     auto e = std::make_unique<Expr>();
     e->kind = kind;
@@ -379,6 +395,7 @@ class ExprParser {
   }
 
   ExprPtr expression() {
+    const Nesting nesting(*this);
     ExprPtr value = or_expr();
     if (is_name("if")) {
       ++pos_;
@@ -413,6 +430,7 @@ class ExprParser {
     return a;
   }
   ExprPtr not_expr() {
+    const Nesting nesting(*this);
     if (is_name("not")) {
       ++pos_;
       auto e = make(Expr::Kind::unary, "not");
@@ -476,6 +494,7 @@ class ExprParser {
     return a;
   }
   ExprPtr unary() {
+    const Nesting nesting(*this);
     if (is_op("-")) {
       ++pos_;
       auto e = make(Expr::Kind::unary, "-");
@@ -623,6 +642,7 @@ class ExprParser {
 
  private:
   size_t pos_ = 0;
+  int nesting_ = 0;  // Nesting levels open
   std::vector<Token> t_;
   std::string origin_;
   int line_;
@@ -647,7 +667,16 @@ class TemplateParser {
   ExprParser parser_for(const Piece& p) { return ExprParser(lex(p.content, origin_, p.line), origin_, p.line, p.content); }
 
   // Statements up to one whose first word is in `stops` (left unconsumed, its word in stop_word_).
+  // Blocks nest by recursion (here and when rendering): deeper than kMaxBlocks is an error.
+  static constexpr int kMaxBlocks = 256;
   std::vector<Node> parse_until(const std::vector<std::string>& stops) {
+    if (i_ < pieces_.size() && blocks_ >= kMaxBlocks)
+      fail(pieces_[i_].line, fmt::format("statements nested more than {} levels deep", kMaxBlocks));
+    ++blocks_;
+    struct Leave {
+      int& blocks;
+      ~Leave() { --blocks; }
+    } leave{blocks_};
     std::vector<Node> nodes;
     while (i_ < pieces_.size()) {
       const Piece& p = pieces_[i_];
@@ -769,6 +798,7 @@ class TemplateParser {
   std::vector<Piece> pieces_;
   std::string origin_;
   size_t i_ = 0;
+  int blocks_ = 0;  // parse_until calls open
   std::string stop_word_;
 };
 

@@ -117,4 +117,21 @@ TEST_CASE("chat template: constructs outside the subset are errors naming them a
   CHECK(error_of_template("{% for i in range(2000) %}{% for j in range(2000) %}{% endfor %}{% endfor %}")
             .find("rendering takes more than 1000000 steps") != std::string::npos);
   CHECK(ChatTemplate("{{ -7 // 2 }} {{ -7 % 3 }} {{ 7 % -3 }} {{ 2 ** 10 }}", "t").render({}) == "-4 2 -2 1024");
+  // Nesting parsed by recursion (the fuzzer's stack overflow: thousands of '['): an error past 256
+  // levels; 200 still render.
+  auto repeat = [](const std::string& s, int n) {
+    std::string out;
+    for (int i = 0; i < n; ++i) out += s;
+    return out;
+  };
+  CHECK(error_of_template("{{ " + repeat("[", 5000) + " }}").find("an expression nested more than 256 levels deep") !=
+        std::string::npos);
+  CHECK(error_of_template("{{ " + repeat("not ", 5000) + "1 }}").find("nested more than 256") != std::string::npos);
+  CHECK(error_of_template("{{ " + repeat("-", 5000) + "1 }}").find("nested more than 256") != std::string::npos);
+  CHECK(error_of_template("{{ 1" + repeat(" if 1 else 1", 5000) + " }}").find("nested more than 256") !=
+        std::string::npos);
+  CHECK(error_of_template(repeat("{% if 1 %}", 5000)).find("line 1: statements nested more than 256 levels deep") !=
+        std::string::npos);
+  CHECK(ChatTemplate("{{ " + repeat("(", 60) + "7" + repeat(")", 60) + " }}", "t").render({}) == "7");
+  CHECK(ChatTemplate(repeat("{% if 1 %}", 200) + "x" + repeat("{% endif %}", 200), "t").render({}) == "x");
 }
