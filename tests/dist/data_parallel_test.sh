@@ -19,6 +19,10 @@ rows=4
 common="configs/demo.yaml train.steps=6 eval.interval=0 save.interval=0 log.interval=1 log.tensorboard=false"
 rm -rf "$dir"
 mkdir -p "$dir"
+. "$(dirname "$0")/need_gpus.sh"
+case " $* " in
+  *" model.device=cuda "*) need_gpus "$ranks" ;;
+esac
 skip_if_no_gpu() {
   if grep -q "no such CUDA device\|has no CUDA backend\|needs NCCL, and this build has none" "$@"; then
     echo "skipped: $(grep -h -m1 "CUDA\|NCCL" "$@" | head -1)"
