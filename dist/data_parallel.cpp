@@ -196,19 +196,20 @@ void GradientBuckets::broadcast_parameters(int root) {
   }
 }
 
+namespace {
+
 // Through the communicator's device (a GPU for NCCL) and back.
-void all_reduce_sum(Communicator& comm, std::vector<double>& values) {
+template <typename T>
+void sum_over_ranks(Communicator& comm, std::vector<T>& values) {
   if (values.empty()) return;
   Tensor t = from_vector(values, {static_cast<int64_t>(values.size())}).to(comm.device());
   comm.all_reduce(t, ReduceOp::sum);
-  values = t.to(Device::cpu()).to_vector<double>();
+  values = t.to(Device::cpu()).to_vector<T>();
 }
 
-void all_reduce_sum(Communicator& comm, std::vector<int64_t>& values) {
-  if (values.empty()) return;
-  Tensor t = from_vector(values, {static_cast<int64_t>(values.size())}).to(comm.device());
-  comm.all_reduce(t, ReduceOp::sum);
-  values = t.to(Device::cpu()).to_vector<int64_t>();
-}
+}  // namespace
+
+void all_reduce_sum(Communicator& comm, std::vector<double>& values) { sum_over_ranks(comm, values); }
+void all_reduce_sum(Communicator& comm, std::vector<int64_t>& values) { sum_over_ranks(comm, values); }
 
 }  // namespace mlr::dist

@@ -99,10 +99,14 @@ ncclResult_t run(ncclComm_t comm, const char* what, Body&& body) {
   return ncclSuccess;
 }
 
-ncclResult_t all_reduce_in_place(ncclComm_t comm, void* data, size_t count, DType dtype, ncclRedOp_t op) {
+// A reduction's arguments: a type we emulate and sum or avg.
+bool reduction_of(ncclDataType_t datatype, ncclRedOp_t op, DType& dtype, size_t& bytes) {
+  return dtype_of(datatype, dtype, bytes) && (op == ncclSum || op == ncclAvg);
+}
+
+void all_reduce_in_place(ncclComm_t comm, void* data, size_t count, DType dtype, ncclRedOp_t op) {
   mlr::dist::gloo_all_reduce_sum(comm->context, data, count, dtype, emulated_timeout());
   if (op == ncclAvg) MLR_CHECK(divide(data, count, dtype, comm->size), "emulated NCCL: ncclAvg of an integer type");
-  return ncclSuccess;
 }
 
 }  // namespace
@@ -180,7 +184,7 @@ ncclResult_t ncclAllReduce(const void* sendbuff, void* recvbuff, size_t count, n
                            ncclRedOp_t op, ncclComm_t comm, cudaStream_t) {
   DType dtype;
   size_t bytes;
-  if (!dtype_of(datatype, dtype, bytes) || (op != ncclSum && op != ncclAvg)) return ncclInvalidArgument;
+  if (!reduction_of(datatype, op, dtype, bytes)) return ncclInvalidArgument;
   return run(comm, "ncclAllReduce", [&] {
     if (sendbuff != recvbuff) std::memcpy(recvbuff, sendbuff, count * bytes);
     all_reduce_in_place(comm, recvbuff, count, dtype, op);
@@ -191,7 +195,7 @@ ncclResult_t ncclReduceScatter(const void* sendbuff, void* recvbuff, size_t recv
                                ncclRedOp_t op, ncclComm_t comm, cudaStream_t) {
   DType dtype;
   size_t bytes;
-  if (!dtype_of(datatype, dtype, bytes) || (op != ncclSum && op != ncclAvg)) return ncclInvalidArgument;
+  if (!reduction_of(datatype, op, dtype, bytes)) return ncclInvalidArgument;
   return run(comm, "ncclReduceScatter", [&] {
     const size_t chunk = recvcount * bytes;
     std::vector<char> all(chunk * static_cast<size_t>(comm->size));

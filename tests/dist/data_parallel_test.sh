@@ -24,10 +24,7 @@ case " $* " in
   *" model.device=cuda "*) need_gpus "$ranks" ;;
 esac
 skip_if_no_gpu() {
-  if grep -q "no such CUDA device\|has no CUDA backend\|needs NCCL, and this build has none" "$@"; then
-    echo "skipped: $(grep -h -m1 "CUDA\|NCCL" "$@" | head -1)"
-    exit 77
-  fi
+  if no_gpu_in "$@"; then exit 77; fi
 }
 # shellcheck disable=SC2086
 "$train" $common data.packing.batch_rows=$rows output_dir="$dir/one" "$@" --no-progress-bar \

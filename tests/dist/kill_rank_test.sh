@@ -8,7 +8,6 @@ train=$1
 dir=$2
 timeout=5
 . "$(dirname "$0")/two_ranks.sh"
-. "$(dirname "$0")/need_gpus.sh"
 case " ${MLR_TEST_OVERRIDES:-} " in
   *" model.device=cuda "*) need_gpus 2 ;;
 esac

@@ -17,11 +17,9 @@ device=${MLR_TEST_DEVICE:-cuda}
 common="configs/demo.yaml model.device=$device train.steps=6 eval.interval=0 save.interval=0 log.interval=1 log.tensorboard=false"
 rm -rf "$dir"
 mkdir -p "$dir"
+. "$(dirname "$0")/need_gpus.sh"
 skip_if_no_gpu() {
-  if grep -q "no such CUDA device\|has no CUDA backend\|needs NCCL, and this build has none" "$1"; then
-    echo "skipped: $(grep -m1 "CUDA\|NCCL" "$1")"
-    exit 77
-  fi
+  if no_gpu_in "$1"; then exit 77; fi
 }
 launched() {  # <name> <overrides...>: one launched rank
   name=$1

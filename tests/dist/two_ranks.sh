@@ -4,6 +4,8 @@
 # start_two_ranks <mlr-train> <output dir> <log prefix> <timeout s>: sets pid0 and pid1; the logs are
 # <log prefix>.rank-0.log and <log prefix>.rank-1.log. MLR_TEST_OVERRIDES: more overrides for both
 # (model.device=cuda).
+. "$(dirname "$0")/need_gpus.sh"
+
 start_two_ranks() {
   port=$(sh scripts/random_port.sh)
   for r in 0 1; do
@@ -20,10 +22,8 @@ start_two_ranks() {
 wait_for_step() {
   i=0
   until grep -q "step $2/" "$1" 2>/dev/null; do
-    if grep -h -m1 "no such CUDA device\|has no CUDA backend\|needs NCCL, and this build has none" \
-      "$1" "${1%.rank-0.log}.rank-1.log" 2>/dev/null; then
-      kill "$pid0" "$pid1" 2>/dev/null || true
-      echo "skipped (no GPU for every rank, or no NCCL)"
+    if no_gpu_in "$1" "${1%.rank-0.log}.rank-1.log"; then
+      kill "$pid0" "$pid1" 2> /dev/null || true
       exit 77
     fi
     i=$((i + 1))
