@@ -94,12 +94,20 @@ ProcessGroup::ProcessGroup(const LaunchInfo& launch, const ProcessGroupOptions& 
   heartbeat_store_ = std::make_unique<StoreClient>(launch_.master_addr, launch_.master_port, options_.timeout, who);
   heartbeat_store_->set(heartbeat_key(rank()), "0 0 start");
   heartbeat_ = std::thread([this] { heartbeat_loop(); });
-  GlooTransport transport;
-  if (const char* iface = std::getenv("GLOO_SOCKET_IFNAME")) transport.iface = iface;
-  transport.hostname = launch_.local_world_size == launch_.world_size ? "127.0.0.1" : std::string(host);
-  transport_ = transport;
-  cpu_ = std::make_unique<GlooCommunicator>(rank(), world_size(), *store_, "gloo/", transport, options_.timeout,
-                                            observer());
+  try {
+    GlooTransport transport;
+    if (const char* iface = std::getenv("GLOO_SOCKET_IFNAME")) transport.iface = iface;
+    transport.hostname = launch_.local_world_size == launch_.world_size ? "127.0.0.1" : std::string(host);
+    transport_ = transport;
+    cpu_ = std::make_unique<GlooCommunicator>(rank(), world_size(), *store_, "gloo/", transport, options_.timeout,
+                                              observer());
+  } catch (...) {
+    // A peer lost while Gloo connects its mesh: no destructor runs for a constructor that throws, and
+    // a running std::thread member would end the process in std::terminate instead of this error.
+    stop_.store(true);
+    heartbeat_.join();
+    throw;
+  }
 }
 
 std::unique_ptr<Communicator> ProcessGroup::new_communicator(Device device, const std::string& purpose) {

@@ -283,6 +283,66 @@ TEST_CASE("faults: a dead rank makes the other's collective fail naming it, with
   CHECK(results[0].seconds < 3.0 + 5.0);
 }
 
+TEST_CASE("faults: a rank lost after the rendezvous, before Gloo's mesh connects, fails the others with an error") {
+  // Rank 1 here is this test process speaking the store's protocol: it arrives at the rendezvous
+  // and beats, but never connects Gloo's mesh. Rank 0's process group, whose heartbeat thread is
+  // already running then, must throw the connect error (it once ended in std::terminate: 134).
+  const int port = free_port();
+  const auto dir = std::filesystem::temp_directory_path() / ("mlr_dist_mesh_" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  std::fflush(nullptr);
+  const pid_t pid = ::fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    std::ofstream msg(dir / "rank-0");
+    int status = 0;
+    try {
+      LaunchInfo launch;
+      launch.rank = 0;
+      launch.world_size = 2;
+      launch.local_world_size = 2;
+      launch.master_port = port;
+      launch.launcher = "test";
+      ProcessGroup group(launch, {std::chrono::milliseconds(1500), std::chrono::milliseconds(100)});
+      msg << "the process group was built without rank 1 in Gloo's mesh";
+    } catch (const std::exception& e) {
+      msg << e.what();
+      status = 1;
+    }
+    msg.flush();
+    std::_Exit(status);
+  }
+  int wstatus = 0;
+  {
+    StoreClient rank1("127.0.0.1", port, std::chrono::milliseconds(5000), "rank 1");
+    rank1.set("rdzv/1", "test pid 0");
+    rank1.wait_get("rdzv/complete", std::chrono::milliseconds(5000), "rank 0 never completed the rendezvous");
+    int64_t beat = 0;
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+    while (::waitpid(pid, &wstatus, WNOHANG) != pid) {
+      if (std::chrono::steady_clock::now() > deadline) {
+        ::kill(pid, SIGKILL);
+        ::waitpid(pid, &wstatus, 0);
+        break;
+      }
+      try {
+        rank1.set("hb/1", std::to_string(++beat) + " 0 start");
+      } catch (const std::exception&) {
+        // rank 0's store went away with its process
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+  }
+  std::ifstream in(dir / "rank-0");
+  std::stringstream message;
+  message << in.rdbuf();
+  std::filesystem::remove_all(dir);
+  INFO(message.str());
+  REQUIRE(WIFEXITED(wstatus));
+  CHECK(WEXITSTATUS(wstatus) == 1);
+  CHECK(message.str().find("rank 0 of 2: connect (Gloo full mesh)") != std::string::npos);
+}
+
 TEST_CASE("faults: a hung rank is named by the others' timeout, and the watchdog ends it when rank 0 leaves") {
   ProcessGroupOptions quick{std::chrono::milliseconds(2000), std::chrono::milliseconds(100)};
   const auto results = run_ranks(

@@ -319,6 +319,9 @@ TEST_CASE("sharded frozen base in lockstep: a rank that dies makes the others fa
         sharded.model->eval();
         ShardedFrozenBase shards(g.cpu(), *sharded.model);
         shards.begin_lockstep();
+        // Both ranks past Gloo's mesh first: a loaded rank 0 could otherwise still be connecting it
+        // when rank 1 exits (that case has its own test in communicator_test.cpp).
+        g.cpu().barrier();
         if (g.rank() == 1) std::_Exit(9);  // dies before its share of the passes
         forward_passes(*sharded.model, 2, 0);
         shards.join_remaining_passes();
