@@ -3,6 +3,9 @@
 if(TARGET mlr-train AND TARGET mlr_llama)
   add_executable(dist_compare_runs ${CMAKE_CURRENT_LIST_DIR}/compare_runs.cpp)
   target_link_libraries(dist_compare_runs PRIVATE mlr_llama nlohmann_json::nlohmann_json fmt::fmt)
+  if(MLR_CUDA AND MLR_CUDA_KERNELS)
+    mlr_cuda_test_targets(dist_compare_runs)  # the dist_nccl_* tests compare with it
+  endif()
   # Bounds of "N ranks x R/N rows = 1 rank x R rows" (6 steps at the demo's lr): losses to 1e-5
   # relative, weights to 5e-5 of each tensor's largest value (float32 sums in another order,
   # amplified by AdamW's normalisation where gradients are tiny). Measured: losses 1e-7, weights
