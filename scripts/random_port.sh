@@ -19,7 +19,7 @@ else
   span=40000
 fi
 # The local ports every socket holds, in hex as /proc/net/tcp writes them ("0100007F:7531").
-held=$(cat /proc/net/tcp /proc/net/tcp6 2> /dev/null | awk 'NR > 0 { split($2, a, ":"); print a[2] }' || true)
+held=$(cat /proc/net/tcp /proc/net/tcp6 2> /dev/null | awk '{ split($2, a, ":"); print a[2] }' || true)
 draw=0
 while :; do
   port=$((20000 + $(od -An -N2 -tu2 /dev/urandom | tr -d ' ') % span))

@@ -54,54 +54,68 @@ else
 fi
 
 # A port that another job on this machine takes between our draw and our bind fails a run with
-# "Address already in use" (rank 0 names the port): such a run is tried again on fresh ports, 3
-# times at most; any other failure fails the test.
-port_taken() { grep -q "Address already in use" "$1"; }
-
-torchrun=${MLR_TORCHRUN:-$(command -v torchrun || true)}
-if [ -n "$torchrun" ]; then
+# "Address already in use" (rank 0 names the port).
+# retrying_on_taken_port <name> <command...>: runs the command (which draws its own ports) into
+# $dir/<name>.log, again on fresh ports after such a failure, 3 tries at most; any other failure
+# fails the test.
+retrying_on_taken_port() {
+  name=$1
+  shift
   try=1
-  while :; do
-    # shellcheck disable=SC2086
-    if MLR_DIST_TIMEOUT=60 "$torchrun" --nproc_per_node 2 --master_port "$(sh scripts/random_port.sh 2)" --no-python \
-      "$train" $common data.packing.batch_rows=2 output_dir="$dir/torchrun" > "$dir/torchrun.log" 2>&1; then break; fi
-    if port_taken "$dir/torchrun.log" && [ $try -lt 3 ]; then try=$((try + 1)); rm -rf "$dir/torchrun"; continue; fi
-    cat "$dir/torchrun.log"; exit 1
+  until "$@" > "$dir/$name.log" 2>&1; do
+    if grep -q "Address already in use" "$dir/$name.log" && [ $try -lt 3 ]; then
+      echo "$name, try $try: a port was taken by another job; trying fresh ports"
+      try=$((try + 1))
+      rm -rf "${dir:?}/$name"
+      continue
+    fi
+    cat "$dir/$name.log"
+    exit 1
   done
-  check torchrun torchrun
-elif command -v python3 > /dev/null 2>&1; then
-  echo "torchrun not found: its environment and a listener on MASTER_PORT stand in for it"
-  agent=""
-  trap 'if [ -n "$agent" ]; then kill $agent 2> /dev/null || true; fi' EXIT
-  try=1
-  while :; do
-    port=$(sh scripts/random_port.sh 2)
-    rm -f "$dir/agent.ready"
-    python3 -c "
+}
+
+run_torchrun() {
+  # shellcheck disable=SC2086
+  MLR_DIST_TIMEOUT=60 "$torchrun" --nproc_per_node 2 --master_port "$(sh scripts/random_port.sh 2)" --no-python \
+    "$train" $common data.packing.batch_rows=2 output_dir="$dir/torchrun"
+}
+
+# torchrun's environment, with a listener holding MASTER_PORT as its agent does (its error, such
+# as a taken port, goes to the run's log).
+agent=""
+run_torchrun_env() {
+  port=$(sh scripts/random_port.sh 2)
+  rm -f "$dir/agent.ready"
+  python3 -c "
 import socket, sys, time
 s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 s.bind(('0.0.0.0', $port)); s.listen(16); open('$dir/agent.ready', 'w').close()
-time.sleep(300)" 2> "$dir/agent.log" &
-    agent=$!
-    i=0
-    while [ ! -e "$dir/agent.ready" ] && [ $i -lt 100 ] && kill -0 $agent 2> /dev/null; do sleep 0.1; i=$((i + 1)); done
-    if [ ! -e "$dir/agent.ready" ]; then
-      # the stand-in agent could not take its port
-      if grep -q "Address already in use" "$dir/agent.log" && [ $try -lt 3 ]; then try=$((try + 1)); continue; fi
-      echo "the stand-in for torchrun's agent did not start:"; cat "$dir/agent.log"; exit 1
-    fi
-    # shellcheck disable=SC2086
-    if MASTER_PORT=$port TORCHELASTIC_USE_AGENT_STORE=True TORCHELASTIC_RUN_ID=test MLR_DIST_TIMEOUT=60 \
-      MLR_LAUNCH_LOG_DIR="$dir/logs" sh scripts/launch_cpu_ranks.sh 2 "$train" $common data.packing.batch_rows=2 \
-      output_dir="$dir/torchrun_env" > "$dir/torchrun_env.log" 2>&1; then break; fi
-    kill $agent 2> /dev/null || true
-    wait $agent 2> /dev/null || true
-    if port_taken "$dir/torchrun_env.log" && [ $try -lt 3 ]; then
-      echo "try $try: port $port or $((port + 1)) was taken by another job; trying fresh ports"
-      try=$((try + 1)); rm -rf "$dir/torchrun_env" "$dir/logs"; continue
-    fi
-    cat "$dir/torchrun_env.log"; exit 1
-  done
+time.sleep(300)" &
+  agent=$!
+  i=0
+  while [ ! -e "$dir/agent.ready" ] && [ $i -lt 100 ] && kill -0 $agent 2> /dev/null; do sleep 0.1; i=$((i + 1)); done
+  if [ ! -e "$dir/agent.ready" ]; then
+    echo "the stand-in for torchrun's agent did not take port $port"
+    return 1
+  fi
+  status=0
+  # shellcheck disable=SC2086
+  MASTER_PORT=$port TORCHELASTIC_USE_AGENT_STORE=True TORCHELASTIC_RUN_ID=test MLR_DIST_TIMEOUT=60 \
+    MLR_LAUNCH_LOG_DIR="$dir/logs" sh scripts/launch_cpu_ranks.sh 2 "$train" $common data.packing.batch_rows=2 \
+    output_dir="$dir/torchrun_env" || status=$?
+  kill $agent 2> /dev/null || true
+  wait $agent 2> /dev/null || true
+  return $status
+}
+
+torchrun=${MLR_TORCHRUN:-$(command -v torchrun || true)}
+if [ -n "$torchrun" ]; then
+  retrying_on_taken_port torchrun run_torchrun
+  check torchrun torchrun
+elif command -v python3 > /dev/null 2>&1; then
+  echo "torchrun not found: its environment and a listener on MASTER_PORT stand in for it"
+  trap 'if [ -n "$agent" ]; then kill $agent 2> /dev/null || true; fi' EXIT
+  retrying_on_taken_port torchrun_env run_torchrun_env
   check torchrun_env torchrun
 fi
 if [ -z "$ran" ]; then
