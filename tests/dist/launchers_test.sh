@@ -54,7 +54,7 @@ else
 fi
 
 # A port that another job on this machine takes between our draw and our bind fails a run with
-# "Address already in use" (rank 0 names the port).
+# "Address already in use" (rank 0 names the port; torchrun says "address already in use").
 # retrying_on_taken_port <name> <command...>: runs the command (which draws its own ports) into
 # $dir/<name>.log, again on fresh ports after such a failure, 3 tries at most; any other failure
 # fails the test.
@@ -63,7 +63,7 @@ retrying_on_taken_port() {
   shift
   try=1
   until "$@" > "$dir/$name.log" 2>&1; do
-    if grep -q "Address already in use" "$dir/$name.log" && [ $try -lt 3 ]; then
+    if grep -qi "address already in use" "$dir/$name.log" && [ $try -lt 3 ]; then
       echo "$name, try $try: a port was taken by another job; trying fresh ports"
       try=$((try + 1))
       rm -rf "${dir:?}/$name"
