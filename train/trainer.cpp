@@ -328,7 +328,7 @@ class TrainingRun {
   void wait_for_rank0(const char* what);
   // train.shard_frozen_base: the base weights sharded, every adapter tensor kept whole.
   // `loaded`: the shards read at load time (each rank its own; called once per run).
-  void shard_frozen_base(std::vector<dist::LoadedShard> loaded = {});
+  void shard_frozen_base(std::vector<dist::LoadedShard> loaded);
   // Initialises the adapters made awaiting their base weight (setup_trainable on a sharded base).
   void init_adapters_from_base();
   bool stop_requested() const { return group_ ? stop_agreed_ : g_stop_requested.load(); }
