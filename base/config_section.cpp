@@ -4,6 +4,22 @@
 
 namespace mlr {
 
+bool yaml_round_trips(const std::string& text) {
+  // Inside a block mapping and followed by another key, as a configuration writes its values: a
+  // carriage return that ends a plain scalar survives at the end of the text but not before a line
+  // break, where it reads as part of the break.
+  YAML::Emitter out;
+  out << YAML::BeginMap << YAML::Key << "k" << YAML::Value << text << YAML::Key << "next" << YAML::Value << 0
+      << YAML::EndMap;
+  if (!out.good()) return false;
+  try {
+    const YAML::Node back = YAML::Load(out.c_str());
+    return back.IsMap() && back["k"].IsScalar() && back["k"].Scalar() == text;
+  } catch (const YAML::Exception&) {
+    return false;
+  }
+}
+
 ConfigSection::ConfigSection(const YAML::Node& node, std::string context, std::string file, std::string path,
                              const std::set<std::string>* overridden)
     : node_(node), context_(std::move(context)), file_(std::move(file)), path_(std::move(path)), overridden_(overridden) {
@@ -30,6 +46,12 @@ void ConfigSection::only(const std::set<std::string>& known) const {
     const std::string k = kv.first.as<std::string>();
     if (!known.count(k)) fail(kv.first, fmt::format("unknown key '{}' (known: {})", key(k), fmt::join(known, ", ")));
   }
+}
+
+void ConfigSection::require_writable(const std::string& k, const YAML::Node& at, const std::string& text) const {
+  if (!yaml_round_trips(text))
+    fail_key(k, at, fmt::format("'{}' cannot be written back as YAML unchanged (it holds a control character or "
+                                "bytes that are not UTF-8)", key(k)));
 }
 
 void ConfigSection::one_of(const std::string& k, const std::string& value, const std::set<std::string>& allowed) const {

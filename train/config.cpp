@@ -151,25 +151,61 @@ void emit_adapter_section(YAML::Emitter& out, const AdapterSection& a) {
   out << YAML::EndMap;
 }
 
-// A data section kept as YAML text (data/ parses it). yaml-cpp's emitter writes some scalars it
-// cannot read back (invalid UTF-8, for one); such a section is refused here, with the file and line,
-// rather than failing later in to_yaml or in data/.
+// Throws at the first key or value under `node` that yaml-cpp cannot write and read back unchanged
+// (yaml_round_trips), naming its dotted key.
+void require_writable_tree(const YAML::Node& node, const Section& parent, const std::string& key) {
+  if (node.IsScalar()) {
+    if (!yaml_round_trips(node.Scalar()))
+      parent.fail(node, fmt::format("'{}' cannot be written back as YAML unchanged (it holds a control character or "
+                                    "bytes that are not UTF-8)", key));
+  } else if (node.IsSequence()) {
+    for (size_t i = 0; i < node.size(); ++i) require_writable_tree(node[i], parent, fmt::format("{}[{}]", key, i));
+  } else if (node.IsMap()) {
+    for (const auto& kv : node) {
+      // A key is named in the error; a long one (a fuzzer's, a mis-indented block) by its start.
+      std::string name = kv.first.IsScalar() ? kv.first.Scalar() : "?";
+      if (name.size() > 40) name = name.substr(0, 37) + "...";
+      require_writable_tree(kv.first, parent, fmt::format("{}.{}", key, name));
+      require_writable_tree(kv.second, parent, fmt::format("{}.{}", key, name));
+    }
+  }
+}
+
+// Two YAML trees with the same structure, scalars and nulls.
+bool same_tree(const YAML::Node& a, const YAML::Node& b) {
+  if (a.Type() != b.Type()) return false;
+  if (a.IsScalar()) return a.Scalar() == b.Scalar();
+  if (a.IsSequence() || a.IsMap()) {
+    if (a.size() != b.size()) return false;
+    auto ia = a.begin();
+    auto ib = b.begin();
+    for (; ia != a.end(); ++ia, ++ib) {
+      if (a.IsSequence() ? !same_tree(*ia, *ib) : !same_tree(ia->first, ib->first) || !same_tree(ia->second, ib->second))
+        return false;
+    }
+  }
+  return true;
+}
+
+// A data section kept as YAML text (data/ parses it) and written back by to_yaml. A section that
+// does not read back as the same tree is refused here, with the file and line, rather than turning
+// into a different section in the run's recorded configuration.
 std::string section_as_yaml(const YAML::Node& node, const Section& parent, const std::string& key) {
+  require_writable_tree(node, parent, key);
   YAML::Emitter out;
   out << node;
   const std::string text = out.c_str();
+  bool same = false;
   try {
-    (void)YAML::Load(text);
+    same = out.good() && same_tree(YAML::Load(text), node);
   } catch (const YAML::Exception&) {
-    parent.fail(node, fmt::format("'{}' cannot be written back as YAML (is its text valid UTF-8?)", key));
   }
+  if (!same) parent.fail(node, fmt::format("'{}' cannot be written back as YAML and read as the same section", key));
   return text;
 }
 
-}  // namespace
-
-TrainConfig parse_train_config(const std::string& yaml_text, const std::string& name,
-                               const std::vector<std::string>& overrides, const fs::path& base_dir) try {
+TrainConfig parse_fields(const std::string& yaml_text, const std::string& name,
+                         const std::vector<std::string>& overrides, const fs::path& base_dir) try {
   YAML::Node root;
   try {
     root = YAML::Load(yaml_text);
@@ -304,6 +340,27 @@ TrainConfig parse_train_config(const std::string& yaml_text, const std::string& 
 } catch (const YAML::Exception& e) {
   // yaml-cpp's own exceptions (a conversion or subscript it refuses) where no check above foresaw one.
   throw Error(fmt::format("config: {}:{}: {}", name, e.mark.line + 1, e.msg));
+}
+
+}  // namespace
+
+TrainConfig parse_train_config(const std::string& yaml_text, const std::string& name,
+                               const std::vector<std::string>& overrides, const fs::path& base_dir) {
+  TrainConfig c = parse_fields(yaml_text, name, overrides, base_dir);
+  // The recorded configuration (to_yaml) must read back as this one: every string and the data
+  // sections were checked where they were read, so this fails only if a check above misses a case,
+  // and then it fails here rather than in a resumed run.
+  const std::string written = to_yaml(c);
+  std::string again;
+  try {
+    again = to_yaml(parse_fields(written, name + " (as written back)", {}, {}));
+  } catch (const Error& e) {
+    const std::string what = e.what();
+    throw Error(fmt::format("config: {}: the configuration, written back as YAML, does not read again ({})", name,
+                            what.substr(what.rfind("mlr: ", 0) == 0 ? 5 : 0)));
+  }
+  MLR_CHECK(again == written, "config: {}: the configuration, written back as YAML, reads as a different one", name);
+  return c;
 }
 
 TrainConfig load_train_config(const fs::path& yaml_file, const std::vector<std::string>& overrides) {

@@ -74,3 +74,24 @@ TEST_CASE("parsed values: the parser's error is re-thrown at the value's line wi
   };
   CHECK_ERROR_CONTAINS(s.parsed("format", parse), "data: mix.yaml:2: 'format': unknown format 'csvv'");
 }
+
+TEST_CASE("a string yaml-cpp would write back changed is refused where it is read") {
+  // The run's configuration is written back (config.resolved.yaml): a carriage return in a plain
+  // scalar was dropped on reading it back; bytes that are not UTF-8 came back as U+FFFD where a
+  // control character made yaml-cpp quote the string.
+  for (const char* text : {"/models/x", "", "null", "~", "true", " padded ", "a: b", "#x", "line\nbreak", "tab\there",
+                           "\xe6\x97\xa5\xe6\x9c\xac", "/models/\xb7x"}) {
+    CAPTURE(text);
+    CHECK(yaml_round_trips(text));
+  }
+  CHECK_FALSE(yaml_round_trips("/models/x\r"));
+  CHECK_FALSE(yaml_round_trips("/mod\xff\x03x"));
+  const YAML::Node root = YAML::Load("model:\n  device: cpu\n  path: \"/models/x\\r\\r\"\n  names: [a, \"b\xff\x01\"]\n");
+  const ConfigSection s(root["model"], "config", "run.yaml", "model");
+  std::string device, path;
+  s.str("device", device);
+  CHECK(device == "cpu");
+  CHECK_ERROR_CONTAINS(s.str("path", path), "config: run.yaml:3: 'model.path' cannot be written back as YAML unchanged");
+  std::vector<std::string> names;
+  CHECK_ERROR_CONTAINS(s.list("names", names, "a name"), "run.yaml:4: 'model.names' cannot be written back");
+}
