@@ -48,10 +48,31 @@ void ConfigSection::only(const std::set<std::string>& known) const {
   }
 }
 
+namespace {
+std::string not_writable(const std::string& dotted_key) {
+  return fmt::format("'{}' cannot be written back as YAML unchanged (it holds a control character or bytes that "
+                     "are not UTF-8)", dotted_key);
+}
+}  // namespace
+
 void ConfigSection::require_writable(const std::string& k, const YAML::Node& at, const std::string& text) const {
-  if (!yaml_round_trips(text))
-    fail_key(k, at, fmt::format("'{}' cannot be written back as YAML unchanged (it holds a control character or "
-                                "bytes that are not UTF-8)", key(k)));
+  if (!yaml_round_trips(text)) fail_key(k, at, not_writable(key(k)));
+}
+
+void ConfigSection::require_writable_tree(const YAML::Node& node, const std::string& dotted_key) const {
+  if (node.IsScalar()) {
+    if (!yaml_round_trips(node.Scalar())) fail(node, not_writable(dotted_key));
+  } else if (node.IsSequence()) {
+    for (size_t i = 0; i < node.size(); ++i) require_writable_tree(node[i], fmt::format("{}[{}]", dotted_key, i));
+  } else if (node.IsMap()) {
+    for (const auto& kv : node) {
+      // A key is named in the error; a long one (a fuzzer's, a mis-indented block) by its start.
+      std::string name = kv.first.IsScalar() ? kv.first.Scalar() : "?";
+      if (name.size() > 40) name = name.substr(0, 37) + "...";
+      require_writable_tree(kv.first, fmt::format("{}.{}", dotted_key, name));
+      require_writable_tree(kv.second, fmt::format("{}.{}", dotted_key, name));
+    }
+  }
 }
 
 void ConfigSection::one_of(const std::string& k, const std::string& value, const std::set<std::string>& allowed) const {

@@ -20,7 +20,8 @@ namespace mlr {
 // Whether yaml-cpp writes `text` as a scalar that reads back as the same bytes. Configurations are
 // written back (mlr-train records the resolved one in its run directory, and a resumed run reads
 // it), and yaml-cpp's emitter writes some strings it reads back differently: a carriage return in
-// a plain scalar is dropped, and bytes that are not UTF-8 become U+FFFD in a quoted one. Such a string is refused where it is read.
+// a plain scalar is dropped, and bytes that are not UTF-8 become U+FFFD in a quoted one. Such a
+// string is refused where it is read.
 bool yaml_round_trips(const std::string& text);
 
 class ConfigSection {
@@ -102,6 +103,9 @@ class ConfigSection {
 
   // Throws at `at` unless `text` survives writing as YAML and reading back (yaml_round_trips).
   void require_writable(const std::string& k, const YAML::Node& at, const std::string& text) const;
+  // The same for every key and value under `node` (a section kept as YAML), naming the first one at
+  // fault by its dotted key below `dotted_key`.
+  void require_writable_tree(const YAML::Node& node, const std::string& dotted_key) const;
 
   void one_of(const std::string& k, const std::string& value, const std::set<std::string>& allowed) const;
   // Throws "'<key>' <what>" at k's line unless ok.

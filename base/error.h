@@ -15,6 +15,8 @@ namespace mlr {
 class Error : public std::runtime_error {
  public:
   explicit Error(const std::string& message) : std::runtime_error("mlr: " + message) {}
+  // what() without its "mlr: ", for nesting it in another Error's message.
+  std::string message() const { return std::string(what()).substr(5); }
 };
 
 }  // namespace mlr

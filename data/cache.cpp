@@ -315,9 +315,7 @@ std::shared_ptr<TokenizedDataset> build_cache(const DatasetSpec& spec, const Tok
         } catch (const Error& e) {
           if (!spec.skip_bad) throw;
           ++shard.n_bad;
-          std::string message = e.what();
-          if (message.rfind("mlr: ", 0) == 0) message = message.substr(5);
-          if (shard.bad_messages.size() < 5) shard.bad_messages.push_back(std::move(message));
+          if (shard.bad_messages.size() < 5) shard.bad_messages.push_back(e.message());
           continue;
         }
         if (tok.windowed) shard.windowed.push_back(static_cast<uint32_t>(shard.length.size()));
@@ -411,10 +409,8 @@ std::shared_ptr<const TokenizedDataset> prepare_dataset(const DatasetSpec& spec,
       note = fmt::format("rebuilt: it holds only the head and tail of its longest texts, and rows of {} tokens need more",
                          options.max_row_tokens == 0 ? std::string("any length") : std::to_string(options.max_row_tokens));
     } catch (const Error& e) {
-      std::string what = e.what();
-      if (what.rfind("mlr: ", 0) == 0) what = what.substr(5);
-      throw Error(fmt::format("{} (dataset '{}'; delete {} or prepare with --rebuild to rebuild it)", what, spec.name,
-                              dir.string()));
+      throw Error(fmt::format("{} (dataset '{}'; delete {} or prepare with --rebuild to rebuild it)", e.message(),
+                              spec.name, dir.string()));
     }
   }
   if (fs::exists(dir)) {

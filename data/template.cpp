@@ -320,10 +320,8 @@ Example CompiledTemplate::render(const Record& record, std::string_view where) c
     ex.gold = record.label;
     ex.target = ex.choices[static_cast<size_t>(record.label)];
   } catch (const Error& e) {
-    // Add where the record came from; drop the "mlr: " prefix of the inner message.
-    std::string what = e.what();
-    if (what.rfind("mlr: ", 0) == 0) what = what.substr(5);
-    throw Error(fmt::format("data: {}: {}", where, what));
+    // Add where the record came from.
+    throw Error(fmt::format("data: {}: {}", where, e.message()));
   }
   return ex;
 }

@@ -15,13 +15,6 @@ using json = nlohmann::json;
 
 namespace {
 
-// An Error's message without the "mlr: " that every message starts with, for nesting it.
-std::string without_prefix(const Error& e) {
-  std::string what = e.what();
-  if (what.starts_with("mlr: ")) what.erase(0, 5);
-  return what;
-}
-
 bool all_digits(const std::string& s) {
   return !s.empty() && s.size() < 10 && std::all_of(s.begin(), s.end(), [](char c) { return c >= '0' && c <= '9'; });
 }
@@ -130,7 +123,7 @@ std::vector<Doc> read_record_docs(data::Format format, const fs::path& path,
     try {
       docs.push_back(make_doc(std::move(r)));
     } catch (const Error& e) {
-      throw Error(fmt::format("eval: {}:{}: {}", read.files.at(file), line, without_prefix(e)));
+      throw Error(fmt::format("eval: {}:{}: {}", read.files.at(file), line, e.message()));
     }
   }
   MLR_CHECK(!docs.empty(), "eval: {} has no rows", path.string());
@@ -155,7 +148,7 @@ std::vector<Doc> read_jsonl_docs(std::string_view task, const fs::path& path,
     } catch (const json::exception& e) {
       throw Error(fmt::format("eval: {}:{}: {}", path.string(), line_number, e.what()));
     } catch (const Error& e) {
-      throw Error(fmt::format("eval: {}:{}: {}", path.string(), line_number, without_prefix(e)));
+      throw Error(fmt::format("eval: {}:{}: {}", path.string(), line_number, e.message()));
     }
   }
   MLR_CHECK(!docs.empty(), "eval: {}: {} has no rows", task, path.string());

@@ -223,7 +223,7 @@ std::shared_ptr<const AdapterConfig> multilora_config_from_yaml(const ConfigFiel
     multilora_ranks(*c);  // the library's own rule for splitting r
   } catch (const Error& e) {
     const std::string key = c->ranks.empty() ? "r" : "ranks";
-    section.require(false, key, fmt::format("does not fit: {}", std::string(e.what()).substr(std::string("mlr: ").size())));
+    section.require(false, key, fmt::format("does not fit: {}", e.message()));
   }
   return c;
 }

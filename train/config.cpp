@@ -151,26 +151,6 @@ void emit_adapter_section(YAML::Emitter& out, const AdapterSection& a) {
   out << YAML::EndMap;
 }
 
-// Throws at the first key or value under `node` that yaml-cpp cannot write and read back unchanged
-// (yaml_round_trips), naming its dotted key.
-void require_writable_tree(const YAML::Node& node, const Section& parent, const std::string& key) {
-  if (node.IsScalar()) {
-    if (!yaml_round_trips(node.Scalar()))
-      parent.fail(node, fmt::format("'{}' cannot be written back as YAML unchanged (it holds a control character or "
-                                    "bytes that are not UTF-8)", key));
-  } else if (node.IsSequence()) {
-    for (size_t i = 0; i < node.size(); ++i) require_writable_tree(node[i], parent, fmt::format("{}[{}]", key, i));
-  } else if (node.IsMap()) {
-    for (const auto& kv : node) {
-      // A key is named in the error; a long one (a fuzzer's, a mis-indented block) by its start.
-      std::string name = kv.first.IsScalar() ? kv.first.Scalar() : "?";
-      if (name.size() > 40) name = name.substr(0, 37) + "...";
-      require_writable_tree(kv.first, parent, fmt::format("{}.{}", key, name));
-      require_writable_tree(kv.second, parent, fmt::format("{}.{}", key, name));
-    }
-  }
-}
-
 // Two YAML trees with the same structure, scalars and nulls.
 bool same_tree(const YAML::Node& a, const YAML::Node& b) {
   if (a.Type() != b.Type()) return false;
@@ -191,7 +171,7 @@ bool same_tree(const YAML::Node& a, const YAML::Node& b) {
 // does not read back as the same tree is refused here, with the file and line, rather than turning
 // into a different section in the run's recorded configuration.
 std::string section_as_yaml(const YAML::Node& node, const Section& parent, const std::string& key) {
-  require_writable_tree(node, parent, key);
+  parent.require_writable_tree(node, key);
   YAML::Emitter out;
   out << node;
   const std::string text = out.c_str();
@@ -355,9 +335,8 @@ TrainConfig parse_train_config(const std::string& yaml_text, const std::string& 
   try {
     again = to_yaml(parse_fields(written, name + " (as written back)", {}, {}));
   } catch (const Error& e) {
-    const std::string what = e.what();
     throw Error(fmt::format("config: {}: the configuration, written back as YAML, does not read again ({})", name,
-                            what.substr(what.rfind("mlr: ", 0) == 0 ? 5 : 0)));
+                            e.message()));
   }
   MLR_CHECK(again == written, "config: {}: the configuration, written back as YAML, reads as a different one", name);
   return c;
